@@ -1,0 +1,142 @@
+"""Raw feature values -> model inputs, with Keras preprocessing layers."""
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from tffm.features import INT_MISSING
+from tffm.features import STRING_MISSING
+from tffm.features import Categorical
+from tffm.features import Feature
+from tffm.features import MultiCategorical
+from tffm.features import normalize_features
+from tffm.types import Tensor
+
+
+class FeatureEncoder:
+    """Turns raw feature values into the inputs of tffm models.
+
+    Built from Keras preprocessing layers only (`StringLookup`,
+    `IntegerLookup`, `Hashing`), so the same encoder works in two places:
+    - inside a TensorFlow-backend Keras model (`compose`), which is what the
+      SavedModel export serves: raw strings / numbers / lists in;
+    - in a `tf.data` pipeline (`map_dataset`), which lets models train under
+      the JAX and torch backends on raw data.
+
+    Raw values: `Categorical` takes strings (or ints, for an int vocabulary)
+    of shape `(batch_size,)`, `""` / `-1` meaning missing; hashed features
+    take strings. `MultiCategorical` takes `(batch_size, list_length)`
+    padded with `""` / `-1`. `Numeric` takes floats `(batch_size,)`, NaN
+    meaning missing; it passes through (the model normalizes it).
+
+    Args:
+        features: list of tffm features (or their dicts).
+    """
+
+    def __init__(self, features: Sequence[Feature | Mapping[str, Any]]):
+        self.features = normalize_features(features)
+        self.layers: dict[str, keras.layers.Layer] = {
+            f.name: _lookup_layer(f)
+            for f in self.features
+            if isinstance(f, Categorical)
+        }
+
+    def raw_inputs(self) -> dict[str, keras.KerasTensor]:
+        """One `keras.Input` per feature, taking raw values."""
+        inputs = {}
+        for feature in self.features:
+            shape: tuple[int | None, ...] = (
+                (None,) if isinstance(feature, MultiCategorical) else ()
+            )
+            inputs[feature.name] = keras.Input(
+                shape=shape, dtype=feature.dtype, name=feature.name
+            )
+        return inputs
+
+    def __call__(self, raw: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Encodes a dict of raw values (tensors, arrays or Keras inputs)."""
+        missing = [f.name for f in self.features if f.name not in raw]
+        if missing:
+            raise ValueError(
+                f"Missing raw values for features {missing}. "
+                f"Received keys: {sorted(raw)}"
+            )
+        return {
+            f.name: self.layers[f.name](raw[f.name])
+            if f.name in self.layers
+            else raw[f.name]
+            for f in self.features
+        }
+
+    def compose(
+        self, model: keras.Model, *, with_logit: bool = False
+    ) -> keras.Model:
+        """Returns a model taking raw values (TensorFlow backend).
+
+        Args:
+            model: a tffm model built on the same features.
+            with_logit: bool. If `True`, outputs are a dict
+                `{"probability" | "prediction": ..., "logit": ...}`, the
+                names the export artifacts use; else the model's output.
+        """
+        _check_same_features(self.features, model)
+        core = output_model(model) if with_logit else model
+        raw = self.raw_inputs()
+        return keras.Model(raw, core(self(raw)), name=f"{model.name}_raw")
+
+    def map_dataset(self, dataset: Any) -> Any:
+        """Maps a `tf.data.Dataset` of `(raw_dict, label[, weight])`."""
+
+        def encode(features: Any, *rest: Any) -> Any:
+            return (self(features), *rest)
+
+        return dataset.map(encode, num_parallel_calls=-1)
+
+
+def output_model(model: keras.Model) -> keras.Model:
+    """Returns a view of a tffm model with named outputs, same weights.
+
+    Outputs `{"probability": (batch_size, 1), "logit": (batch_size, 1)}`
+    for binary models, `{"prediction": ..., "logit": ...}` for regression.
+    """
+    head = "probability" if model.task == "binary" else "prediction"
+    outputs = {
+        head: model.get_layer(head).output,
+        "logit": model.get_layer("logit").output,
+    }
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_outputs")
+
+
+def _lookup_layer(feature: Categorical) -> keras.layers.Layer:
+    name = f"{feature.name}_lookup"
+    if feature.hash_bins is not None:
+        # Bucket 0 is the mask ("" = missing); others get
+        # 1 + fingerprint64(value) % hash_bins.
+        return keras.layers.Hashing(
+            num_bins=feature.hash_bins + 1, mask_value=STRING_MISSING, name=name
+        )
+    if feature.dtype == "int64":
+        return keras.layers.IntegerLookup(
+            vocabulary=list(feature.vocabulary or ()),
+            mask_token=INT_MISSING,
+            num_oov_indices=1,
+            name=name,
+        )
+    return keras.layers.StringLookup(
+        vocabulary=list(feature.vocabulary or ()),
+        mask_token=STRING_MISSING,
+        num_oov_indices=1,
+        name=name,
+    )
+
+
+def _check_same_features(features: Sequence[Feature], model: Any) -> None:
+    model_features = getattr(model, "features", None)
+    if model_features is None or tuple(model_features) != tuple(features):
+        raise ValueError(
+            "The model was not built on this encoder's features. "
+            f"Encoder features: {[f.name for f in features]}; model "
+            f"features: {[f.name for f in model_features or ()]}"
+        )
