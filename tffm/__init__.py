@@ -1,5 +1,7 @@
 """tffm: factorization machines and DeepFM for Keras 3."""
 
+from tffm import metrics
+from tffm import synthetic
 from tffm.encoder import FeatureEncoder
 from tffm.encoder import output_model
 from tffm.features import Categorical

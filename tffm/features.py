@@ -15,8 +15,7 @@ import re
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
-from typing import Any
-from typing import Literal
+from typing import Any, Literal
 
 MISSING_ID = 0
 OOV_ID = 1
@@ -279,6 +278,8 @@ def _validate_lookup(feature: Categorical) -> None:
         )
     if vocab is None:
         return
+    if hasattr(vocab, "tolist"):  # numpy / pandas arrays
+        vocab = vocab.tolist()
     if isinstance(vocab, str | bytes) or not isinstance(vocab, Sequence):
         raise ValueError(
             f"Feature {feature.name!r}: `vocabulary` must be a list of "
@@ -315,9 +316,7 @@ def _validate_lookup(feature: Categorical) -> None:
 
 
 def _is_int_vocab(vocab: Sequence[object]) -> bool:
-    return all(
-        isinstance(v, int) and not isinstance(v, bool) for v in vocab
-    )
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in vocab)
 
 
 def _is_positive_int(value: object) -> bool:

@@ -66,32 +66,20 @@ class FMInteraction(keras.layers.Layer):
         super().__init__(**kwargs)
         self.order = order
         self.reduce_sum = reduce_sum
-        self.supports_masking = False
+        # The mask is consumed (it drops fields); the output carries none.
+        self.supports_masking = True
 
-    def build(
-        self,
-        inputs_shape: tuple[int | None, ...],
-        mask_shape: tuple[int | None, ...] | None = None,
-    ) -> None:
+    def build(self, inputs_shape: tuple[int | None, ...]) -> None:
         if len(inputs_shape) != 3:
             raise ValueError(
                 "`inputs` must have shape (batch_size, num_fields, "
                 f"embedding_dim). Received: inputs.shape={inputs_shape}"
             )
-        if mask_shape is not None and (
-            len(mask_shape) != 2
-            or not _dims_compatible(mask_shape[1], inputs_shape[1])
-            or not _dims_compatible(mask_shape[0], inputs_shape[0])
-        ):
-            raise ValueError(
-                "`mask` must have shape (batch_size, num_fields) matching "
-                f"`inputs`. Received: mask.shape={mask_shape}, "
-                f"inputs.shape={inputs_shape}"
-            )
 
     def call(self, inputs: Tensor, mask: Tensor | None = None) -> Tensor:
         v = ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
         if mask is not None:
+            _check_mask_shape(tuple(mask.shape), tuple(v.shape))
             # A dropped field is a zero vector: it adds nothing to any power
             # sum, hence nothing to any elementary symmetric polynomial.
             keep = ops.cast(mask, v.dtype)  # (B, F)
@@ -101,10 +89,11 @@ class FMInteraction(keras.layers.Layer):
             return ops.sum(terms, axis=-1, keepdims=True)  # (B, D) -> (B, 1)
         return terms
 
+    def compute_mask(self, inputs: Tensor, mask: Tensor | None = None) -> None:
+        return None
+
     def compute_output_shape(
-        self,
-        inputs_shape: tuple[int | None, ...],
-        mask_shape: tuple[int | None, ...] | None = None,
+        self, inputs_shape: tuple[int | None, ...]
     ) -> tuple[int | None, ...]:
         if self.reduce_sum:
             return (inputs_shape[0], 1)
@@ -135,6 +124,21 @@ def _elementary_symmetric(v: Tensor, order: int) -> Tensor:
             acc = acc - term if i % 2 == 0 else acc + term
         e.append(acc / float(k))
     return e[order]  # (B, D)
+
+
+def _check_mask_shape(
+    mask_shape: tuple[int | None, ...], inputs_shape: tuple[int | None, ...]
+) -> None:
+    # Static shapes only: `call` never branches on tensor values.
+    if len(mask_shape) != 2 or not all(
+        _dims_compatible(m, i)
+        for m, i in zip(mask_shape, inputs_shape[:2], strict=True)
+    ):
+        raise ValueError(
+            "`mask` must have shape (batch_size, num_fields) matching "
+            f"`inputs`. Received: mask.shape={mask_shape}, "
+            f"inputs.shape={inputs_shape}"
+        )
 
 
 def _dims_compatible(a: int | None, b: int | None) -> bool:

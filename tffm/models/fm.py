@@ -20,7 +20,7 @@ from tffm.models._heads import validate_task
 
 @keras.saving.register_keras_serializable(package="tffm")
 class FM(keras.Model):
-    """Factorization machine: `w0 + sum_i w_i x_i + sum_{i<j} <v_i,v_j> x_i x_j`.
+    """Factorization machine `w0 + sum w_i x_i + sum_{i<j} <v_i,v_j> x_i x_j`.
 
     Two input forms:
     - `features=[...]` (a tffm feature spec): one input per feature, named by

@@ -1,0 +1,122 @@
+import keras
+import numpy as np
+from absl.testing import parameterized
+
+import tffm
+from tffm import FeatureEmbedding
+from tffm import testing
+
+FEATURES = [
+    tffm.Categorical("city", vocabulary=["a", "b", "c"]),  # rows 0..4
+    tffm.Categorical("ad", hash_bins=6),  # rows 5..11
+    tffm.MultiCategorical("tags", vocabulary=["x", "y"], combiner="mean"),
+    tffm.Numeric("price", transform="log1p", mean=1.0, std=2.0),
+    tffm.MultiCategorical(
+        "liked", table="city", vocabulary=["a", "b", "c"], combiner="sum"
+    ),
+]
+
+
+def build_layer(embedding_dim=3, **kwargs):
+    layer = FeatureEmbedding(FEATURES, embedding_dim, **kwargs)
+    layer.build({f.name: None for f in FEATURES})
+    return layer
+
+
+class FeatureEmbeddingTest(testing.TestCase):
+    def inputs(self):
+        return {
+            "city": np.array([2, 0, 1, 4]),
+            "ad": np.array([6, 0, 3, 1]),
+            "tags": np.array([[2, 3, 0], [0, 0, 0], [1, 2, 2], [3, 0, 0]]),
+            "price": np.array([0.0, np.nan, 9.0, -5.0], "float32"),
+            "liked": np.array([[2, 4], [0, 0], [3, 3], [1, 0]]),
+        }
+
+    def test_fused_layout_and_shared_table(self):
+        layer = build_layer()
+        # city 3+2, ad 6+1, tags 2+2, price 1; liked shares city's rows.
+        self.assertEqual(layer.num_rows, 5 + 7 + 4 + 1)
+        self.assertEqual(tuple(layer.table.shape), (17, 4))
+        self.assertLen(layer.trainable_weights, 1)
+
+    def test_values_match_numpy(self):
+        layer = build_layer()
+        table = np.asarray(layer.table.value, dtype=np.float64)
+        emb, lin = layer(self.inputs())
+        emb, lin = np.asarray(emb), np.asarray(lin)
+        self.assertEqual(emb.shape, (4, 5, 3))
+        self.assertEqual(lin.shape, (4, 5))
+        x = self.inputs()
+        expected = np.zeros((4, 5, 4))
+        for b in range(4):
+            expected[b, 0] = table[0 + x["city"][b]]
+            expected[b, 1] = table[5 + x["ad"][b]]
+            tag_ids = [i for i in x["tags"][b] if i > 0]
+            if tag_ids:
+                expected[b, 2] = table[[12 + i for i in tag_ids]].mean(0)
+            p = x["price"][b]
+            p = 0.0 if np.isnan(p) else (np.log1p(max(p, 0.0)) - 1.0) / 2.0
+            expected[b, 3] = p * table[16]
+            liked = [i for i in x["liked"][b] if i > 0]
+            expected[b, 4] = table[liked].sum(0) if liked else 0.0
+        self.assertAllClose(emb, expected[:, :, :3])
+        self.assertAllClose(lin, expected[:, :, 3])
+
+    def test_out_of_range_ids_read_reserved_row(self):
+        layer = build_layer()
+        table = np.asarray(layer.table.value)
+        x = self.inputs()
+        x["city"] = np.array([5, -3, 99, 1])  # vocab field: OOV row 1
+        x["ad"] = np.array([7, -1, 2, 100])  # hashed field: missing row 0
+        emb, _ = layer(x)
+        emb = np.asarray(emb)
+        for b, row in enumerate([1, 1, 1, 1]):
+            self.assertAllClose(emb[b, 0], table[row, :3])
+        for b, row in enumerate([5, 5, 7, 5]):
+            self.assertAllClose(emb[b, 1], table[row, :3])
+
+    def test_embedding_l2_penalizes_rows_read(self):
+        layer = build_layer(embeddings_l2=0.5)
+        x = self.inputs()
+        layer(x)
+        table = np.asarray(layer.table.value, dtype=np.float64)
+        rows = []
+        for b in range(4):
+            read = [table[x["city"][b]], table[5 + x["ad"][b]]]
+            read += [table[12 + i] for i in x["tags"][b] if i > 0]
+            read += [table[i] for i in x["liked"][b] if i > 0]
+            rows.append(sum(np.sum(r**2) for r in read))
+        self.assertLen(layer.losses, 1)
+        self.assertAllClose(layer.losses[0], 0.5 * np.mean(rows))
+
+    def test_embedding_dim_zero_keeps_linear(self):
+        layer = build_layer(embedding_dim=0)
+        emb, lin = layer(self.inputs())
+        self.assertEqual(tuple(emb.shape), (4, 5, 0))
+        self.assertEqual(tuple(lin.shape), (4, 5))
+
+    def test_missing_input_names_feature(self):
+        layer = FeatureEmbedding(FEATURES, 3)
+        x = self.inputs()
+        del x["price"]
+        with self.assertRaisesRegex(ValueError, "price"):
+            layer(x)
+
+    @parameterized.named_parameters(
+        ("negative", -1), ("float", 2.5), ("bool", True)
+    )
+    def test_invalid_embedding_dim(self, value):
+        with self.assertRaisesRegex(ValueError, "embedding_dim="):
+            FeatureEmbedding(FEATURES, value)
+
+    def test_serialization(self):
+        layer = FeatureEmbedding(FEATURES, 3, embeddings_l2=1e-4)
+        clone = FeatureEmbedding.from_config(layer.get_config())
+        self.assertEqual(clone.features, layer.features)
+        self.assertEqual(clone.get_config(), layer.get_config())
+        # JSON round trip of the config (what .keras stores).
+        restored = keras.saving.deserialize_keras_object(
+            keras.saving.serialize_keras_object(layer)
+        )
+        self.assertEqual(restored.features, layer.features)

@@ -1,0 +1,42 @@
+"""Evaluation metrics in numpy (no TensorFlow needed)."""
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+
+def roc_auc(labels: ArrayLike, scores: ArrayLike) -> float:
+    """Area under the ROC curve; ties count one half (Mann-Whitney U).
+
+    Args:
+        labels: `(num_rows,)` of 0/1.
+        scores: `(num_rows,)` of real scores.
+
+    Returns:
+        The AUC as a float; NaN if only one class is present.
+    """
+    y = np.asarray(labels).reshape(-1).astype(bool)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if y.shape != s.shape:
+        raise ValueError(
+            "`labels` and `scores` must have the same length. Received: "
+            f"labels.shape={y.shape}, scores.shape={s.shape}"
+        )
+    num_pos = int(y.sum())
+    num_neg = len(y) - num_pos
+    if num_pos == 0 or num_neg == 0:
+        return float("nan")
+    # Average 1-based ranks over runs of tied scores.
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = (0.5 * (2 * ends - counts + 1))[inverse]
+    u = ranks[y].sum() - num_pos * (num_pos + 1) / 2.0
+    return float(u / (num_pos * num_neg))
+
+
+def log_loss(labels: ArrayLike, probabilities: ArrayLike) -> float:
+    """Mean binary cross-entropy, probabilities clipped to [1e-7, 1 - 1e-7]."""
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    p = np.clip(
+        np.asarray(probabilities, np.float64).reshape(-1), 1e-7, 1 - 1e-7
+    )
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
