@@ -201,6 +201,7 @@ def _numeric_value(feature: Numeric, x: Tensor, dtype: str) -> Tensor:
     missing = ops.isnan(x)
     x = ops.where(missing, 0.0, x)
     if feature.transform == "log1p":
-        x = ops.log1p(ops.maximum(x, 0.0))
+        # log(1 + x), not log1p: tf2onnx has no converter for Log1p.
+        x = ops.log(ops.maximum(x, 0.0) + 1.0)
     x = (x - feature.mean) / feature.std
     return ops.where(missing, 0.0, x)
