@@ -1,0 +1,156 @@
+"""One call from a trained model to verified TF Serving and ONNX artifacts."""
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from export.edge_cases import edge_case_batch
+from export.onnx import DEFAULT_OPSET
+from export.onnx import export_onnx
+from export.parity import DEFAULT_TOLERANCE
+from export.parity import ParityReport
+from export.parity import verify_parity
+from export.saved_model import export_saved_model
+from export.saved_model import write_models_config
+
+
+class ParityError(RuntimeError):
+    """Raised when an exported artifact disagrees with the Keras model."""
+
+    def __init__(self, report: ParityReport) -> None:
+        super().__init__(
+            "Exported artifacts differ from the Keras model; nothing was "
+            "written.\n" + report.table()
+        )
+        self.report = report
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """Where `export_for_serving` put each artifact, and the parity report."""
+
+    saved_model: str
+    onnx: str
+    onnx_ids: str
+    models_config: str
+    report: ParityReport | None
+
+
+def export_for_serving(
+    model: Any,
+    output: str,
+    *,
+    model_name: str,
+    version: int = 1,
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+    tolerance: tuple[float, float] = DEFAULT_TOLERANCE,
+) -> ExportResult:
+    """Exports, verifies and only then publishes a model's artifacts.
+
+    Layout under `output`:
+    - `saved_model/<model_name>/<version>/`: SavedModel with warmup records
+      (TF Serving's `base_path` is `saved_model/<model_name>`);
+    - `models.config`: TF Serving model config for it;
+    - `onnx/<model_name>-<version>.onnx`: raw-input ONNX;
+    - `onnx/<model_name>-<version>.ids.onnx`: ids-in core ONNX;
+    - `onnx/<model_name>-<version>.parity.md`: the parity table.
+
+    Everything is written to a staging directory first; if parity fails
+    (`verify=True`), the staging directory is removed and `ParityError`
+    raised, so no half-written or unverified artifact is left behind.
+
+    Args:
+        model: a trained tffm model with a feature spec.
+        output: str. Base directory.
+        model_name: str. Name for TF Serving and the ONNX files.
+        version: int. Positive model version.
+        opset: int. ONNX opset.
+        verify: bool. Run the parity check (default) before publishing.
+        tolerance: `(atol, rtol)` for the parity check.
+
+    Returns:
+        An `ExportResult`.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(
+            "`version` must be a positive integer. "
+            f"Received: version={version!r}"
+        )
+    if not model_name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(
+            "`model_name` must use letters, digits, '_' and '-'. "
+            f"Received: model_name={model_name!r}"
+        )
+    os.makedirs(output, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=output)
+    try:
+        sm_rel = os.path.join("saved_model", model_name, str(version))
+        onnx_rel = os.path.join("onnx", f"{model_name}-{version}.onnx")
+        ids_rel = os.path.join("onnx", f"{model_name}-{version}.ids.onnx")
+        os.makedirs(os.path.join(staging, "onnx"))
+        export_saved_model(
+            model,
+            os.path.join(staging, sm_rel),
+            model_name=model_name,
+            warmup_batch=edge_case_batch(model.features, 8),
+        )
+        export_onnx(
+            model, os.path.join(staging, onnx_rel), opset=opset, version=version
+        )
+        export_onnx(
+            model,
+            os.path.join(staging, ids_rel),
+            opset=opset,
+            version=version,
+            raw_inputs=False,
+        )
+        report = None
+        if verify:
+            report = verify_parity(
+                model,
+                saved_model=os.path.join(staging, sm_rel),
+                onnx=os.path.join(staging, onnx_rel),
+                tolerance=tolerance,
+            )
+            if not report.ok:
+                raise ParityError(report)
+            with open(
+                os.path.join(
+                    staging, "onnx", f"{model_name}-{version}.parity.md"
+                ),
+                "w",
+            ) as f:
+                f.write(report.table() + "\n")
+        config_rel = "models.config"
+        write_models_config(
+            os.path.join(staging, config_rel), {model_name: model_name}
+        )
+        _publish(staging, output, sm_rel, config_rel)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(
+        saved_model=os.path.join(output, sm_rel),
+        onnx=os.path.join(output, onnx_rel),
+        onnx_ids=os.path.join(output, ids_rel),
+        models_config=os.path.join(output, config_rel),
+        report=report,
+    )
+
+
+def _publish(staging: str, output: str, sm_rel: str, config: str) -> None:
+    """Moves verified files from staging into `output`, replacing old ones."""
+    final = os.path.join(output, sm_rel)
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(os.path.join(staging, sm_rel), final)
+    os.makedirs(os.path.join(output, "onnx"), exist_ok=True)
+    for name in os.listdir(os.path.join(staging, "onnx")):
+        os.replace(
+            os.path.join(staging, "onnx", name),
+            os.path.join(output, "onnx", name),
+        )
+    os.replace(os.path.join(staging, config), os.path.join(output, config))

@@ -1,0 +1,206 @@
+"""Parity: Keras vs SavedModel vs ONNX Runtime on the same raw batches."""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from export.edge_cases import edge_case_batch
+
+DEFAULT_TOLERANCE = (1e-5, 1e-5)  # (atol, rtol): float32 ORT vs Keras
+DEFAULT_BATCH_SIZES = (1, 64, 10_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityRow:
+    """One artifact's one output on one batch, against Keras."""
+
+    batch: str
+    artifact: str
+    output: str
+    max_abs: float
+    max_rel: float
+    dtype: str
+    shape: tuple[int, ...]
+    ok: bool
+    problem: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityReport:
+    """All rows of a parity check; `ok` when every row passed."""
+
+    rows: tuple[ParityRow, ...]
+    tolerance: tuple[float, float]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.rows) and all(r.ok for r in self.rows)
+
+    def table(self) -> str:
+        """A Markdown table, one line per (batch, artifact, output)."""
+        atol, rtol = self.tolerance
+        lines = [
+            f"Parity vs Keras (pass: |a-b| <= {atol:g} + {rtol:g}*|b|)",
+            "",
+            "| batch | artifact | output | max abs err | max rel err "
+            "| dtype | shape | result |",
+            "| --- | --- | --- | ---: | ---: | --- | --- | --- |",
+        ]
+        for r in self.rows:
+            result = "ok" if r.ok else f"FAIL {r.problem}".strip()
+            lines.append(
+                f"| {r.batch} | {r.artifact} | {r.output} | {r.max_abs:.3g} "
+                f"| {r.max_rel:.3g} | {r.dtype} | {r.shape} | {result} |"
+            )
+        return "\n".join(lines)
+
+
+def verify_parity(
+    model: Any,
+    *,
+    saved_model: str | None = None,
+    onnx: str | None = None,
+    batches: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    tolerance: tuple[float, float] = DEFAULT_TOLERANCE,
+) -> ParityReport:
+    """Runs Keras, the SavedModel signature and ONNX Runtime on raw batches.
+
+    The SavedModel is loaded fresh and called through `serving_default`; the
+    ONNX file runs in onnxruntime (CPU) fed by `export.onnx_feed`, as the
+    TensorFlow-free predictor does. Every named output is compared with the
+    Keras model's: value (elementwise `|a - b| <= atol + rtol * |b|`, NaN
+    only where Keras has NaN), dtype and shape.
+
+    Args:
+        model: the tffm model the artifacts were exported from.
+        saved_model: str. SavedModel directory, or None to skip.
+        onnx: str. Raw-input `.onnx` file, or None to skip.
+        batches: dict `{label: raw batch}`. Defaults to edge-case batches of
+            sizes 1, 64 and 10,000 (`export.edge_cases`).
+        tolerance: `(atol, rtol)`. Defaults to `(1e-5, 1e-5)`.
+
+    Returns:
+        A `ParityReport`.
+    """
+    import tensorflow as tf
+
+    from tffm import FeatureEncoder
+
+    if batches is None:
+        batches = {
+            f"edge-{n}": edge_case_batch(model.features, n, seed=n)
+            for n in DEFAULT_BATCH_SIZES
+        }
+    reference = FeatureEncoder(model.features).compose(model, with_logit=True)
+    runners = {}
+    if saved_model is not None:
+        signature = tf.saved_model.load(saved_model).signatures[
+            "serving_default"
+        ]
+        runners["saved_model"] = lambda raw: {
+            k: v.numpy() for k, v in signature(**_as_tf(raw)).items()
+        }
+    if onnx is not None:
+        runners["onnx"] = _onnx_runner(onnx)
+    rows = []
+    for label, raw in batches.items():
+        expected = {k: np.asarray(v) for k, v in reference(_as_tf(raw)).items()}
+        for artifact, run in runners.items():
+            actual = run(raw)
+            for name, want in expected.items():
+                rows.append(
+                    _compare(
+                        label, artifact, name, actual.get(name), want, tolerance
+                    )
+                )
+    return ParityReport(tuple(rows), tolerance)
+
+
+def _onnx_runner(path: str) -> Any:
+    import onnxruntime as ort
+
+    from export.onnx_feed import OnnxFeed
+
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feed = OnnxFeed.from_metadata(session.get_modelmeta().custom_metadata_map)
+    names = [o.name for o in session.get_outputs()]
+
+    def run(raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names, session.run(names, feed(raw)), strict=True))
+
+    return run
+
+
+def _compare(
+    batch: str,
+    artifact: str,
+    name: str,
+    actual: Any,
+    expected: np.ndarray,
+    tolerance: tuple[float, float],
+) -> ParityRow:
+    if actual is None:
+        return ParityRow(
+            batch,
+            artifact,
+            name,
+            np.inf,
+            np.inf,
+            "-",
+            (),
+            False,
+            "missing output",
+        )
+    actual = np.asarray(actual)
+    problems = []
+    if actual.dtype != expected.dtype:
+        problems.append(f"dtype {actual.dtype} != {expected.dtype}")
+    if actual.shape != expected.shape:
+        problems.append(f"shape {actual.shape} != {expected.shape}")
+        return ParityRow(
+            batch,
+            artifact,
+            name,
+            np.inf,
+            np.inf,
+            str(actual.dtype),
+            actual.shape,
+            False,
+            "; ".join(problems),
+        )
+    a, b = actual.astype(np.float64), expected.astype(np.float64)
+    both_nan = np.isnan(a) & np.isnan(b)
+    same_inf = np.isinf(a) & (a == b)
+    diff = np.where(both_nan | same_inf, 0.0, np.abs(a - b))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    rel = diff / np.maximum(np.abs(b), np.finfo(np.float32).tiny)
+    atol, rtol = tolerance
+    passed = bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(b))))
+    if not passed:
+        problems.append("values")
+    return ParityRow(
+        batch,
+        artifact,
+        name,
+        float(diff.max(initial=0.0)),
+        float(np.nan_to_num(rel).max(initial=0.0)),
+        str(actual.dtype),
+        actual.shape,
+        passed and not problems,
+        "; ".join(problems),
+    )
+
+
+def _as_tf(raw: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    import tensorflow as tf
+
+    out = {}
+    for name, value in raw.items():
+        array = np.asarray(value)
+        if array.dtype.kind in "OU":
+            out[name] = tf.constant(array.tolist(), dtype=tf.string)
+        else:
+            out[name] = tf.constant(array)
+    return out
