@@ -53,33 +53,45 @@ class OnnxFeed:
         return cls(json.loads(metadata[METADATA_FEATURES]))
 
     def __call__(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        missing = [f["name"] for f in self.features if f["name"] not in raw]
-        if missing:
-            raise ValueError(
-                f"Missing features {missing}. Received: {sorted(raw)}"
-            )
-        unknown = sorted(set(raw) - {f["name"] for f in self.features})
-        if unknown:
-            raise ValueError(
-                f"Unknown features {unknown}. Expected: "
-                f"{[f['name'] for f in self.features]}"
-            )
-        feeds = {}
-        batch_size = None
+        feeds = check_raw(self.features, raw)
         for feature in self.features:
-            name = feature["name"]
-            value = _check_value(feature, raw[name])
-            if batch_size is None:
-                batch_size = value.shape[0]
-            elif value.shape[0] != batch_size:
-                raise ValueError(
-                    f"Feature {name!r}: batch size {value.shape[0]} differs "
-                    f"from the other features' {batch_size}."
-                )
             if feature.get("hash_bins") is not None:
-                value = fingerprint64(value)
-            feeds[name] = value
+                feeds[feature["name"]] = fingerprint64(feeds[feature["name"]])
         return feeds
+
+
+def check_raw(
+    features: list[dict[str, Any]], raw: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """Checks raw values against a feature spec; errors name the feature.
+
+    Checks names (none missing, none unknown), rank, dtype kind and equal
+    batch sizes; returns numpy arrays of the exported dtypes (object for
+    strings, int64, float32).
+    """
+    missing = [f["name"] for f in features if f["name"] not in raw]
+    if missing:
+        raise ValueError(f"Missing features {missing}. Received: {sorted(raw)}")
+    unknown = sorted(set(raw) - {f["name"] for f in features})
+    if unknown:
+        raise ValueError(
+            f"Unknown features {unknown}. Expected: "
+            f"{[f['name'] for f in features]}"
+        )
+    checked = {}
+    batch_size = None
+    for feature in features:
+        name = feature["name"]
+        value = _check_value(feature, raw[name])
+        if batch_size is None:
+            batch_size = value.shape[0]
+        elif value.shape[0] != batch_size:
+            raise ValueError(
+                f"Feature {name!r}: batch size {value.shape[0]} differs "
+                f"from the other features' {batch_size}."
+            )
+        checked[name] = value
+    return checked
 
 
 def raw_kind(feature: Mapping[str, Any]) -> tuple[str, int]:

@@ -1,5 +1,6 @@
 """SavedModel export for TF Serving: raw features in, named outputs out."""
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -8,6 +9,8 @@ import numpy as np
 
 SIGNATURE = "serving_default"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# The feature spec beside the model, so clients can check inputs by name.
+FEATURES_FILE = os.path.join("assets.extra", "tffm_features.json")
 
 
 def export_saved_model(
@@ -43,6 +46,7 @@ def export_saved_model(
     import keras
 
     from tffm import FeatureEncoder
+    from tffm import serialize_feature
 
     if os.path.exists(path):
         raise FileExistsError(f"Refusing to overwrite {path!r}.")
@@ -57,6 +61,9 @@ def export_saved_model(
 
     archive.add_endpoint(SIGNATURE, serve, input_signature=[signature])
     archive.write_out(path, verbose=False)
+    os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
+    with open(os.path.join(path, FEATURES_FILE), "w") as f:
+        json.dump([serialize_feature(x) for x in model.features], f, indent=1)
     if warmup_batch is not None:
         write_warmup(path, model_name or model.name, warmup_batch)
     return path

@@ -1,5 +1,7 @@
-"""Serving tffm models: an onnxruntime predictor (no TensorFlow) and clients
-for TF Serving's REST API."""
+"""Serving tffm models: onnxruntime predictor and TF Serving clients.
+
+Nothing here imports TensorFlow.
+"""
 
 from serving.onnx_predictor import OnnxPredictor
 

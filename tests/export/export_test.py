@@ -1,0 +1,305 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import tffm
+from tffm import testing
+
+from .conftest import FEATURES
+from .conftest import to_tf
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="export and serving tests run under TensorFlow",
+)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def run_isolated(code: str, blocked: list[str]) -> str:
+    """Runs `code` in a fresh Python where `blocked` modules can't import."""
+    guard = textwrap.dedent(
+        f"""
+        import sys
+        for name in {blocked!r}:
+            sys.modules[name] = None  # any import of it raises ImportError
+        """
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", guard + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.usefixtures("trained", "exported")
+class ExportTest(testing.TestCase):
+    @pytest.fixture(autouse=True)
+    def _setup(self, trained, exported):
+        self.model, self.encoder = trained
+        self.result = exported
+
+    def test_layout_and_parity_report(self):
+        r = self.result
+        self.assertTrue(
+            r.saved_model.endswith(os.path.join("saved_model", "ctr", "3"))
+        )
+        self.assertTrue(
+            os.path.isfile(os.path.join(r.saved_model, "saved_model.pb"))
+        )
+        self.assertTrue(os.path.isfile(r.onnx) and os.path.isfile(r.onnx_ids))
+        self.assertTrue(r.report.ok, r.report.table())
+        # Each output of each artifact, at batch sizes 1, 64 and 10,000.
+        seen = {(row.batch, row.artifact, row.output) for row in r.report.rows}
+        self.assertLen(seen, 3 * 2 * 2)
+        self.assertIn(("edge-10000", "onnx", "logit"), seen)
+        self.assertEqual(
+            {row.shape for row in r.report.rows if row.batch == "edge-1"},
+            {(1, 1)},
+        )
+        leftovers = [
+            n
+            for n in os.listdir(
+                os.path.dirname(os.path.dirname(os.path.dirname(r.saved_model)))
+            )
+            if n.startswith(".staging")
+        ]
+        self.assertEmpty(leftovers)
+
+    def test_models_config(self):
+        text = open(self.result.models_config).read()
+        self.assertIn('name: "ctr"', text)
+        self.assertIn('base_path: "/models/ctr"', text)
+        self.assertIn('model_platform: "tensorflow"', text)
+
+    def test_signature_as_tf_serving_sees_it(self):
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(self.result.saved_model)
+        sig = loaded.signatures["serving_default"]
+        _, inputs = sig.structured_input_signature
+        expected = {
+            "city": (tf.string, [None]),
+            "ad_id": (tf.string, [None]),
+            "user": (tf.int64, [None]),
+            "tags": (tf.string, [None, None]),
+            "history": (tf.string, [None, None]),
+            "price": (tf.float32, [None]),
+            "score": (tf.float32, [None]),
+        }
+        self.assertEqual(
+            {k: (v.dtype, v.shape.as_list()) for k, v in inputs.items()},
+            expected,
+        )
+        self.assertEqual(
+            {
+                k: (v.dtype, v.shape.as_list())
+                for k, v in sig.structured_outputs.items()
+            },
+            {
+                "probability": (tf.float32, [None, 1]),
+                "logit": (tf.float32, [None, 1]),
+            },
+        )
+
+    def test_saved_model_has_no_python_ops_and_runs_without_tffm(self):
+        from export.edge_cases import edge_case_batch
+
+        raw = edge_case_batch(FEATURES, 20, seed=5)
+        expected = np.asarray(self.encoder.compose(self.model)(to_tf(raw)))
+        payload = {k: v.tolist() for k, v in raw.items()}
+        out = run_isolated(
+            f"""
+            import json, numpy as np, tensorflow as tf
+            loaded = tf.saved_model.load({self.result.saved_model!r})
+            graph = loaded.signatures["serving_default"].graph.as_graph_def()
+            ops = {{n.op for n in graph.node}}
+            for f in graph.library.function:
+                ops |= {{n.op for n in f.node_def}}
+            assert not ops & {{"PyFunc", "EagerPyFunc", "PyFuncStateless"}}, ops
+            raw = json.loads({json.dumps(json.dumps(payload))})
+            dtypes = {{"user": tf.int64, "price": tf.float32, "score": tf.float32}}
+            feeds = {{k: tf.constant(v, dtype=dtypes.get(k, tf.string))
+                     for k, v in raw.items()}}
+            out = loaded.signatures["serving_default"](**feeds)
+            print(json.dumps(out["probability"].numpy().tolist()))
+            """,
+            blocked=["tffm", "keras"],
+        )
+        got = np.array(json.loads(out.strip().splitlines()[-1]), np.float32)
+        self.assertAllClose(got, expected, tol=testing.ORT)
+
+    def test_onnx_runs_without_tensorflow_or_tffm(self):
+        from export.edge_cases import edge_case_batch
+
+        raw = edge_case_batch(FEATURES, 20, seed=6)
+        expected = np.asarray(self.encoder.compose(self.model)(to_tf(raw)))
+        payload = {k: v.tolist() for k, v in raw.items()}
+        out = run_isolated(
+            f"""
+            import json, sys, numpy as np
+            from serving import OnnxPredictor
+            raw = json.loads({json.dumps(json.dumps(payload))})
+            raw = {{k: np.array(v, dtype=object if k in ("city", "ad_id",
+                   "tags", "history") else None) for k, v in raw.items()}}
+            p = OnnxPredictor({self.result.onnx!r})
+            out = p.predict(raw)
+            assert p.version == 3
+            loaded = [m for m in ("tensorflow", "keras", "tffm") if m in sys.modules
+                      and sys.modules[m] is not None]
+            assert not loaded, loaded
+            print(json.dumps(out["probability"].tolist()))
+            """,
+            blocked=["tensorflow", "keras", "tffm"],
+        )
+        got = np.array(json.loads(out.strip().splitlines()[-1]), np.float32)
+        self.assertAllClose(got, expected, tol=testing.ORT)
+
+    def test_ids_in_core_onnx_matches_model(self):
+        import onnxruntime as ort
+
+        from export.edge_cases import edge_case_batch
+
+        raw = edge_case_batch(FEATURES, 50, seed=7)
+        ids = {k: np.asarray(v) for k, v in self.encoder(to_tf(raw)).items()}
+        feeds = {
+            k: v.astype(np.int32) if v.dtype.kind == "i" else v
+            for k, v in ids.items()
+        }
+        session = ort.InferenceSession(self.result.onnx_ids)
+        prob, logit = session.run(["probability", "logit"], feeds)
+        out = tffm.output_model(self.model)(ids)
+        self.assertAllClose(prob, out["probability"], tol=testing.ORT)
+        self.assertAllClose(logit, out["logit"], tol=testing.ORT)
+
+    def test_warmup_records_are_valid_requests(self):
+        import tensorflow as tf
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        path = os.path.join(
+            self.result.saved_model,
+            "assets.extra",
+            "tf_serving_warmup_requests",
+        )
+        records = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
+        self.assertNotEmpty(records)
+        sig = tf.saved_model.load(self.result.saved_model).signatures[
+            "serving_default"
+        ]
+        for record in records:
+            log = prediction_log_pb2.PredictionLog.FromString(record)
+            request = log.predict_log.request
+            self.assertEqual(request.model_spec.name, "ctr")
+            self.assertEqual(
+                request.model_spec.signature_name, "serving_default"
+            )
+            self.assertEqual(set(request.inputs), {f.name for f in FEATURES})
+            feeds = {
+                k: tf.constant(tf.make_ndarray(v))
+                for k, v in request.inputs.items()
+            }
+            out = sig(**feeds)
+            self.assertEqual(out["probability"].shape[1], 1)
+            self.assertTrue(np.isfinite(out["probability"].numpy()).all())
+
+    def test_bad_input_names_the_feature(self):
+        import tensorflow as tf
+
+        from export.edge_cases import edge_case_batch
+        from serving import OnnxPredictor
+        from serving.saved_model_predictor import SavedModelPredictor
+
+        raw = edge_case_batch(FEATURES, 4, seed=8)
+        predictors = [
+            OnnxPredictor(self.result.onnx),
+            SavedModelPredictor(self.result.saved_model),
+        ]
+        sig = tf.saved_model.load(self.result.saved_model).signatures[
+            "serving_default"
+        ]
+        composed = self.encoder.compose(self.model)
+
+        missing = {k: v for k, v in raw.items() if k != "price"}
+        wrong_dtype = dict(raw, city=np.array([1.0, 2.0, 3.0, 4.0]))
+        wrong_rank = dict(raw, tags=raw["tags"][:, 0])
+        for predictor in predictors:
+            with self.assertRaisesRegex(ValueError, "Missing.*'price'"):
+                predictor.predict(missing)
+            with self.assertRaisesRegex(ValueError, "'city' takes strings"):
+                predictor.predict(wrong_dtype)
+            with self.assertRaisesRegex(ValueError, "'tags' must have shape"):
+                predictor.predict(wrong_rank)
+        # The bare signature and Keras model reject them too (TensorFlow
+        # names a missing argument; a wrong dtype or rank only by position).
+        with self.assertRaisesRegex(TypeError, "price"):
+            sig(**to_tf(missing))
+        with self.assertRaisesRegex(Exception, "price"):
+            composed(to_tf(missing))
+        with self.assertRaises(Exception):
+            sig(**to_tf(wrong_dtype))
+        with self.assertRaises(Exception):
+            sig(**to_tf(wrong_rank))
+
+
+class ExportRefusalTest(testing.TestCase):
+    @pytest.fixture(autouse=True)
+    def _setup(self, trained, tmp_path):
+        self.model, _ = trained
+        self.tmp = tmp_path
+
+    def test_refuses_to_publish_failing_artifacts(self):
+        from export import ParityError
+        from export import export_for_serving
+
+        out = self.tmp / "refused"
+        with self.assertRaisesRegex(ParityError, "FAIL"):
+            # A negative tolerance fails every comparison.
+            export_for_serving(
+                self.model, str(out), model_name="ctr", tolerance=(-1.0, 0.0)
+            )
+        self.assertEqual(os.listdir(out), [])
+
+    def test_cli_export_and_verify(self):
+        from tffm.cli import main
+
+        path = str(self.tmp / "ctr.keras")
+        self.model.save(path)
+        out = str(self.tmp / "cli")
+        self.assertEqual(main(["export", "--model", path, "--output", out]), 0)
+        sm = os.path.join(out, "saved_model", "ctr", "1")
+        onnx_path = os.path.join(out, "onnx", "ctr-1.onnx")
+        self.assertEqual(
+            main(
+                [
+                    "verify",
+                    "--model",
+                    path,
+                    "--saved-model",
+                    sm,
+                    "--onnx",
+                    onnx_path,
+                ]
+            ),
+            0,
+        )
+        # Another model's artifacts do not pass as this model's.
+        other = tffm.DeepFM(FEATURES, embedding_dim=4, hidden_units=[16, 8])
+        other_path = str(self.tmp / "other.keras")
+        other.save(other_path)
+        self.assertEqual(
+            main(["verify", "--model", other_path, "--onnx", onnx_path]), 1
+        )
+        self.assertEqual(
+            main(["verify", "--model", "nope.keras", "--onnx", onnx_path]), 2
+        )
