@@ -26,6 +26,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     version: int = 1,
     raw_inputs: bool = True,
+    quantize: bool = False,
 ) -> str:
     """Writes a tffm model as ONNX that runs in plain onnxruntime.
 
@@ -46,6 +47,10 @@ def export_onnx(
         opset: int. Default ONNX opset. Defaults to 17.
         version: int. Model version stored in the metadata.
         raw_inputs: bool. Raw-value inputs (default) or encoded ids.
+        quantize: bool. Int8 dynamic quantization of the DNN's weights
+            (`MatMul`/`Gemm`; embeddings stay float32) for a smaller edge
+            model. Its outputs differ from Keras: measure the change with
+            `export.parity.accuracy_change`, never assume it.
 
     Returns:
         `path`.
@@ -70,13 +75,36 @@ def export_onnx(
         METADATA_VERSION: str(version),
         METADATA_OUTPUTS: json.dumps(outputs),
         "tffm.inputs": "raw" if raw_inputs else "ids",
+        "tffm.precision": "int8-dnn" if quantize else "float32",
     }
     del proto.metadata_props[:]
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
     onnx.save(proto, path)
+    if quantize:
+        _quantize_dnn(path, metadata)
     return path
+
+
+def _quantize_dnn(path: str, metadata: dict[str, str]) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "int8.onnx")
+        quantize_dynamic(
+            path,
+            out,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            weight_type=QuantType.QInt8,
+        )
+        proto = onnx.load(out)
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, path)
 
 
 def _export_core(model: Any, opset: int) -> Any:

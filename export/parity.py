@@ -118,6 +118,72 @@ def verify_parity(
     return ParityReport(tuple(rows), tolerance)
 
 
+@dataclasses.dataclass(frozen=True)
+class AccuracyChange:
+    """Validation metrics of Keras vs a lossy artifact (e.g. int8 ONNX)."""
+
+    keras_auc: float
+    artifact_auc: float
+    keras_logloss: float
+    artifact_logloss: float
+    max_abs_probability_change: float
+
+    @property
+    def auc_delta(self) -> float:
+        return self.artifact_auc - self.keras_auc
+
+    @property
+    def logloss_delta(self) -> float:
+        return self.artifact_logloss - self.keras_logloss
+
+    def table(self) -> str:
+        return "\n".join(
+            [
+                "| metric | Keras | artifact | delta |",
+                "| --- | ---: | ---: | ---: |",
+                f"| AUC | {self.keras_auc:.5f} | {self.artifact_auc:.5f} "
+                f"| {self.auc_delta:+.5f} |",
+                f"| logloss | {self.keras_logloss:.5f} "
+                f"| {self.artifact_logloss:.5f} | {self.logloss_delta:+.5f} |",
+                f"| max abs probability change | | | "
+                f"{self.max_abs_probability_change:.3g} |",
+            ]
+        )
+
+
+def accuracy_change(
+    model: Any,
+    onnx: str,
+    raw: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+) -> AccuracyChange:
+    """Measures what a lossy ONNX (int8) costs on labelled validation data.
+
+    Args:
+        model: the Keras model (binary task).
+        onnx: str. Raw-input ONNX file, e.g. written with `quantize=True`.
+        raw: dict of raw validation features.
+        labels: `(num_rows,)` 0/1 validation labels.
+
+    Returns:
+        An `AccuracyChange`.
+    """
+    from tffm import FeatureEncoder
+    from tffm.metrics import log_loss
+    from tffm.metrics import roc_auc
+
+    reference = FeatureEncoder(model.features).compose(model)
+    expected = np.asarray(reference(_as_tf(raw)))[:, 0]
+    actual = _onnx_runner(onnx)(raw)["probability"][:, 0]
+    return AccuracyChange(
+        keras_auc=roc_auc(labels, expected),
+        artifact_auc=roc_auc(labels, actual),
+        keras_logloss=log_loss(labels, expected),
+        artifact_logloss=log_loss(labels, actual),
+        max_abs_probability_change=float(np.abs(actual - expected).max()),
+    )
+
+
 def _onnx_runner(path: str) -> Any:
     import onnxruntime as ort
 

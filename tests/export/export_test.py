@@ -305,3 +305,47 @@ class ExportRefusalTest(testing.TestCase):
         self.assertEqual(
             main(["verify", "--model", "nope.keras", "--onnx", onnx_path]), 2
         )
+
+
+class QuantizedExportTest(testing.TestCase):
+    @pytest.fixture(autouse=True)
+    def _setup(self, tmp_path):
+        self.tmp = tmp_path
+
+    def test_int8_onnx_is_smaller_and_its_cost_is_measured(self):
+        import keras
+
+        from export.onnx import export_onnx
+        from export.parity import accuracy_change
+        from tffm.metrics import roc_auc
+
+        data = tffm.synthetic.make_planted_ctr(4000, seed=4)
+        train, valid = data.split(0.75)
+        model = tffm.DeepFM(
+            data.features, embedding_dim=4, hidden_units=[256, 128]
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(0.005), loss="binary_crossentropy"
+        )
+        encoder = tffm.FeatureEncoder(data.features)
+        model.fit(
+            encoder(to_tf(train.raw)),
+            train.labels,
+            epochs=2,
+            batch_size=256,
+            verbose=0,
+        )
+        full = export_onnx(model, str(self.tmp / "full.onnx"))
+        small = export_onnx(model, str(self.tmp / "int8.onnx"), quantize=True)
+        self.assertLess(os.path.getsize(small), 0.6 * os.path.getsize(full))
+        change = accuracy_change(model, small, valid.raw, valid.labels)
+        expected = np.asarray(encoder.compose(model)(to_tf(valid.raw)))[:, 0]
+        self.assertAllClose(
+            change.keras_auc, roc_auc(valid.labels, expected), tol=(1e-12, 0)
+        )
+        # Quantization changes outputs (reported, not hidden) but slightly.
+        self.assertGreater(change.max_abs_probability_change, 0.0)
+        self.assertLess(abs(change.auc_delta), 0.01)
+        self.assertIn("| AUC |", change.table())
+        lossless = accuracy_change(model, full, valid.raw, valid.labels)
+        self.assertLess(lossless.max_abs_probability_change, 1e-5)
