@@ -1,0 +1,271 @@
+import gzip
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tffm import data
+from tffm import testing
+
+
+def criteo_line(label, ints, cats):
+    return "\t".join([str(label)] + [str(i) for i in ints] + list(cats))
+
+
+def collect(source):
+    features, labels = {}, []
+    for f, y in source.dataset:
+        labels.append(y.numpy())
+        for k, v in f.items():
+            features.setdefault(k, []).append(v.numpy())
+    return {k: np.concatenate(v) for k, v in features.items()}, np.concatenate(
+        labels
+    )
+
+
+class CriteoTest(testing.TestCase):
+    @pytest.fixture(autouse=True)
+    def _tmp(self, tmp_path):
+        self.tmp = tmp_path
+
+    def write(self, name, lines, gz=False):
+        path = self.tmp / name
+        text = "\n".join(lines) + "\n"
+        if gz:
+            with gzip.open(path, "wt") as f:
+                f.write(text)
+        else:
+            path.write_text(text)
+        return str(path)
+
+    def rows(self):
+        ints = [
+            [1, 2, "", 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
+            ["", 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 99],
+        ]
+        cats = [[f"c{j}" for j in range(26)], [""] * 25 + ["last"]]
+        return [
+            criteo_line(1, ints[0], cats[0]),
+            criteo_line(0, ints[1], cats[1]),
+        ]
+
+    def test_values_and_missing(self):
+        path = self.write("day.tsv", self.rows())
+        features, labels = collect(data.read_criteo(path, batch_size=8))
+        self.assertAllEqual(labels, [1.0, 0.0])
+        self.assertAllEqual(features["I2"], [2.0, 0.0])
+        self.assertTrue(math.isnan(features["I3"][0]))
+        self.assertTrue(math.isnan(features["I1"][1]))
+        self.assertAllEqual(features["I13"], [13.0, 99.0])
+        self.assertAllEqual(features["C1"], [b"c0", b""])
+        self.assertAllEqual(features["C26"], [b"c25", b"last"])
+        self.assertLen(features, 39)
+
+    def test_gzip_and_glob(self):
+        self.write("part-0.tsv.gz", self.rows(), gz=True)
+        self.write("part-1.tsv", self.rows()[:1])
+        source = data.read_criteo(str(self.tmp / "part-*"), batch_size=2)
+        self.assertLen(source.files, 2)
+        _, labels = collect(source)
+        self.assertEqual(sorted(labels.tolist()), [0.0, 1.0, 1.0])
+
+    def test_wrong_column_count_names_file_and_line(self):
+        rows = self.rows() + ["1\t2\t3"]
+        path = self.write("bad.tsv", rows)
+        with self.assertRaisesRegex(
+            tf.errors.InvalidArgumentError,
+            r"bad\.tsv:3: expected 40 columns, got 3",
+        ):
+            collect(data.read_criteo(path))
+
+    def test_bad_number_names_file_line_and_column(self):
+        bad = self.rows()[0].split("\t")
+        bad[5] = "12x"  # I5
+        path = self.write("bad.tsv", [self.rows()[1], "\t".join(bad)])
+        with self.assertRaisesRegex(
+            tf.errors.InvalidArgumentError,
+            r"bad\.tsv:2: column I5: bad number 12x",
+        ):
+            collect(data.read_criteo(path))
+
+    def test_non_utf8_bytes(self):
+        path = self.tmp / "latin.tsv"
+        good = self.rows()[0].encode()
+        path.write_bytes(good + b"\n" + good.replace(b"c3", b"caf\xe9") + b"\n")
+        with self.assertRaisesRegex(
+            tf.errors.InvalidArgumentError, r"latin\.tsv:2: not valid UTF-8"
+        ):
+            collect(data.read_criteo(str(path)))
+
+    def test_empty_file_and_missing_file(self):
+        empty = self.tmp / "empty.tsv"
+        empty.write_text("")
+        with self.assertRaisesRegex(ValueError, "empty.tsv: the file is empty"):
+            data.read_criteo(str(empty))
+        with self.assertRaisesRegex(FileNotFoundError, "nothing-"):
+            data.read_criteo(str(self.tmp / "nothing-*.tsv"))
+
+    def test_lenient_skips_and_counts(self):
+        bad = self.rows()[0].replace("\t4\t", "\tfour\t", 1)
+        rows = [self.rows()[0], "short\tline", bad, self.rows()[1]]
+        path = self.write("mixed.tsv", rows)
+        source = data.read_criteo(path, batch_size=3, lenient=True)
+        _, labels = collect(source)
+        self.assertAllEqual(labels, [1.0, 0.0])
+        self.assertEqual(int(source.skipped.numpy()), 2)
+
+    def test_shuffle_keeps_every_row(self):
+        rows = [
+            criteo_line(i % 2, [i] + [0] * 12, ["x"] * 26) for i in range(50)
+        ]
+        path = self.write("many.tsv", rows)
+        source = data.read_criteo(path, batch_size=7, shuffle_buffer=50, seed=1)
+        features, _ = collect(source)
+        self.assertEqual(sorted(features["I1"].tolist()), list(range(50)))
+        self.assertNotEqual(features["I1"].tolist(), list(range(50)))
+
+
+class CsvTest(testing.TestCase):
+    @pytest.fixture(autouse=True)
+    def _tmp(self, tmp_path):
+        self.tmp = tmp_path
+
+    KINDS = {
+        "city": "categorical",
+        "age": "numeric",
+        "uid": "integer",
+        "tags": "list",
+    }
+
+    def test_header_kinds_and_lists(self):
+        path = self.tmp / "x.csv"
+        path.write_text(
+            "id,city,age,uid,tags,click\n"
+            '1,"paris",31.5,7,a|b,1\n'
+            "2,,,,,0\n"
+            "3,tokyo,-2,12,a|b|c|d,1\n"
+        )
+        features, labels = collect(
+            data.read_csv(
+                str(path), kinds=self.KINDS, label="click", max_len={"tags": 3}
+            )
+        )
+        self.assertAllEqual(labels, [1, 0, 1])
+        self.assertAllEqual(features["city"], [b"paris", b"", b"tokyo"])
+        self.assertAllClose(features["age"][[0, 2]], [31.5, -2.0])
+        self.assertTrue(np.isnan(features["age"][1]))
+        self.assertAllEqual(features["uid"], [7, -1, 12])
+        self.assertAllEqual(
+            features["tags"],
+            [[b"a", b"b", b""], [b"", b"", b""], [b"a", b"b", b"c"]],
+        )
+
+    def test_missing_column_names_feature(self):
+        path = self.tmp / "x.csv"
+        path.write_text("city,click\nparis,1\n")
+        with self.assertRaisesRegex(ValueError, r"x\.csv:1: no column 'age'"):
+            data.read_csv(str(path), kinds={"age": "numeric"}, label="click")
+
+    def test_bad_row_names_line(self):
+        path = self.tmp / "x.csv"
+        path.write_text("city,age,click\nparis,3,1\nlima,old,0\n")
+        with self.assertRaisesRegex(
+            tf.errors.InvalidArgumentError,
+            r"x\.csv:3: column age: bad number old",
+        ):
+            collect(
+                data.read_csv(
+                    str(path), kinds={"age": "numeric"}, label="click"
+                )
+            )
+
+    def test_parquet_matches_csv(self):
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+
+        table = pa.table(
+            {
+                "city": ["paris", None, "tokyo"],
+                "age": [31.5, None, -2.0],
+                "uid": [7, None, 12],
+                "tags": [["a", "b"], [], ["a", "b", "c", "d"]],
+                "click": [1, 0, 1],
+            }
+        )
+        path = str(self.tmp / "x.parquet")
+        pq.write_table(table, path, row_group_size=2)
+        features, labels = collect(
+            data.read_parquet(
+                path,
+                kinds=self.KINDS,
+                label="click",
+                batch_size=2,
+                max_len={"tags": 3},
+            )
+        )
+        self.assertAllEqual(labels, [1, 0, 1])
+        self.assertAllEqual(features["city"], [b"paris", b"", b"tokyo"])
+        self.assertAllEqual(features["uid"], [7, -1, 12])
+        self.assertTrue(np.isnan(features["age"][1]))
+        self.assertAllEqual(features["tags"][2], [b"a", b"b", b"c"])
+        with self.assertRaisesRegex(ValueError, "no column 'zip'"):
+            data.read_parquet(path, kinds={"zip": "categorical"}, label=None)
+
+
+class LibsvmTest(testing.TestCase):
+    @pytest.fixture(autouse=True)
+    def _tmp(self, tmp_path):
+        self.tmp = tmp_path
+
+    def test_sparse_rows(self):
+        path = self.tmp / "x.libsvm"
+        path.write_text("1 3:0.5 7:2\n-1 1:1\n0 2:1 3:1 4:-1.5e-1\n")
+        features, labels = collect(
+            data.read_libsvm(str(path), binary_labels=True, max_nonzeros=3)
+        )
+        self.assertAllEqual(labels, [1, 0, 0])
+        self.assertAllEqual(
+            features["indices"], [[3, 7, -1], [1, -1, -1], [2, 3, 4]]
+        )
+        self.assertAllClose(
+            features["values"], [[0.5, 2, 0], [1, 0, 0], [1, 1, -0.15]]
+        )
+
+    def test_ffm_fields(self):
+        path = self.tmp / "x.ffm"
+        path.write_text("1 0:5:1 1:9:0.5\n0 1:2:1\n")
+        features, _ = collect(data.read_libsvm(str(path), ffm=True))
+        self.assertAllEqual(features["fields"], [[0, 1], [1, -1]])
+        self.assertAllEqual(features["indices"], [[5, 9], [2, -1]])
+
+    def test_field_per_position(self):
+        path = self.tmp / "x.libfm"
+        path.write_text("1 4:1 10:1\n-1 5:1 11:1\n")
+        features, labels = collect(
+            data.read_libsvm(
+                str(path), fields=["user", "item"], binary_labels=True
+            )
+        )
+        self.assertAllEqual(features["user"], [4, 5])
+        self.assertAllEqual(features["item"], [10, 11])
+        path.write_text("1 4:1 10:1\n-1 5:1\n")
+        with self.assertRaisesRegex(
+            tf.errors.InvalidArgumentError, r"x\.libfm:2: expected 2 idx:val"
+        ):
+            collect(data.read_libsvm(str(path), fields=["user", "item"]))
+
+    def test_malformed_entries(self):
+        path = self.tmp / "x.libsvm"
+        path.write_text("1 3:0.5\n1 3-0.5\n")
+        with self.assertRaisesRegex(
+            tf.errors.InvalidArgumentError,
+            r"x\.libsvm:2: entries must be idx:val",
+        ):
+            collect(data.read_libsvm(str(path)))
+        path.write_text("1 3:0.5\n1 12:1\n")
+        with self.assertRaisesRegex(
+            tf.errors.InvalidArgumentError,
+            r"x\.libsvm:2: index >= num_features=10",
+        ):
+            collect(data.read_libsvm(str(path), num_features=10))

@@ -1,0 +1,186 @@
+"""Streaming text lines with their file and line number, and their checks."""
+
+import glob
+import gzip
+import os
+from collections.abc import Sequence
+from typing import Any
+
+AUTOTUNE = -1
+NUMBER_PATTERN = (
+    r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?(nan|NaN|inf|Inf)"
+)
+
+
+def resolve_files(pattern: str | Sequence[str]) -> list[str]:
+    """Expands globs (a pattern or a list of them); errors name the pattern."""
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    files: list[str] = []
+    for p in patterns:
+        matched = sorted(glob.glob(p)) if glob.has_magic(p) else [p]
+        if not matched:
+            raise FileNotFoundError(f"No file matches {p!r}.")
+        for path in matched:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"No such file: {path!r}.")
+            if _is_empty(path):
+                raise ValueError(f"{path}: the file is empty.")
+        files += matched
+    return files
+
+
+def first_line(path: str) -> str:
+    """The first line of a (possibly gzipped) text file, decoded as UTF-8."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.readline()
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}:1: not valid UTF-8 ({error})") from None
+
+
+def numbered_lines(
+    files: Sequence[str], *, skip_header: bool = False, seed: int | None = None
+) -> Any:
+    """`tf.data` of `(path, line_number, line)` over all files, streamed.
+
+    Files are read in parallel (interleaved, deterministic order); gzip is
+    detected by the `.gz` suffix. Blank lines are dropped.
+    """
+    import tensorflow as tf
+
+    first = 2 if skip_header else 1
+
+    def read(path: Any) -> Any:
+        compression = tf.where(
+            tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", ""
+        )
+        lines = tf.data.TextLineDataset(path, compression_type=compression)
+        return (
+            lines.enumerate(start=1)
+            .filter(lambda i, line: i >= first)
+            .map(lambda i, line: (path, i, line))
+        )
+
+    ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if len(files) == 1:
+        ds = ds.flat_map(read)
+    else:
+        ds = ds.interleave(
+            read,
+            cycle_length=min(len(files), 4),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+    return ds.filter(
+        lambda path, i, line: tf.strings.length(tf.strings.strip(line)) > 0
+    )
+
+
+def check_rows(
+    paths: Any,
+    line_numbers: Any,
+    problems: Any,
+    *,
+    lenient: bool,
+    skipped: Any | None,
+) -> tuple[Any, Any]:
+    """Fails on the first malformed row, or counts and masks bad rows.
+
+    Args:
+        paths: `(batch,)` string tensor, each row's file.
+        line_numbers: `(batch,)` int64 tensor, each row's line (1-based).
+        problems: `(batch,)` string tensor, `""` for good rows, else what is
+            wrong with the row.
+        lenient: bool. Skip bad rows (counting them in `skipped`) instead of
+            failing.
+        skipped: a `tf.Variable` int64 counter, or None.
+
+    Returns:
+        `(keep, control)`: the `(batch,)` bool mask of rows to keep, and an
+        op to make outputs depend on (the assertion or the counter update).
+    """
+    import tensorflow as tf
+
+    bad = problems != ""
+    if lenient:
+        count = tf.reduce_sum(tf.cast(bad, tf.int64))
+        control = skipped.assign_add(count) if skipped is not None else count
+        return tf.logical_not(bad), control
+    first = tf.argmax(tf.cast(bad, tf.int32))
+    message = tf.strings.join(
+        [
+            paths[first],
+            ":",
+            tf.strings.as_string(line_numbers[first]),
+            ": ",
+            problems[first],
+        ]
+    )
+    assertion = tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad)), [message], summarize=1
+    )
+    return tf.ones_like(bad), assertion
+
+
+def utf8_problem(lines: Any) -> Any:
+    """`"not valid UTF-8"` for lines with invalid bytes, else `""`."""
+    import tensorflow as tf
+
+    clean = tf.strings.unicode_transcode(
+        lines, "UTF-8", "UTF-8", errors="ignore"
+    )
+    return tf.where(clean != lines, "not valid UTF-8", "")
+
+
+def number_problem(
+    cells: Any, columns: Sequence[str], allow_empty: bool
+) -> Any:
+    """Per row, `"column c: bad number x"` for the first bad cell."""
+    import tensorflow as tf
+
+    pattern = NUMBER_PATTERN
+    if allow_empty:
+        pattern = f"({pattern})?"
+    ok = tf.strings.regex_full_match(tf.strings.strip(cells), pattern)
+    bad = tf.logical_not(ok)  # (B, C)
+    index = tf.argmax(tf.cast(bad, tf.int32), axis=1)  # (B,)
+    cell = tf.gather(cells, index, axis=1, batch_dims=1)  # (B,)
+    name = tf.gather(tf.constant(list(columns)), index)  # (B,)
+    # No quotes: TensorFlow escapes them in assertion messages.
+    text = tf.strings.join(["column ", name, ": bad number ", cell])
+    return tf.where(tf.reduce_any(bad, axis=1), text, "")
+
+
+def first_problem(*problems: Any) -> Any:
+    """Elementwise: the first non-empty problem string."""
+    import tensorflow as tf
+
+    out = problems[-1]
+    for p in reversed(problems[:-1]):
+        out = tf.where(p != "", p, out)
+    return out
+
+
+def column_count_problem(counts: Any, expected: Sequence[int]) -> Any:
+    """`"expected N columns, got M"` where a row has a wrong column count."""
+    import tensorflow as tf
+
+    ok = tf.zeros_like(counts, dtype=tf.bool)
+    for n in expected:
+        ok = tf.logical_or(ok, counts == n)
+    want = " or ".join(str(n) for n in expected)
+    text = tf.strings.join(
+        [f"expected {want} columns, got ", tf.strings.as_string(counts)]
+    )
+    return tf.where(ok, "", text)
+
+
+def _is_empty(path: str) -> bool:
+    if os.path.getsize(path) == 0:
+        return True
+    if path.endswith(".gz"):
+        with gzip.open(path, "rb") as f:
+            return f.read(1) == b""
+    return False
