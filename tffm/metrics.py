@@ -1,5 +1,7 @@
 """Evaluation metrics in numpy (no TensorFlow needed)."""
 
+from collections.abc import Callable
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -40,3 +42,36 @@ def log_loss(labels: ArrayLike, probabilities: ArrayLike) -> float:
         np.asarray(probabilities, np.float64).reshape(-1), 1e-7, 1 - 1e-7
     )
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def rmse(targets: ArrayLike, predictions: ArrayLike) -> float:
+    """Root mean squared error."""
+    t = np.asarray(targets, np.float64).reshape(-1)
+    p = np.asarray(predictions, np.float64).reshape(-1)
+    return float(np.sqrt(np.mean((t - p) ** 2)))
+
+
+def mae(targets: ArrayLike, predictions: ArrayLike) -> float:
+    """Mean absolute error."""
+    t = np.asarray(targets, np.float64).reshape(-1)
+    p = np.asarray(predictions, np.float64).reshape(-1)
+    return float(np.mean(np.abs(t - p)))
+
+
+def bootstrap_std(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    labels: ArrayLike,
+    predictions: ArrayLike,
+    *,
+    num_samples: int = 200,
+    seed: int = 0,
+) -> float:
+    """Standard deviation of `metric` over bootstrap resamples of the rows."""
+    y = np.asarray(labels).reshape(-1)
+    p = np.asarray(predictions).reshape(-1)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(num_samples):
+        rows = rng.integers(0, len(y), len(y))
+        values.append(metric(y[rows], p[rows]))
+    return float(np.nanstd(values))

@@ -269,3 +269,21 @@ class LibsvmTest(testing.TestCase):
             r"x\.libsvm:2: index >= num_features=10",
         ):
             collect(data.read_libsvm(str(path), num_features=10))
+
+
+class HoldoutTest(testing.TestCase):
+    def test_holdout_split_is_a_partition(self):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/x.libsvm"
+            with open(path, "w") as f:
+                f.write("".join(f"{i % 2} {i}:1\n" for i in range(1, 31)))
+            parts = []
+            for holdout in (False, True):
+                features, _ = collect(data.read_libsvm(
+                    path, holdout_every=5, holdout=holdout, shuffle_buffer=30,
+                    seed=holdout))
+                parts.append(sorted(features["indices"][:, 0].tolist()))
+        self.assertEqual(parts[1], [5, 10, 15, 20, 25, 30])
+        self.assertEqual(sorted(parts[0] + parts[1]), list(range(1, 31)))

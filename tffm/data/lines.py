@@ -40,42 +40,62 @@ def first_line(path: str) -> str:
         raise ValueError(f"{path}:1: not valid UTF-8 ({error})") from None
 
 
-def numbered_lines(
-    files: Sequence[str], *, skip_header: bool = False, seed: int | None = None
-) -> Any:
+def numbered_lines(files: Sequence[str]) -> Any:
     """`tf.data` of `(path, line_number, line)` over all files, streamed.
 
     Files are read in parallel (interleaved, deterministic order); gzip is
-    detected by the `.gz` suffix. Blank lines are dropped.
+    detected by the `.gz` suffix. No per-line Python or `map`: blank lines,
+    headers and the holdout split are masked per batch (`line_mask`).
     """
     import tensorflow as tf
-
-    first = 2 if skip_header else 1
 
     def read(path: Any) -> Any:
         compression = tf.where(
             tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", ""
         )
         lines = tf.data.TextLineDataset(path, compression_type=compression)
-        return (
-            lines.enumerate(start=1)
-            .filter(lambda i, line: i >= first)
-            .map(lambda i, line: (path, i, line))
+        return tf.data.Dataset.zip(
+            (
+                tf.data.Dataset.from_tensors(path).repeat(),
+                tf.data.Dataset.range(1, 2**62),
+                lines,
+            )
         )
 
     ds = tf.data.Dataset.from_tensor_slices(list(files))
     if len(files) == 1:
-        ds = ds.flat_map(read)
-    else:
-        ds = ds.interleave(
-            read,
-            cycle_length=min(len(files), 4),
-            num_parallel_calls=AUTOTUNE,
-            deterministic=True,
-        )
-    return ds.filter(
-        lambda path, i, line: tf.strings.length(tf.strings.strip(line)) > 0
+        return ds.flat_map(read)
+    return ds.interleave(
+        read,
+        cycle_length=min(len(files), 4),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
     )
+
+
+def line_mask(
+    numbers: Any,
+    lines: Any,
+    *,
+    skip_header: bool,
+    holdout_every: int | None,
+    holdout: bool,
+) -> Any:
+    """`(batch,)` bool: lines to parse (not blank, not a header, right part).
+
+    With `holdout_every=N`, lines whose number is a multiple of N are the
+    holdout part: kept if `holdout`, dropped otherwise (a row-level split
+    that streams and never changes between epochs).
+    """
+    import tensorflow as tf
+
+    keep = tf.strings.length(tf.strings.strip(lines)) > 0
+    if skip_header:
+        keep = tf.logical_and(keep, numbers > 1)
+    if holdout_every:
+        in_holdout = numbers % holdout_every == 0
+        keep = tf.logical_and(keep, in_holdout == holdout)
+    return keep
 
 
 def check_rows(

@@ -51,8 +51,8 @@ def read_criteo(
         pattern: file path, glob, or list of them (`.gz` read as gzip).
         batch_size: int. Rows per batch.
         has_label: bool. Whether the first column is the label.
-        **options: `shuffle_buffer`, `seed`, `repeat`, `lenient` (see
-            `read_csv`).
+        **options: `shuffle_buffer`, `seed`, `repeat`, `lenient`,
+            `holdout_every`, `holdout` (see `read_csv`).
 
     Returns:
         A `Source` with features `I1..I13` (float32) and `C1..C26` (string).
@@ -82,12 +82,15 @@ def read_csv(
     delimiter: str = ",",
     list_separator: str = "|",
     max_len: Mapping[str, int] | None = None,
+    column_names: Sequence[str] | None = None,
     shuffle_buffer: int = 0,
     seed: int | None = None,
     repeat: bool = False,
     lenient: bool = False,
+    holdout_every: int | None = None,
+    holdout: bool = False,
 ) -> Source:
-    """Reads delimited text with a header line (every file has one).
+    """Reads delimited text with a header line (or `column_names`).
 
     Only the columns named in `kinds` (and `label`) are parsed; others are
     ignored. Fields are split on `delimiter` (quoted fields may not contain
@@ -104,18 +107,27 @@ def read_csv(
         delimiter: str. Field separator.
         list_separator: str. Separator inside `"list"` cells.
         max_len: dict `{column: int}` for `"list"` columns (default 16).
+        column_names: list of str. Names of the columns of files that have
+            no header line (then no line is skipped).
         shuffle_buffer: int. Rows in the shuffle buffer (0: no shuffle).
         seed: int. Shuffle seed.
         repeat: bool. Repeat forever (for `steps_per_epoch` training).
         lenient: bool. Skip and count malformed rows instead of failing.
+        holdout_every: int. Split rows by line number: every N-th line is
+            the holdout (validation) part.
+        holdout: bool. Read the holdout part (True) or the rest (False).
 
     Returns:
         A `Source`.
     """
     files = L.resolve_files(pattern)
-    header = L.first_line(files[0]).split(delimiter)
-    header = [h.strip().strip('"') for h in header]
-    for path in files[1:]:
+    has_header = column_names is None
+    header = (
+        [h.strip().strip('"') for h in L.first_line(files[0]).split(delimiter)]
+        if has_header
+        else list(column_names or ())
+    )
+    for path in files[1:] if has_header else []:
         other = [
             h.strip().strip('"') for h in L.first_line(path).split(delimiter)
         ]
@@ -135,7 +147,7 @@ def read_csv(
         kinds=kinds,
         label=label,
         delimiter=delimiter,
-        header=True,
+        header=has_header,
         batch_size=batch_size,
         list_separator=list_separator,
         max_len=max_len,
@@ -143,6 +155,8 @@ def read_csv(
         seed=seed,
         repeat=repeat,
         lenient=lenient,
+        holdout_every=holdout_every,
+        holdout=holdout,
     )
 
 
@@ -159,6 +173,8 @@ def read_libsvm(
     seed: int | None = None,
     repeat: bool = False,
     lenient: bool = False,
+    holdout_every: int | None = None,
+    holdout: bool = False,
 ) -> Source:
     """Reads libsvm / libFM (`label idx:val ...`) and libFFM (`field:idx:val`).
 
@@ -186,6 +202,8 @@ def read_libsvm(
         seed: int. Shuffle seed.
         repeat: bool. Repeat forever.
         lenient: bool. Skip and count malformed rows instead of failing.
+        holdout_every: int. As in `read_csv`.
+        holdout: bool. As in `read_csv`.
 
     Returns:
         A `Source`.
@@ -303,6 +321,8 @@ def read_libsvm(
         repeat=repeat,
         skipped=skipped,
         lenient=lenient,
+        holdout_every=holdout_every,
+        holdout=holdout,
     )
 
 
@@ -321,6 +341,8 @@ def _delimited(
     seed: int | None = None,
     repeat: bool = False,
     lenient: bool = False,
+    holdout_every: int | None = None,
+    holdout: bool = False,
 ) -> Source:
     import tensorflow as tf
 
@@ -416,6 +438,8 @@ def _delimited(
         repeat=repeat,
         skipped=skipped,
         lenient=lenient,
+        holdout_every=holdout_every,
+        holdout=holdout,
     )
 
 
@@ -430,6 +454,8 @@ def _pipeline(
     repeat: bool,
     skipped: Any,
     lenient: bool,
+    holdout_every: int | None = None,
+    holdout: bool = False,
 ) -> Source:
     import tensorflow as tf
 
@@ -440,17 +466,30 @@ def _pipeline(
             f"`batch_size` must be a positive integer. Received: "
             f"batch_size={batch_size!r}"
         )
-    ds = L.numbered_lines(files, skip_header=skip_header)
+    ds = L.numbered_lines(files)
     if shuffle_buffer:
-        ds = ds.shuffle(
-            shuffle_buffer, seed=seed, reshuffle_each_iteration=True
-        )
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size)
-    ds = ds.map(parse, num_parallel_calls=L.AUTOTUNE, deterministic=True)
-    if lenient:
-        ds = ds.filter(lambda features, label: tf.size(label) > 0)
+
+    def parse_kept(paths: Any, numbers: Any, lines: Any) -> Any:
+        keep = L.line_mask(
+            numbers,
+            lines,
+            skip_header=skip_header,
+            holdout_every=holdout_every,
+            holdout=holdout,
+        )
+        return parse(
+            tf.boolean_mask(paths, keep),
+            tf.boolean_mask(numbers, keep),
+            tf.boolean_mask(lines, keep),
+        )
+
+    ds = ds.map(parse_kept, num_parallel_calls=L.AUTOTUNE, deterministic=True)
+    # Masking can empty a batch (all blank, holdout or skipped lines).
+    ds = ds.filter(lambda features, label: tf.size(label) > 0)
     return Source(ds.prefetch(L.AUTOTUNE), skipped, files)
 
 
