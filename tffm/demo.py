@@ -18,8 +18,8 @@ MARKER = ".tffm-demo"
 def run_demo(
     output: str = "tffm-demo",
     *,
-    num_rows: int = 300_000,
-    epochs: int = 4,
+    num_rows: int = 600_000,
+    epochs: int = 8,
     seed: int = 0,
     verbose: int | str = "auto",
 ) -> dict[str, Any]:
@@ -47,7 +47,9 @@ def run_demo(
 
     _prepare(output)
     start = time.time()
-    data = make_planted_ctr(num_rows, seed=seed)
+    data = make_planted_ctr(
+        num_rows, num_categorical=6, vocabulary_size=30, seed=seed
+    )
     train_part, rest = data.split(0.8)
     valid_part, test_part = rest.split(0.5)
     data_dir = os.path.join(output, "data")
@@ -69,10 +71,11 @@ def run_demo(
         model="deepfm",
         embedding_dim=8,
         hidden_units=[128, 64],
-        learning_rate=2e-3,
+        dropout=0.2,
+        learning_rate=5e-3,
         batch_size=1024,
         epochs=epochs,
-        patience=1,
+        patience=2,
         seed=seed,
     )
     generated = time.time()

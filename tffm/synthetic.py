@@ -54,8 +54,8 @@ def make_planted_ctr(
     """Draws CTR rows from a planted factorization machine.
 
     Fields: `num_categorical` vocabulary fields `c0, c1, ...` with
-    Zipf-like value frequencies (the last one hashed into 2x its vocabulary
-    size), `num_numeric` log-normal count fields `n0, ...` (10% missing), and
+    Zipf-like value frequencies (the last one hashed into 1,000 buckets),
+    `num_numeric` log-normal count fields `n0, ...` (10% missing), and
     one multi-valued field `tags` (0-4 values, mean pooled). The label is
     Bernoulli(sigmoid(FM(x))) with planted weights of dimension 4, so the
     achievable AUC is known: `roc_auc(labels, probabilities)`.
@@ -92,9 +92,12 @@ def make_planted_ctr(
     for j in range(num_numeric):
         counts = np.floor(rng.lognormal(1.0, 1.0, size=num_rows))
         weights = rng.normal(0, 0.4, size=dim + 1)
-        scaled = (np.log1p(counts) - 1.0) / 0.8
         counts[rng.random(num_rows) < 0.1] = np.nan
-        scaled = np.where(np.isnan(counts), 0.0, scaled)
+        # Standardized with the sample's own moments, as the model's
+        # Numeric(transform="log1p") is with the training scan's.
+        logs = np.log1p(counts)
+        mean, std = np.nanmean(logs), np.nanstd(logs)
+        scaled = np.where(np.isnan(counts), 0.0, (logs - mean) / std)
         raw[f"n{j}"] = counts.astype("float32")
         factors.append(scaled[:, None] * weights[None])
         features.append(Numeric(f"n{j}", transform="log1p", mean=1.0, std=0.8))

@@ -281,9 +281,15 @@ class HoldoutTest(testing.TestCase):
                 f.write("".join(f"{i % 2} {i}:1\n" for i in range(1, 31)))
             parts = []
             for holdout in (False, True):
-                features, _ = collect(data.read_libsvm(
-                    path, holdout_every=5, holdout=holdout, shuffle_buffer=30,
-                    seed=holdout))
+                features, _ = collect(
+                    data.read_libsvm(
+                        path,
+                        holdout_every=5,
+                        holdout=holdout,
+                        shuffle_buffer=30,
+                        seed=holdout,
+                    )
+                )
                 parts.append(sorted(features["indices"][:, 0].tolist()))
         self.assertEqual(parts[1], [5, 10, 15, 20, 25, 30])
         self.assertEqual(sorted(parts[0] + parts[1]), list(range(1, 31)))

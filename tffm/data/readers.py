@@ -468,7 +468,9 @@ def _pipeline(
         )
     ds = L.numbered_lines(files)
     if shuffle_buffer:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(
+            shuffle_buffer, seed=seed, reshuffle_each_iteration=True
+        )
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size)
