@@ -12,8 +12,8 @@ from absl.testing import parameterized
 # (atol, rtol) pairs. See STYLE.md section 6 for how each was measured.
 FP32 = (1e-6, 1e-6)  # same-backend identities, .keras / SavedModel reloads
 FP64 = (1e-12, 1e-12)  # float64 layer vs float64 brute-force reference
-# float32 square-of-sum vs reference on small unit-scale inputs (F <= 10,
-# D <= 8): the cancellation error grows with (sum |v|)^2.
+# float32 FM interaction vs float64 reference on small unit-scale inputs
+# (F <= 10, D <= 8): mixed-sign sums cancel, so error grows with sum |v|.
 FM_TRICK = (1e-5, 1e-5)
 ORT = (1e-5, 1e-5)  # ONNX Runtime CPU vs Keras
 

@@ -93,6 +93,25 @@ class FMInteractionTest(testing.TestCase):
         layer = FMInteraction(order=order)
         self.assertAllClose(layer(v[:, perm]), layer(v), tol=testing.FM_TRICK)
 
+    @parameterized.product(order=(2, 3, 4))
+    def test_one_dominant_field_keeps_float32_precision(self, order):
+        # A huge numeric value (x = 1e4) scales one field's vector. The
+        # square-of-sum identity subtracts two ~1e8 squares in float32 and
+        # loses the ~1e4 result; the prefix-sum program does not.
+        v = self.rng.uniform(-1, 1, size=(16, 8, 4))
+        v[:, 3] *= 1e4
+        expected = anova_reference(v, order)
+        out = np.asarray(FMInteraction(order=order)(v.astype("float32")))
+        rel = np.abs(out - expected) / np.abs(expected)
+        self.assertLess(rel.max(), 1e-4)
+        if order == 2:
+            v32 = v.astype("float32")
+            identity = 0.5 * (v32.sum(1) ** 2 - (v32**2).sum(1)).sum(1)
+            rel_identity = np.abs(identity - expected[:, 0]) / np.abs(
+                expected[:, 0]
+            )
+            self.assertGreater(rel_identity.max(), 1e-2)
+
     def test_gradient_matches_closed_form(self):
         # d/dv_i sum_{j<k} <v_j, v_k> = sum_{j != i} v_j.
         v = keras.Variable(self.rng.normal(size=(2, 5, 3)).astype("float32"))

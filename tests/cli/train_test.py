@@ -1,0 +1,273 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import tffm
+from tffm import testing
+from tffm.cli import main
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the CLI trains with the TensorFlow backend",
+)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+SHARED = os.path.join(ROOT, "..", "shared", "data")
+
+
+def write_planted_csv(path, rows, seed):
+    from tffm.demo import _write_csv
+
+    data = tffm.synthetic.make_planted_ctr(
+        rows, num_categorical=3, vocabulary_size=10, seed=seed
+    )
+    _write_csv(data, path)
+    return data
+
+
+CONFIG = {
+    "format": "csv",
+    "label": "label",
+    "columns": {
+        "c0": {"kind": "categorical"},
+        "c1": {"kind": "categorical", "min_frequency": 2},
+        "c2": {"kind": "categorical", "hash_bins": 64},
+        "n0": {"kind": "numeric", "transform": "log1p"},
+        "n1": {"kind": "numeric"},
+        "tags": {"kind": "list", "max_len": 4},
+    },
+    "hidden_units": [16],
+    "embedding_dim": 4,
+    "epochs": 2,
+    "batch_size": 256,
+    "learning_rate": 0.01,
+}
+
+
+class TrainCliTest(testing.TestCase):
+    @pytest.fixture(autouse=True)
+    def _tmp(self, tmp_path):
+        self.tmp = tmp_path
+
+    def test_train_evaluate_predict(self):
+        train_csv = str(self.tmp / "train.csv")
+        test_csv = str(self.tmp / "test.csv")
+        write_planted_csv(train_csv, 3000, seed=1)
+        test = write_planted_csv(test_csv, 800, seed=2)
+        config = self.tmp / "config.json"
+        config.write_text(json.dumps(CONFIG))
+        out = str(self.tmp / "model")
+        code = main(
+            [
+                "train",
+                "--data",
+                train_csv,
+                "--config",
+                str(config),
+                "--output",
+                out,
+                "--model",
+                "deepfm",
+                "--epochs",
+                "3",
+            ]
+        )
+        self.assertEqual(code, 0)
+        for name in (
+            "model.keras",
+            "config.json",
+            "history.json",
+            "metrics.json",
+            "vocab/c0.txt",
+            "checkpoints/best.keras",
+        ):
+            self.assertTrue(os.path.exists(os.path.join(out, name)), name)
+        written = json.load(open(os.path.join(out, "config.json")))
+        self.assertEqual(written["epochs"], 3)  # the flag won over the file
+        self.assertEqual(written["columns"], CONFIG["columns"])
+        vocab = open(os.path.join(out, "vocab", "c0.txt")).read().split()
+        self.assertEqual(sorted(vocab), sorted(f"c0_{k}" for k in range(10)))
+
+        preds = str(self.tmp / "preds.csv")
+        self.assertEqual(
+            main(
+                [
+                    "predict",
+                    "--model",
+                    out,
+                    "--data",
+                    test_csv,
+                    "--output",
+                    preds,
+                ]
+            ),
+            0,
+        )
+        table = np.genfromtxt(preds, delimiter=",", names=True)
+        self.assertEqual(len(table), 800)
+        self.assertAllEqual(table["label"], test.labels)
+        # Probabilities, and the logit is their log-odds.
+        p = table["probability"]
+        self.assertTrue(((p > 0) & (p < 1)).all())
+        self.assertAllClose(
+            np.log(p / (1 - p)), table["logit"], tol=(1e-4, 1e-4)
+        )
+
+        # The ONNX artifact scores the same rows the same way.
+        exported = str(self.tmp / "exported")
+        self.assertEqual(
+            main(
+                [
+                    "export",
+                    "--model",
+                    os.path.join(out, "model.keras"),
+                    "--output",
+                    exported,
+                    "--name",
+                    "ctr",
+                ]
+            ),
+            0,
+        )
+        onnx_preds = str(self.tmp / "onnx.parquet")
+        self.assertEqual(
+            main(
+                [
+                    "predict",
+                    "--model",
+                    out,
+                    "--data",
+                    test_csv,
+                    "--output",
+                    onnx_preds,
+                    "--artifact",
+                    os.path.join(exported, "onnx", "ctr-1.onnx"),
+                ]
+            ),
+            0,
+        )
+        import pyarrow.parquet as pq
+
+        onnx_table = pq.read_table(onnx_preds).to_pydict()
+        self.assertAllClose(onnx_table["probability"], p, tol=(1e-5, 1e-4))
+
+    def test_evaluate_prints_metrics(
+        self,
+    ):
+        train_csv = str(self.tmp / "train.csv")
+        write_planted_csv(train_csv, 2000, seed=3)
+        config = self.tmp / "config.json"
+        config.write_text(json.dumps(dict(CONFIG, model="fm")))
+        out = str(self.tmp / "fm")
+        self.assertEqual(
+            main(
+                [
+                    "train",
+                    "--data",
+                    train_csv,
+                    "--config",
+                    str(config),
+                    "--output",
+                    out,
+                ]
+            ),
+            0,
+        )
+        metrics = json.load(open(os.path.join(out, "metrics.json")))
+        self.assertGreater(metrics["auc"], 0.6)
+        self.assertGreater(metrics["auc_std"], 0.0)
+        self.assertEqual(
+            main(["evaluate", "--model", out, "--data", train_csv]), 0
+        )
+
+    def test_malformed_data_fails_with_file_and_line(self):
+        path = self.tmp / "bad.csv"
+        write_planted_csv(str(path), 50, seed=4)
+        lines = path.read_text().splitlines()
+        lines[7] = lines[7].replace(",", ";", 1)  # one column short
+        path.write_text("\n".join(lines) + "\n")
+        config = self.tmp / "config.json"
+        config.write_text(json.dumps(CONFIG))
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tffm.cli",
+                "train",
+                "--data",
+                str(path),
+                "--config",
+                str(config),
+                "--output",
+                str(self.tmp / "m"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        )
+        self.assertEqual(done.returncode, 2, done.stderr[-2000:])
+        self.assertIn("bad.csv:8: expected 7 columns, got 6", done.stderr)
+
+    def test_every_command_has_help(self):
+        for command in (
+            "demo",
+            "train",
+            "evaluate",
+            "predict",
+            "export",
+            "verify",
+        ):
+            with self.assertRaises(SystemExit) as exit_info:
+                main([command, "--help"])
+            self.assertEqual(exit_info.exception.code, 0)
+
+
+@pytest.mark.slow
+class DemoTest(testing.TestCase):
+    def test_demo_reaches_planted_optimum_and_reruns_cleanly(self):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as cwd:
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+            for _ in range(2):  # a second run replaces the first cleanly
+                done = subprocess.run(
+                    [sys.executable, "-m", "tffm.cli", "demo"],
+                    cwd=cwd,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
+                self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+            out = os.path.join(cwd, "tffm-demo")
+            self.assertEqual(os.listdir(cwd), ["tffm-demo"])
+            report = json.load(open(os.path.join(out, "report.json")))
+            self.assertTrue(report["parity_ok"])
+            self.assertLess(report["optimum_auc"] - report["test_auc"], 0.01)
+            self.assertLess(report["seconds"]["total"], 180)
+            for name in (
+                "report.md",
+                "training_curves.png",
+                "model/model.keras",
+                "export/models.config",
+            ):
+                self.assertTrue(os.path.exists(os.path.join(out, name)), name)
+            text = open(os.path.join(out, "report.md")).read()
+            self.assertIn("planted optimum", text)
+            self.assertIn("| edge-10000 | onnx | probability |", text)
+
+    def test_demo_refuses_foreign_folder(self):
+        import tempfile
+
+        from tffm.demo import run_demo
+
+        with tempfile.TemporaryDirectory() as tmp:
+            open(os.path.join(tmp, "precious.txt"), "w").close()
+            with self.assertRaisesRegex(FileExistsError, "not a tffm demo"):
+                run_demo(tmp)
+            self.assertTrue(os.path.exists(os.path.join(tmp, "precious.txt")))
