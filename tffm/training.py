@@ -27,7 +27,9 @@ class TrainConfig:
     `hash_bins`, `min_frequency`, `transform` (`identity` / `log1p`),
     `max_len`, `combiner`. Criteo needs none (I1..I13 are log1p numerics,
     C1..C26 categoricals); libsvm files with one `idx:1` entry per field
-    name them in `fields`.
+    name them in `fields`. `monitor` is what early stopping, checkpoints and
+    the learning-rate schedule watch: default `val_auc` (binary) or
+    `val_loss` (regression).
     """
 
     data: list[str] = dataclasses.field(default_factory=list)
@@ -54,6 +56,7 @@ class TrainConfig:
     batch_size: int = 1024
     epochs: int = 10
     patience: int = 2
+    monitor: str | None = None
     min_frequency: int = 1
     max_tokens: int | None = None
     shuffle_buffer: int = 100_000
@@ -325,20 +328,26 @@ def train(
             holdout=True if use_holdout else None,
         ).dataset
     ).cache()
+    monitor = config.monitor or (
+        "val_auc" if config.task == "binary" else "val_loss"
+    )
+    mode = "max" if monitor.endswith("auc") else "min"
     callbacks = [
         # Adam's constant step leaves a noise floor; a smaller step once
-        # validation loss stalls gets closer to the optimum.
+        # the validation metric stalls gets closer to the optimum.
         keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.2, patience=0, min_lr=1e-5
+            monitor=monitor, mode=mode, factor=0.2, patience=0, min_lr=1e-5
         ),
         keras.callbacks.EarlyStopping(
-            monitor="val_loss",
+            monitor=monitor,
+            mode=mode,
             patience=config.patience,
             restore_best_weights=True,
         ),
         keras.callbacks.ModelCheckpoint(
             os.path.join(output, "checkpoints", "best.keras"),
-            monitor="val_loss",
+            monitor=monitor,
+            mode=mode,
             save_best_only=True,
         ),
     ]
