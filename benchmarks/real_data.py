@@ -40,20 +40,12 @@ def frappe(tmp):
     )
     models = {
         "lr": dict(model="lr", learning_rate=0.01),
-        "fm": dict(
-            model="fm",
-            embedding_dim=16,
-            learning_rate=0.005,
-            embeddings_l2=1e-4,
-        ),
-        "deepfm": dict(
-            model="deepfm",
-            embedding_dim=16,
-            hidden_units=[400, 400, 400],
-            dropout=0.3,
-            embeddings_l2=1e-4,
-            learning_rate=0.001,
-        ),
+        "fm": dict(model="fm", embedding_dim=16, learning_rate=0.005,
+                   table_l2=1e-4),
+        "deepfm": dict(model="deepfm", embedding_dim=16,
+                       hidden_units=[400, 400, 400], dropout=0.2,
+                       batch_norm=True, embeddings_l2=0.01,
+                       learning_rate=0.003),
     }
     return base, models, [os.path.join(d, "frappe.test.libfm.gz")], "binary"
 

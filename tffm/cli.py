@@ -79,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--dropout", type=float)
     train.add_argument("--embeddings-l2", type=float)
+    train.add_argument("--table-l2", type=float)
     train.add_argument("--kernel-l2", type=float)
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--batch-size", type=int)
@@ -199,6 +200,7 @@ def _train_config(args: argparse.Namespace) -> object:
         "hidden_units": args.hidden_units,
         "dropout": args.dropout,
         "embeddings_l2": args.embeddings_l2,
+        "table_l2": args.table_l2,
         "kernel_l2": args.kernel_l2,
         "learning_rate": args.learning_rate,
         "batch_size": args.batch_size,

@@ -51,6 +51,7 @@ class TrainConfig:
     dropout: float = 0.0
     batch_norm: bool = False
     embeddings_l2: float = 0.0
+    table_l2: float = 0.0
     kernel_l2: float = 0.0
     learning_rate: float = 1e-3
     batch_size: int = 1024
@@ -244,6 +245,7 @@ def build_model(config: TrainConfig, features: list[Feature]) -> Any:
             dropout=config.dropout,
             batch_norm=config.batch_norm,
             embeddings_l2=config.embeddings_l2,
+            table_l2=config.table_l2,
             kernel_l2=config.kernel_l2,
             task=config.task,
         )
@@ -252,6 +254,7 @@ def build_model(config: TrainConfig, features: list[Feature]) -> Any:
             features,
             embedding_dim=config.embedding_dim if config.model == "fm" else 0,
             embeddings_l2=config.embeddings_l2,
+            table_l2=config.table_l2,
             task=config.task,
         )
     binary = config.task == "binary"

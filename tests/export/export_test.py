@@ -349,3 +349,69 @@ class QuantizedExportTest(testing.TestCase):
         self.assertIn("| AUC |", change.table())
         lossless = accuracy_change(model, full, valid.raw, valid.labels)
         self.assertLess(lossless.max_abs_probability_change, 1e-5)
+
+
+class RestServerTest(testing.TestCase):
+    @pytest.fixture(autouse=True)
+    def _setup(self, trained, exported):
+        self.model, self.encoder = trained
+        self.result = exported
+
+    def test_tf_serving_rest_api_over_onnxruntime(self):
+        import threading
+        import urllib.error
+        import urllib.request
+
+        from export.edge_cases import edge_case_batch
+        from serving import OnnxPredictor
+        from serving.client import predict_rest
+        from serving.rest_server import make_server
+
+        server = make_server(OnnxPredictor(self.result.onnx), "ctr")
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            raw = edge_case_batch(FEATURES, 12, seed=9)
+            expected = self.encoder.compose(self.model, with_logit=True)(
+                to_tf(raw)
+            )
+            out = predict_rest(url, "ctr", raw, version=3)
+            self.assertAllClose(
+                out["probability"], expected["probability"], tol=testing.ORT
+            )
+            self.assertAllClose(
+                out["logit"], expected["logit"], tol=testing.ORT
+            )
+            # Row ("instances") form gives the same answer.
+            rows = [
+                {k: v[i].tolist() for k, v in raw.items()} for i in range(12)
+            ]
+            body = json.dumps({"instances": rows}).encode()
+            request = urllib.request.Request(
+                url + "/v1/models/ctr:predict",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                predictions = json.loads(response.read())["predictions"]
+            self.assertAllClose(
+                [p["probability"] for p in predictions],
+                expected["probability"],
+                tol=testing.ORT,
+            )
+            # Bad input: HTTP 400 naming the feature.
+            bad = dict(raw, city=[1.5] * 12)
+            with self.assertRaises(urllib.error.HTTPError) as error:
+                predict_rest(url, "ctr", bad)
+            self.assertEqual(error.exception.code, 400)
+            self.assertIn(
+                "'city' takes strings",
+                json.loads(error.exception.read())["error"],
+            )
+            with urllib.request.urlopen(url + "/v1/models/ctr") as response:
+                status = json.loads(response.read())
+            self.assertEqual(status["model_version_status"][0]["version"], "3")
+        finally:
+            server.shutdown()
+            server.server_close()

@@ -90,6 +90,12 @@ class FeatureEmbeddingTest(testing.TestCase):
         self.assertLen(layer.losses, 1)
         self.assertAllClose(layer.losses[0], 0.5 * np.mean(rows))
 
+    def test_table_l2_penalizes_whole_table(self):
+        layer = build_layer(table_l2=0.25)
+        table = np.asarray(layer.table.value, dtype=np.float64)
+        self.assertLen(layer.losses, 1)
+        self.assertAllClose(layer.losses[0], 0.25 * np.sum(table**2))
+
     def test_embedding_dim_zero_keeps_linear(self):
         layer = build_layer(embedding_dim=0)
         emb, lin = layer(self.inputs())

@@ -49,6 +49,10 @@ class FeatureEmbedding(keras.layers.Layer):
             squared norms, summed over fields, averaged over the batch):
             the untouched rows get no gradient, unlike a full-table
             regularizer. Defaults to 0.
+        table_l2: float. L2 penalty on the whole table, every step
+            (`table_l2 * sum(table ** 2)`): rare values are held back as
+            much as frequent ones, which small data sets need; costs a dense
+            update of the table. Defaults to 0.
         **kwargs: Base `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -68,6 +72,7 @@ class FeatureEmbedding(keras.layers.Layer):
         embedding_dim: int,
         embeddings_initializer: Any = None,
         embeddings_l2: float = 0.0,
+        table_l2: float = 0.0,
         **kwargs: Any,
     ) -> None:
         features = normalize_features(features)
@@ -80,11 +85,14 @@ class FeatureEmbedding(keras.layers.Layer):
                 "`embedding_dim` must be a non-negative integer. "
                 f"Received: embedding_dim={embedding_dim!r}"
             )
-        if not embeddings_l2 >= 0:
-            raise ValueError(
-                "`embeddings_l2` must be >= 0. "
-                f"Received: embeddings_l2={embeddings_l2!r}"
-            )
+        for arg, value in (
+            ("embeddings_l2", embeddings_l2),
+            ("table_l2", table_l2),
+        ):
+            if not value >= 0:
+                raise ValueError(
+                    f"`{arg}` must be >= 0. Received: {arg}={value!r}"
+                )
         super().__init__(**kwargs)
         self.features = features
         self.embedding_dim = embedding_dim
@@ -93,6 +101,7 @@ class FeatureEmbedding(keras.layers.Layer):
             or keras.initializers.RandomNormal(stddev=0.01)
         )
         self.embeddings_l2 = float(embeddings_l2)
+        self.table_l2 = float(table_l2)
         layout = table_layout(features)
         self.num_rows = sum(rows for _, rows in layout.values())
         self._single = [f for f in features if type(f) is Categorical]
@@ -114,6 +123,9 @@ class FeatureEmbedding(keras.layers.Layer):
             name="table",
             shape=(self.num_rows, self.embedding_dim + 1),
             initializer=self.embeddings_initializer,
+            regularizer=keras.regularizers.L2(self.table_l2)
+            if self.table_l2
+            else None,
         )
 
     def call(self, inputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -167,6 +179,7 @@ class FeatureEmbedding(keras.layers.Layer):
                     self.embeddings_initializer
                 ),
                 "embeddings_l2": self.embeddings_l2,
+                "table_l2": self.table_l2,
             }
         )
         return config

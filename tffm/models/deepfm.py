@@ -41,6 +41,7 @@ class DeepFM(keras.Model):
         dropout: float. DNN dropout rate. Defaults to 0.
         batch_norm: bool. Batch normalization in the DNN. Defaults to False.
         embeddings_l2: float. L2 penalty on the embedding rows a batch reads.
+        table_l2: float. L2 penalty on the whole embedding table.
         kernel_l2: float. L2 penalty on the DNN kernels.
         task: str. `"binary"` (default) or `"regression"`.
         **kwargs: Base `keras.Model` arguments (`name`).
@@ -59,6 +60,7 @@ class DeepFM(keras.Model):
         dropout: float = 0.0,
         batch_norm: bool = False,
         embeddings_l2: float = 0.0,
+        table_l2: float = 0.0,
         kernel_l2: float = 0.0,
         task: str = "binary",
         **kwargs: Any,
@@ -78,6 +80,7 @@ class DeepFM(keras.Model):
             spec,
             embedding_dim,
             embeddings_l2=embeddings_l2,
+            table_l2=table_l2,
             name="feature_embedding",
         )
         dnn = MLP(
@@ -107,6 +110,7 @@ class DeepFM(keras.Model):
         self.dropout = dropout
         self.batch_norm = batch_norm
         self.embeddings_l2 = embeddings_l2
+        self.table_l2 = table_l2
         self.kernel_l2 = kernel_l2
         self.task = task
 
@@ -121,6 +125,7 @@ class DeepFM(keras.Model):
             "dropout": self.dropout,
             "batch_norm": self.batch_norm,
             "embeddings_l2": self.embeddings_l2,
+            "table_l2": self.table_l2,
             "kernel_l2": self.kernel_l2,
             "task": self.task,
         }

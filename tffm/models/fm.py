@@ -48,6 +48,8 @@ class FM(keras.Model):
         task: str. `"binary"` (sigmoid output, default) or `"regression"`.
         embeddings_l2: float. L2 penalty on the table rows a batch reads
             (feature-spec form only). Defaults to 0.
+        table_l2: float. L2 penalty on the whole table (feature-spec form
+            only). Defaults to 0.
         **kwargs: Base `keras.Model` arguments (`name`).
 
     References:
@@ -64,6 +66,7 @@ class FM(keras.Model):
         order: int = 2,
         task: str = "binary",
         embeddings_l2: float = 0.0,
+        table_l2: float = 0.0,
         **kwargs: Any,
     ) -> None:
         if (features is None) == (num_features is None):
@@ -86,15 +89,16 @@ class FM(keras.Model):
                 spec,
                 embedding_dim,
                 embeddings_l2=embeddings_l2,
+                table_l2=table_l2,
                 name="feature_embedding",
             )
             inputs = feature_inputs(spec)
         else:
-            if embeddings_l2:
+            if embeddings_l2 or table_l2:
                 raise ValueError(
-                    "`embeddings_l2` applies to the feature-spec form only. "
-                    f"Received: embeddings_l2={embeddings_l2!r} with "
-                    f"num_features={num_features!r}"
+                    "`embeddings_l2` and `table_l2` apply to the feature-spec "
+                    f"form only. Received: embeddings_l2={embeddings_l2!r}, "
+                    f"table_l2={table_l2!r} with num_features={num_features!r}"
                 )
             embedding = SparseEmbedding(
                 num_features,  # type: ignore[arg-type]
@@ -131,6 +135,7 @@ class FM(keras.Model):
         self.order = order
         self.task = task
         self.embeddings_l2 = embeddings_l2
+        self.table_l2 = table_l2
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -144,6 +149,7 @@ class FM(keras.Model):
             "order": self.order,
             "task": self.task,
             "embeddings_l2": self.embeddings_l2,
+            "table_l2": self.table_l2,
         }
 
     @classmethod
