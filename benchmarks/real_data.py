@@ -37,15 +37,22 @@ def frappe(tmp):
         batch_size=512,
         epochs=40,
         patience=3,
+        refit=True,
     )
     models = {
         "lr": dict(model="lr", learning_rate=0.01),
-        "fm": dict(model="fm", embedding_dim=16, learning_rate=0.005,
-                   table_l2=1e-4),
-        "deepfm": dict(model="deepfm", embedding_dim=16,
-                       hidden_units=[400, 400, 400], dropout=0.2,
-                       batch_norm=True, embeddings_l2=0.01,
-                       learning_rate=0.003),
+        "fm": dict(
+            model="fm", embedding_dim=16, learning_rate=0.005, table_l2=1e-4
+        ),
+        "deepfm": dict(
+            model="deepfm",
+            embedding_dim=16,
+            hidden_units=[400, 400],
+            dropout=0.5,
+            batch_norm=True,
+            embeddings_l2=0.01,
+            learning_rate=0.003,
+        ),
     }
     return base, models, [os.path.join(d, "frappe.test.libfm.gz")], "binary"
 
@@ -103,22 +110,21 @@ def movielens(tmp):
         batch_size=256,
         epochs=40,
         patience=3,
+        refit=True,
     )
     models = {
         "lr": dict(model="lr", learning_rate=0.01),
         "fm": dict(
-            model="fm",
-            embedding_dim=32,
-            learning_rate=0.001,
-            embeddings_l2=1e-3,
+            model="fm", embedding_dim=64, learning_rate=0.003, embeddings_l2=0.1
         ),
         "deepfm": dict(
             model="deepfm",
-            embedding_dim=32,
+            embedding_dim=64,
             hidden_units=[256, 128],
-            dropout=0.3,
-            embeddings_l2=1e-3,
-            learning_rate=0.001,
+            dropout=0.5,
+            batch_norm=True,
+            embeddings_l2=0.1,
+            learning_rate=0.003,
         ),
     }
     return base, models, [test_path], "regression"

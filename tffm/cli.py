@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--min-frequency", type=int)
     train.add_argument("--seed", type=int)
     train.add_argument(
+        "--refit",
+        action="store_true",
+        default=None,
+        help="after early stopping on the holdout, retrain on all rows",
+    )
+    train.add_argument(
         "--lenient",
         action="store_true",
         default=None,
@@ -208,6 +214,7 @@ def _train_config(args: argparse.Namespace) -> object:
         "patience": args.patience,
         "min_frequency": args.min_frequency,
         "seed": args.seed,
+        "refit": args.refit,
         "lenient": args.lenient,
     }
     if args.config:

@@ -155,9 +155,7 @@ class TrainCliTest(testing.TestCase):
         onnx_table = pq.read_table(onnx_preds).to_pydict()
         self.assertAllClose(onnx_table["probability"], p, tol=(1e-5, 1e-4))
 
-    def test_evaluate_prints_metrics(
-        self,
-    ):
+    def test_evaluate_prints_metrics(self):
         train_csv = str(self.tmp / "train.csv")
         write_planted_csv(train_csv, 2000, seed=3)
         config = self.tmp / "config.json"
@@ -173,6 +171,7 @@ class TrainCliTest(testing.TestCase):
                     str(config),
                     "--output",
                     out,
+                    "--refit",
                 ]
             ),
             0,
