@@ -161,6 +161,33 @@ class CsvTest(testing.TestCase):
             [[b"a", b"b", b""], [b"", b"", b""], [b"a", b"b", b"c"]],
         )
 
+    def test_quoted_fields_hold_the_delimiter(self):
+        path = self.tmp / "q.csv"
+        path.write_text(
+            'title,age,click\n"Shawshank Redemption, The",3,1\n'
+            '"say ""hi""",4,0\n'
+        )
+        features, _ = collect(
+            data.read_csv(
+                str(path),
+                kinds={"title": "categorical", "age": "numeric"},
+                label="click",
+            )
+        )
+        self.assertAllEqual(
+            features["title"], [b"Shawshank Redemption, The", b'say "hi"']
+        )
+        self.assertAllEqual(features["age"], [3.0, 4.0])
+        path.write_text('title,age,click\n"open,3,1\n')
+        with self.assertRaisesRegex(
+            tf.errors.InvalidArgumentError, r"q\.csv:2: unbalanced double quote"
+        ):
+            collect(
+                data.read_csv(
+                    str(path), kinds={"age": "numeric"}, label="click"
+                )
+            )
+
     def test_missing_column_names_feature(self):
         path = self.tmp / "x.csv"
         path.write_text("city,click\nparis,1\n")

@@ -126,6 +126,8 @@ class SharedDataTest(testing.TestCase):
             num_features=127,
             batch_size=256,
             max_nonzeros=22,
+            shuffle_buffer=10_000,  # the file is ordered: shuffle it
+            seed=0,
         ).dataset
         test = data.read_libsvm(
             path("mushroom_libsvm", "agaricus_test.txt"),
@@ -135,9 +137,9 @@ class SharedDataTest(testing.TestCase):
         ).dataset
         model = tffm.FM(num_features=127, embedding_dim=4)
         model.compile(
-            optimizer=keras.optimizers.Adam(0.05), loss="binary_crossentropy"
+            optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy"
         )
-        model.fit(train, epochs=2, verbose=0)
+        model.fit(train, epochs=3, verbose=0)
         labels, scores = [], []
         for x, y in test:
             scores.append(np.asarray(model(x))[:, 0])

@@ -68,6 +68,7 @@ def read_criteo(
         label="label" if has_label else None,
         delimiter="\t",
         header=False,
+        quoted=False,
         batch_size=batch_size,
         **options,
     )
@@ -93,8 +94,8 @@ def read_csv(
     """Reads delimited text with a header line (or `column_names`).
 
     Only the columns named in `kinds` (and `label`) are parsed; others are
-    ignored. Fields are split on `delimiter` (quoted fields may not contain
-    it; surrounding double quotes are removed).
+    ignored. Fields are split on `delimiter`; double-quoted fields may hold
+    the delimiter (`""` is a literal quote), as in RFC 4180.
 
     Args:
         pattern: file path, glob, or list of them (`.gz` read as gzip).
@@ -335,6 +336,7 @@ def _delimited(
     delimiter: str,
     header: bool,
     batch_size: int,
+    quoted: bool = True,
     list_separator: str = "|",
     max_len: Mapping[str, int] | None = None,
     shuffle_buffer: int = 0,
@@ -362,18 +364,40 @@ def _delimited(
 
     def parse(paths: Any, numbers: Any, lines: Any) -> Any:
         lines = tf.strings.regex_replace(lines, "\r$", "")
-        cells = tf.strings.split(lines, delimiter)  # (B, None)
-        counts = cells.row_lengths()
-        grid = cells.to_tensor(default_value="", shape=[None, len(columns)])
-        grid = tf.strings.regex_replace(grid, r'^"(.*)"$', r"\1")
+        if quoted:
+            # Count fields with quoted sections (which may hold the
+            # delimiter) collapsed; a quote left over is unbalanced.
+            flat = tf.strings.regex_replace(lines, r'"(?:[^"]|"")*"', "Q")
+            quote_problem = tf.where(
+                tf.strings.regex_full_match(flat, '[^"]*'),
+                "",
+                "unbalanced double quote",
+            )
+        else:
+            flat, quote_problem = lines, tf.zeros_like(lines)
+        counts = tf.strings.split(flat, delimiter).row_lengths()  # (B,)
+        structure = L.first_problem(
+            L.utf8_problem(lines),
+            quote_problem,
+            L.column_count_problem(counts, [len(columns)]),
+        )
+        # Rows that cannot be split are replaced by an empty row, so the
+        # CSV op never fails on them; the check below reports them.
+        safe = tf.where(structure == "", lines, delimiter * (len(columns) - 1))
+        grid = tf.stack(
+            tf.io.decode_csv(
+                safe,
+                record_defaults=[""] * len(columns),
+                field_delim=delimiter,
+                use_quote_delim=quoted,
+            ),
+            axis=1,
+        )  # (B, C)
 
         def col(name: str) -> Any:
             return grid[:, position[name]]
 
-        checks = [
-            L.utf8_problem(lines),
-            L.column_count_problem(counts, [len(columns)]),
-        ]
+        checks = [structure]
         if label:
             checks.append(
                 L.number_problem(
