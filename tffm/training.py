@@ -303,7 +303,6 @@ def train(
         raise ValueError("No training data: set `data` (or --data).")
     os.makedirs(output, exist_ok=True)
     use_holdout = not config.validation_data
-    train_part = True if use_holdout else None
     kinds = column_kinds(config)
     log_columns = {
         n
@@ -312,7 +311,7 @@ def train(
     }
     scanned = scan_data(
         open_source(
-            config, config.data, holdout=False if train_part else None
+            config, config.data, holdout=False if use_holdout else None
         ).dataset,
         kinds,
         log_columns=log_columns,
