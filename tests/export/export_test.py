@@ -385,7 +385,8 @@ class RestServerTest(testing.TestCase):
             )
             # Row ("instances") form gives the same answer.
             rows = [
-                {k: v[i].tolist() for k, v in raw.items()} for i in range(12)
+                {k: np.asarray(v[i]).tolist() for k, v in raw.items()}
+                for i in range(12)
             ]
             body = json.dumps({"instances": rows}).encode()
             request = urllib.request.Request(
