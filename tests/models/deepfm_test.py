@@ -135,7 +135,9 @@ class DeepFMTest(testing.TestCase):
 
 class DeepFMTrainingTest(testing.TestCase):
     def test_fit_learns_planted_fm(self):
-        data = tffm.synthetic.make_planted_ctr(6000, num_categorical=5, seed=1)
+        data = tffm.synthetic.make_planted_ctr(
+            8000, num_categorical=4, vocabulary_size=20, seed=1
+        )
         train, test = data.split(0.8)
         encoder = tffm.FeatureEncoder(data.features)
         model = tffm.DeepFM(data.features, embedding_dim=4, hidden_units=[16])
@@ -146,13 +148,13 @@ class DeepFMTrainingTest(testing.TestCase):
         x_test = {k: np.asarray(v) for k, v in encoder(test.raw).items()}
         before = log_loss(test.labels, model.predict(x_test, verbose=0))
         history = model.fit(
-            x_train, train.labels, batch_size=256, epochs=4, verbose=0
+            x_train, train.labels, batch_size=256, epochs=5, verbose=0
         )
         losses = history.history["loss"]
         self.assertLess(losses[-1], losses[0])
         p = model.predict(x_test, verbose=0)
         self.assertLess(log_loss(test.labels, p), before - 0.02)
         optimum = roc_auc(test.labels, test.probabilities)
-        # At least half of the achievable lift over chance, after 4 epochs on
-        # 4,800 rows (the demo checks the optimum itself on more data).
+        # At least half of the achievable lift over chance, after 5 epochs on
+        # 6,400 rows (the demo checks the optimum itself on more data).
         self.assertGreater(roc_auc(test.labels, p), 0.5 + 0.5 * (optimum - 0.5))
