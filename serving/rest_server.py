@@ -104,7 +104,7 @@ def make_server(
                 )
 
         def log_message(self, *args: Any) -> None:
-            pass
+            """Keeps stderr quiet: no line per request."""
 
         def _send(self, code: int, payload: dict[str, Any]) -> None:
             data = json.dumps(payload).encode("utf-8")
