@@ -100,17 +100,21 @@ def make_planted_ctr(
         scaled = np.where(np.isnan(counts), 0.0, (logs - mean) / std)
         raw[f"n{j}"] = counts.astype("float32")
         factors.append(scaled[:, None] * weights[None])
-        features.append(Numeric(f"n{j}", transform="log1p", mean=1.0, std=0.8))
+        features.append(
+            Numeric(
+                f"n{j}", transform="log1p", mean=float(mean), std=float(std)
+            )
+        )
     tag_tokens = np.array([f"t{k}" for k in range(20)])
     tag_weights = rng.normal(0, 0.6, size=(20, dim + 1))
-    tags = np.full((num_rows, 4), "", dtype=object)
-    pooled = np.zeros((num_rows, dim + 1))
     lengths = rng.integers(0, 5, size=num_rows)
-    for b in range(num_rows):
-        chosen = rng.choice(20, size=lengths[b], replace=False)
-        tags[b, : lengths[b]] = tag_tokens[chosen]
-        if lengths[b]:
-            pooled[b] = tag_weights[chosen].mean(axis=0)
+    # 4 distinct tags per row (a random permutation's head), first `length`
+    # kept: vectorized, no per-row Python.
+    chosen = np.argsort(rng.random((num_rows, 20)), axis=1)[:, :4]  # (B, 4)
+    present = np.arange(4)[None, :] < lengths[:, None]  # (B, 4)
+    tags = np.where(present, tag_tokens[chosen], "").astype(object)
+    summed = (tag_weights[chosen] * present[:, :, None]).sum(axis=1)
+    pooled = summed / np.maximum(lengths, 1)[:, None]
     raw["tags"] = tags
     factors.append(pooled)
     features.append(
