@@ -63,7 +63,8 @@ def main():
         tf.constant(0)  # TensorFlow's own start-up memory, before reading
         baseline = rss_mb()
         source = data.read_criteo(
-            path, batch_size=4096, shuffle_buffer=100_000, seed=0
+            path,
+            data.ReadOptions(batch_size=4096, shuffle_buffer=100_000, seed=0),
         )
         samples, rows = [], 0
         start = time.time()

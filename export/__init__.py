@@ -1,7 +1,9 @@
 """Export tffm models to TF Serving (SavedModel) and ONNX, with parity checks.
 
-Imports are lazy: `import export.onnx_feed` needs neither TensorFlow nor
-Keras, so TensorFlow-free serving code can use it.
+Builds on the `tffm` library (TensorFlow backend) and runs each artifact in
+parity checks through the predictor that serves it (`serving.OnnxPredictor`,
+`SavedModelPredictor`). Imports are lazy: TensorFlow, tf2onnx and
+onnxruntime load when a function needs them.
 """
 
 import importlib
@@ -9,6 +11,7 @@ from typing import Any
 
 __all__ = [
     "ParityError",
+    "SavedModelPredictor",
     "export_for_serving",
     "export_onnx",
     "export_saved_model",
@@ -18,6 +21,7 @@ __all__ = [
 
 _LOCATIONS = {
     "ParityError": "export.bundle",
+    "SavedModelPredictor": "export.saved_model",
     "export_for_serving": "export.bundle",
     "export_onnx": "export.onnx",
     "export_saved_model": "export.saved_model",

@@ -7,13 +7,12 @@ import tempfile
 from typing import Any
 
 from export.edge_cases import edge_case_batch
-from export.onnx import DEFAULT_OPSET
 from export.onnx import export_onnx
-from export.parity import DEFAULT_TOLERANCE
 from export.parity import ParityReport
 from export.parity import verify_parity
 from export.saved_model import export_saved_model
 from export.saved_model import write_models_config
+from tffm import constants
 
 
 class ParityError(RuntimeError):
@@ -44,9 +43,9 @@ def export_for_serving(
     *,
     model_name: str,
     version: int = 1,
-    opset: int = DEFAULT_OPSET,
+    opset: int = constants.DEFAULT_OPSET,
     verify: bool = True,
-    tolerance: tuple[float, float] = DEFAULT_TOLERANCE,
+    tolerance: tuple[float, float] = constants.PARITY_TOLERANCE,
 ) -> ExportResult:
     """Exports, verifies and only then publishes a model's artifacts.
 
@@ -126,7 +125,8 @@ def export_for_serving(
                 f.write(report.table() + "\n")
         config_rel = "models.config"
         write_models_config(
-            os.path.join(staging, config_rel), {model_name: model_name}
+            os.path.join(staging, config_rel),
+            {model_name: f"/models/{model_name}"},
         )
         _publish(staging, output, sm_rel, config_rel)
     finally:

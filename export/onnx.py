@@ -7,14 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from export.onnx_feed import HASH_NAME
-from export.onnx_feed import METADATA_FEATURES
-from export.onnx_feed import METADATA_HASH
-from export.onnx_feed import METADATA_OUTPUTS
-from export.onnx_feed import METADATA_VERSION
-from export.onnx_feed import raw_kind
+from tffm import constants
+from tffm.features import Feature
+from tffm.features import MultiCategorical
+from tffm.features import Numeric
+from tffm.features import features_to_json
 
-DEFAULT_OPSET = 17
 _ML_OPSET = 2  # ai.onnx.ml LabelEncoder with keys_*/values_* attributes
 _EMPTY_STRING = ""
 
@@ -23,7 +21,7 @@ def export_onnx(
     model: Any,
     path: str,
     *,
-    opset: int = DEFAULT_OPSET,
+    opset: int = constants.DEFAULT_OPSET,
     version: int = 1,
     raw_inputs: bool = True,
     quantize: bool = False,
@@ -34,7 +32,7 @@ def export_onnx(
     user has: strings / ints for vocabulary features (looked up with
     `ai.onnx.ml.LabelEncoder`), floats for numeric ones, padded 2-D arrays
     for lists. Hashed features take FarmHash `fingerprint64` values as
-    int64 (`export.onnx_feed` computes them, TensorFlow-free) and the graph
+    int64 (`serving.OnnxPredictor` computes them, TensorFlow-free) and the graph
     applies `1 + fingerprint % hash_bins`. With `raw_inputs=False` it is the
     ids-in core for users who encode themselves (int32 ids, see
     `tffm.features`). The feature spec, hash and model version are stored
@@ -57,8 +55,6 @@ def export_onnx(
     """
     import onnx
 
-    from tffm import serialize_feature
-
     features = getattr(model, "features", None)
     if features is None:
         raise ValueError(
@@ -67,15 +63,15 @@ def export_onnx(
         )
     proto = _export_core(model, opset)
     if raw_inputs:
-        _add_raw_front(proto, [serialize_feature(f) for f in features])
+        _add_raw_front(proto, features)
     outputs = [o.name for o in proto.graph.output]
     metadata = {
-        METADATA_FEATURES: json.dumps([serialize_feature(f) for f in features]),
-        METADATA_HASH: HASH_NAME,
-        METADATA_VERSION: str(version),
-        METADATA_OUTPUTS: json.dumps(outputs),
-        "tffm.inputs": "raw" if raw_inputs else "ids",
-        "tffm.precision": "int8-dnn" if quantize else "float32",
+        constants.ONNX_FEATURES: features_to_json(features),
+        constants.ONNX_HASH: constants.HASH_NAME,
+        constants.ONNX_VERSION: str(version),
+        constants.ONNX_OUTPUTS: json.dumps(outputs),
+        constants.ONNX_INPUTS: "raw" if raw_inputs else "ids",
+        constants.ONNX_PRECISION: "int8-dnn" if quantize else "float32",
     }
     del proto.metadata_props[:]
     for key, value in metadata.items():
@@ -111,7 +107,7 @@ def _export_core(model: Any, opset: int) -> Any:
     """The ids-in model through Keras' own ONNX export (tf2onnx)."""
     import onnx
 
-    from tffm import output_model
+    from tffm.encoder import output_model
 
     core = output_model(model)
     core(_dummy_ids(model.features))  # Keras exports only called models.
@@ -120,15 +116,14 @@ def _export_core(model: Any, opset: int) -> Any:
         core.export(path, format="onnx", opset_version=opset, verbose=False)
         proto = onnx.load(path)
     # Order outputs as the metadata promises: head first, then logit.
-    head = "probability" if model.task == "binary" else "prediction"
     by_name = {o.name: o for o in proto.graph.output}
-    ordered = [by_name[head], by_name["logit"]]
+    ordered = [by_name[constants.HEAD[model.task]], by_name[constants.LOGIT]]
     del proto.graph.output[:]
     proto.graph.output.extend(ordered)
     return proto
 
 
-def _add_raw_front(proto: Any, features: list[dict[str, Any]]) -> None:
+def _add_raw_front(proto: Any, features: tuple[Feature, ...]) -> None:
     """Replaces id inputs with raw-value inputs and lookup nodes."""
     from onnx import TensorProto
     from onnx import helper
@@ -143,20 +138,22 @@ def _add_raw_front(proto: Any, features: list[dict[str, Any]]) -> None:
     new_inputs = []
     front = []
     for feature in features:
-        name = feature["name"]
-        dtype, rank = raw_kind(feature)
-        dims = ["batch_size"] + ([f"{name}_length"] if rank == 2 else [])
-        if feature["type"] == "Numeric":
+        name = feature.name
+        if isinstance(feature, Numeric):
             new_inputs.append(inputs[name])
             continue
+        dims = ["batch_size"] + ([f"{name}_length"] if feature.shape else [])
         ids = f"{name}__ids"
         for node in graph.node:
             node.input[:] = [ids if x == name else x for x in node.input]
-        if feature.get("hash_bins") is not None:
-            front += _hash_nodes(name, ids, feature["hash_bins"])
+        dtype: str = feature.dtype
+        if feature.hash_bins is not None:
+            front += _hash_nodes(name, ids, feature.hash_bins)
             dtype = "int64"  # fingerprints
         else:
-            front += _lookup_nodes(name, ids, feature["vocabulary"], dtype)
+            front += _lookup_nodes(
+                name, ids, list(feature.vocabulary or ()), dtype
+            )
         new_inputs.append(
             helper.make_tensor_value_info(name, tensor_types[dtype], dims)
         )
@@ -176,6 +173,7 @@ def _lookup_nodes(
     from onnx import helper
 
     values = [0] + list(range(2, len(vocabulary) + 2))
+    keys: dict[str, Any]
     if dtype == "string":
         keys = {"keys_strings": [_EMPTY_STRING] + list(vocabulary)}
     else:
@@ -236,10 +234,7 @@ def _hash_nodes(name: str, ids: str, hash_bins: int) -> list[Any]:
     ]
 
 
-def _dummy_ids(features: Any) -> dict[str, np.ndarray]:
-    from tffm import MultiCategorical
-    from tffm import Numeric
-
+def _dummy_ids(features: tuple[Feature, ...]) -> dict[str, np.ndarray]:
     batch = {}
     for feature in features:
         if isinstance(feature, Numeric):

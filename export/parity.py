@@ -7,9 +7,7 @@ from typing import Any
 import numpy as np
 
 from export.edge_cases import edge_case_batch
-
-DEFAULT_TOLERANCE = (1e-5, 1e-5)  # (atol, rtol): float32 ORT vs Keras
-DEFAULT_BATCH_SIZES = (1, 64, 10_000)
+from tffm import constants
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,13 +61,14 @@ def verify_parity(
     saved_model: str | None = None,
     onnx: str | None = None,
     batches: Mapping[str, Mapping[str, np.ndarray]] | None = None,
-    tolerance: tuple[float, float] = DEFAULT_TOLERANCE,
+    tolerance: tuple[float, float] = constants.PARITY_TOLERANCE,
 ) -> ParityReport:
     """Runs Keras, the SavedModel signature and ONNX Runtime on raw batches.
 
-    The SavedModel is loaded fresh and called through `serving_default`; the
-    ONNX file runs in onnxruntime (CPU) fed by `export.onnx_feed`, as the
-    TensorFlow-free predictor does. Every named output is compared with the
+    Each artifact runs through the predictor users serve it with: the
+    SavedModel, loaded fresh, through `SavedModelPredictor`
+    (`serving_default`); the ONNX file through `serving.OnnxPredictor`
+    (onnxruntime, CPU). Every named output is compared with the
     Keras model's: value (elementwise `|a - b| <= atol + rtol * |b|`, NaN
     only where Keras has NaN), dtype and shape.
 
@@ -84,31 +83,26 @@ def verify_parity(
     Returns:
         A `ParityReport`.
     """
-    import tensorflow as tf
-
-    from tffm import FeatureEncoder
+    from export.saved_model import SavedModelPredictor
+    from serving.onnx_predictor import OnnxPredictor
+    from tffm.encoder import KerasPredictor
 
     if batches is None:
         batches = {
             f"edge-{n}": edge_case_batch(model.features, n, seed=n)
-            for n in DEFAULT_BATCH_SIZES
+            for n in constants.PARITY_BATCH_SIZES
         }
-    reference = FeatureEncoder(model.features).compose(model, with_logit=True)
-    runners = {}
+    reference = KerasPredictor(model)
+    runners: dict[str, Any] = {}
     if saved_model is not None:
-        signature = tf.saved_model.load(saved_model).signatures[
-            "serving_default"
-        ]
-        runners["saved_model"] = lambda raw: {
-            k: v.numpy() for k, v in signature(**_as_tf(raw)).items()
-        }
+        runners["saved_model"] = SavedModelPredictor(saved_model)
     if onnx is not None:
-        runners["onnx"] = _onnx_runner(onnx)
+        runners["onnx"] = OnnxPredictor(onnx)
     rows = []
     for label, raw in batches.items():
-        expected = {k: np.asarray(v) for k, v in reference(_as_tf(raw)).items()}
-        for artifact, run in runners.items():
-            actual = run(raw)
+        expected = reference.predict(raw)
+        for artifact, runner in runners.items():
+            actual = runner.predict(raw)
             for name, want in expected.items():
                 rows.append(
                     _compare(
@@ -168,13 +162,14 @@ def accuracy_change(
     Returns:
         An `AccuracyChange`.
     """
-    from tffm import FeatureEncoder
+    from serving.onnx_predictor import OnnxPredictor
+    from tffm.encoder import KerasPredictor
     from tffm.metrics import log_loss
     from tffm.metrics import roc_auc
 
-    reference = FeatureEncoder(model.features).compose(model)
-    expected = np.asarray(reference(_as_tf(raw)))[:, 0]
-    actual = _onnx_runner(onnx)(raw)["probability"][:, 0]
+    head = constants.PROBABILITY
+    expected = KerasPredictor(model).predict(raw)[head][:, 0]
+    actual = OnnxPredictor(onnx).predict(raw)[head][:, 0]
     return AccuracyChange(
         keras_auc=roc_auc(labels, expected),
         artifact_auc=roc_auc(labels, actual),
@@ -182,21 +177,6 @@ def accuracy_change(
         artifact_logloss=log_loss(labels, actual),
         max_abs_probability_change=float(np.abs(actual - expected).max()),
     )
-
-
-def _onnx_runner(path: str) -> Any:
-    import onnxruntime as ort
-
-    from export.onnx_feed import OnnxFeed
-
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    feed = OnnxFeed.from_metadata(session.get_modelmeta().custom_metadata_map)
-    names = [o.name for o in session.get_outputs()]
-
-    def run(raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(names, session.run(names, feed(raw)), strict=True))
-
-    return run
 
 
 def _compare(
@@ -257,16 +237,3 @@ def _compare(
         passed and not problems,
         "; ".join(problems),
     )
-
-
-def _as_tf(raw: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    import tensorflow as tf
-
-    out = {}
-    for name, value in raw.items():
-        array = np.asarray(value)
-        if array.dtype.kind in "OU":
-            out[name] = tf.constant(array.tolist(), dtype=tf.string)
-        else:
-            out[name] = tf.constant(array)
-    return out

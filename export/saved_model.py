@@ -1,16 +1,16 @@
 """SavedModel export for TF Serving: raw features in, named outputs out."""
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-SIGNATURE = "serving_default"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-# The feature spec beside the model, so clients can check inputs by name.
-FEATURES_FILE = os.path.join("assets.extra", "tffm_features.json")
+from tffm import constants
+from tffm.features import Feature
+from tffm.features import check_raw
+from tffm.features import features_from_json
+from tffm.features import features_to_json
 
 
 def export_saved_model(
@@ -45,25 +45,28 @@ def export_saved_model(
     """
     import keras
 
-    from tffm import FeatureEncoder
-    from tffm import serialize_feature
+    from tffm.encoder import FeatureEncoder
 
     if os.path.exists(path):
         raise FileExistsError(f"Refusing to overwrite {path!r}.")
     encoder = FeatureEncoder(model.features)
     composed = encoder.compose(model, with_logit=True)
-    signature = input_signature(model.features)
     archive = keras.export.ExportArchive()
     archive.track(composed)
 
-    def serve(inputs: dict[str, Any]) -> dict[str, Any]:
+    def serve(inputs: dict[str, Any]) -> Any:
         return composed(inputs)
 
-    archive.add_endpoint(SIGNATURE, serve, input_signature=[signature])
+    archive.add_endpoint(
+        constants.SIGNATURE_NAME,
+        serve,
+        input_signature=[input_signature(model.features)],
+    )
     archive.write_out(path, verbose=False)
-    os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
-    with open(os.path.join(path, FEATURES_FILE), "w") as f:
-        json.dump([serialize_feature(x) for x in model.features], f, indent=1)
+    features_file = os.path.join(path, constants.FEATURES_FILE)
+    os.makedirs(os.path.dirname(features_file), exist_ok=True)
+    with open(features_file, "w") as f:
+        f.write(features_to_json(model.features))
     if warmup_batch is not None:
         write_warmup(path, model_name or model.name, warmup_batch)
     return path
@@ -73,17 +76,50 @@ def input_signature(features: Any) -> dict[str, Any]:
     """`{feature_name: tf.TensorSpec}` of the raw-value signature."""
     import tensorflow as tf
 
-    from tffm import MultiCategorical
+    return {
+        f.name: tf.TensorSpec(
+            (None, *f.shape), tf.as_dtype(f.dtype), name=f.name
+        )
+        for f in features
+    }
 
-    specs = {}
-    for feature in features:
-        shape = (
-            (None, None) if isinstance(feature, MultiCategorical) else (None,)
-        )
-        specs[feature.name] = tf.TensorSpec(
-            shape, tf.as_dtype(feature.dtype), name=feature.name
-        )
-    return specs
+
+class SavedModelPredictor:
+    """Calls a tffm SavedModel's `serving_default` on raw feature values.
+
+    TensorFlow itself rejects a wrongly typed input by position ("input #1
+    was expected to be a string tensor"); this checks the values against the
+    feature spec stored beside the model first, so errors name the feature.
+
+    Args:
+        path: str. A SavedModel version directory written by
+            `export_saved_model`.
+    """
+
+    def __init__(self, path: str) -> None:
+        import tensorflow as tf
+
+        features_file = os.path.join(path, constants.FEATURES_FILE)
+        if not os.path.isfile(features_file):
+            raise FileNotFoundError(
+                f"{path!r} is not a tffm SavedModel (no "
+                f"{constants.FEATURES_FILE})."
+            )
+        with open(features_file) as f:
+            self.features: tuple[Feature, ...] = features_from_json(f.read())
+        self.signature = tf.saved_model.load(path).signatures[
+            constants.SIGNATURE_NAME
+        ]
+
+    def predict(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Returns `{output_name: (batch_size, 1) float32}`."""
+        import tensorflow as tf
+
+        feeds = {
+            name: tf.constant(value)
+            for name, value in check_raw(self.features, raw).items()
+        }
+        return {k: v.numpy() for k, v in self.signature(**feeds).items()}
 
 
 def write_warmup(
@@ -97,7 +133,7 @@ def write_warmup(
 
     request = predict_pb2.PredictRequest(
         model_spec=model_pb2.ModelSpec(
-            name=model_name, signature_name=SIGNATURE
+            name=model_name, signature_name=constants.SIGNATURE_NAME
         )
     )
     for name, values in batch.items():
@@ -108,35 +144,39 @@ def write_warmup(
     log = prediction_log_pb2.PredictionLog(
         predict_log=prediction_log_pb2.PredictLog(request=request)
     )
-    out = os.path.join(path, WARMUP_FILE)
+    out = os.path.join(path, constants.WARMUP_FILE)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with tf.io.TFRecordWriter(out) as writer:
         writer.write(log.SerializeToString())
     return out
 
 
-def write_models_config(
-    path: str, models: Mapping[str, str], *, container_root: str = "/models"
-) -> str:
+def write_models_config(path: str, models: Mapping[str, str]) -> str:
     """Writes a TF Serving `models.config` (text proto) for `models`.
 
     Args:
         path: str. File to write.
-        models: dict `{model_name: base_path_on_host}`; the config points at
-            `container_root/model_name`, where the base path is mounted.
-        container_root: str. Where models live inside the server.
+        models: dict `{model_name: base_path}`; each base path is written
+            as given: the directory, as the server sees it, that holds the
+            model's numbered version directories (e.g. `/models/ctr` in
+            the TF Serving container).
 
     Returns:
         `path`.
     """
     entries = "".join(
         "  config {\n"
-        f'    name: "{name}"\n'
-        f'    base_path: "{container_root}/{name}"\n'
+        f"    name: {_quote(name)}\n"
+        f"    base_path: {_quote(base_path)}\n"
         '    model_platform: "tensorflow"\n'
         "  }\n"
-        for name in models
+        for name, base_path in models.items()
     )
     with open(path, "w") as f:
         f.write("model_config_list {\n" + entries + "}\n")
     return path
+
+
+def _quote(text: str) -> str:
+    """A text-proto string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

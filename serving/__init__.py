@@ -1,6 +1,8 @@
-"""Serving tffm models: onnxruntime predictor and TF Serving clients.
+"""Serving tffm models without TensorFlow or Keras.
 
-Nothing here imports TensorFlow.
+`OnnxPredictor` runs a raw-input ONNX file in onnxruntime; the spec comes
+from `tffm.features` (numpy only). Nothing here imports TensorFlow, Keras
+or the `export` package.
 """
 
 from serving.onnx_predictor import OnnxPredictor

@@ -5,8 +5,9 @@ from typing import Any
 
 import numpy as np
 
-from export.onnx_feed import METADATA_VERSION
-from export.onnx_feed import OnnxFeed
+from serving.feed import OnnxFeed
+from tffm import constants
+from tffm.features import Feature
 
 
 class OnnxPredictor:
@@ -35,12 +36,16 @@ class OnnxPredictor:
         )
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.feed = OnnxFeed.from_metadata(metadata)
-        self.version = int(metadata.get(METADATA_VERSION, "0"))
+        self.version = int(metadata.get(constants.ONNX_VERSION, "0"))
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     @property
+    def features(self) -> tuple[Feature, ...]:
+        return self.feed.features
+
+    @property
     def feature_names(self) -> list[str]:
-        return [f["name"] for f in self.feed.features]
+        return [f.name for f in self.feed.features]
 
     def predict(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Returns `{output_name: (batch_size, 1) float32}` for raw values."""

@@ -5,12 +5,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 
+from tffm import constants
 from tffm.features import INT_MISSING
 from tffm.features import STRING_MISSING
-from tffm.features import Categorical
 from tffm.features import Feature
-from tffm.features import MultiCategorical
+from tffm.features import Lookup
+from tffm.features import check_raw
 from tffm.features import normalize_features
 from tffm.types import Tensor
 
@@ -40,20 +42,15 @@ class FeatureEncoder:
         self.layers: dict[str, keras.layers.Layer] = {
             f.name: _lookup_layer(f)
             for f in self.features
-            if isinstance(f, Categorical)
+            if isinstance(f, Lookup)
         }
 
     def raw_inputs(self) -> dict[str, keras.KerasTensor]:
         """One `keras.Input` per feature, taking raw values."""
-        inputs = {}
-        for feature in self.features:
-            shape: tuple[int | None, ...] = (
-                (None,) if isinstance(feature, MultiCategorical) else ()
-            )
-            inputs[feature.name] = keras.Input(
-                shape=shape, dtype=feature.dtype, name=feature.name
-            )
-        return inputs
+        return {
+            f.name: keras.Input(shape=f.shape, dtype=f.dtype, name=f.name)
+            for f in self.features
+        }
 
     def __call__(self, raw: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Encodes a dict of raw values (tensors, arrays or Keras inputs)."""
@@ -101,15 +98,54 @@ def output_model(model: keras.Model) -> keras.Model:
     Outputs `{"probability": (batch_size, 1), "logit": (batch_size, 1)}`
     for binary models, `{"prediction": ..., "logit": ...}` for regression.
     """
-    head = "probability" if model.task == "binary" else "prediction"
+    head = constants.HEAD[model.task]
     outputs = {
         head: model.get_layer(head).output,
-        "logit": model.get_layer("logit").output,
+        constants.LOGIT: model.get_layer(constants.LOGIT).output,
     }
     return keras.Model(model.inputs, outputs, name=f"{model.name}_outputs")
 
 
-def _lookup_layer(feature: Categorical) -> keras.layers.Layer:
+def to_tensors(
+    features: Sequence[Feature], raw: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Raw values (lists, numpy) -> checked TensorFlow tensors, by feature.
+
+    The one place raw values become `tf.Tensor`s (the encoder's Keras
+    preprocessing layers and the SavedModel signature take them). Values
+    are checked by `tffm.features.check_raw`, so errors name the feature.
+    """
+    import tensorflow as tf
+
+    return {
+        name: tf.constant(value)
+        for name, value in check_raw(features, raw).items()
+    }
+
+
+class KerasPredictor:
+    """Raw values in, `{probability | prediction, logit}` numpy out.
+
+    The Keras model with its encoder, behind the same `predict(raw)` as
+    `serving.OnnxPredictor` and `export.SavedModelPredictor`.
+
+    Args:
+        model: a tffm model with a feature spec.
+    """
+
+    def __init__(self, model: keras.Model) -> None:
+        self.features = tuple(model.features)
+        self.encoder = FeatureEncoder(self.features)
+        self.model = output_model(model)
+
+    def predict(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Returns `{output_name: (batch_size, 1) float32}` for raw values."""
+        ids = self.encoder(to_tensors(self.features, raw))
+        outputs = self.model(ids, training=False)
+        return {k: keras.ops.convert_to_numpy(v) for k, v in outputs.items()}
+
+
+def _lookup_layer(feature: Lookup) -> keras.layers.Layer:
     name = f"{feature.name}_lookup"
     if feature.hash_bins is not None:
         # Bucket 0 is the mask ("" = missing); others get

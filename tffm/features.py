@@ -6,16 +6,22 @@ Id conventions, shared by the encoder, the model and every export path:
 - hashed features: id 0 = missing, ids `1 .. hash_bins` =
   `1 + fingerprint64(value) % hash_bins` (TensorFlow's `to_hash_bucket_fast`);
 - multi-valued features use the same ids; id 0 is padding and is masked out.
+
+Plain Python and numpy (no Keras, no TensorFlow): the serving side reads the
+spec from here on machines that have neither.
 """
 
 import collections
 import dataclasses
+import json
 import math
 import re
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any, Literal
+
+import numpy as np
 
 MISSING_ID = 0
 OOV_ID = 1
@@ -28,18 +34,8 @@ _TRANSFORMS = ("identity", "log1p")
 
 
 @dataclasses.dataclass(frozen=True)
-class Categorical:
-    """A single-valued categorical feature (one id per example).
-
-    Args:
-        name: str. Input name (the same in Keras, SavedModel and ONNX).
-        vocabulary: Sequence of `str` or of `int`. Known values, in id order.
-            Exactly one of `vocabulary` and `hash_bins` must be given.
-        hash_bins: int. Number of hash buckets for values not listed.
-        table: str. Embedding table name; features naming the same table
-            share one embedding (their vocabularies must be equal). Defaults
-            to `name`.
-    """
+class _Lookup:
+    """Fields and checks shared by `Categorical` and `MultiCategorical`."""
 
     name: str
     vocabulary: tuple[str, ...] | tuple[int, ...] | None = None
@@ -72,7 +68,30 @@ class Categorical:
 
 
 @dataclasses.dataclass(frozen=True)
-class MultiCategorical(Categorical):
+class Categorical(_Lookup):
+    """A single-valued categorical feature (one id per example).
+
+    Raw input is `(batch_size,)` strings (or ints, for an integer
+    vocabulary), `""` / `-1` meaning missing.
+
+    Args:
+        name: str. Input name (the same in Keras, SavedModel and ONNX).
+        vocabulary: Sequence of `str` or of `int`. Known values, in id order.
+            Exactly one of `vocabulary` and `hash_bins` must be given.
+        hash_bins: int. Number of hash buckets for values not listed.
+        table: str. Embedding table name; features naming the same table
+            share one embedding (their vocabularies must be equal). Defaults
+            to `name`.
+    """
+
+    @property
+    def shape(self) -> tuple[int | None, ...]:
+        """Shape of one example's value: a scalar."""
+        return ()
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiCategorical(_Lookup):
     """A multi-valued categorical feature (a list of values per example).
 
     Raw input is a padded `(batch_size, list_length)` array; padding is `""`
@@ -104,6 +123,11 @@ class MultiCategorical(Categorical):
                 f"Feature {self.name!r}: `combiner` must be one of "
                 f"{_COMBINERS}. Received: combiner={self.combiner!r}"
             )
+
+    @property
+    def shape(self) -> tuple[int | None, ...]:
+        """Shape of one example's value: a list of any length."""
+        return (None,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,11 +178,19 @@ class Numeric:
 
     @property
     def dtype(self) -> Literal["float32"]:
+        """Dtype of the raw values."""
         return "float32"
+
+    @property
+    def shape(self) -> tuple[int | None, ...]:
+        """Shape of one example's value: a scalar."""
+        return ()
 
 
 Feature = Categorical | MultiCategorical | Numeric
-_TYPES: dict[str, type[Categorical] | type[Numeric]] = {
+# Features whose raw values are looked up (vocabulary or hash) into ids.
+Lookup = Categorical | MultiCategorical
+_TYPES: dict[str, type[Feature]] = {
     "Categorical": Categorical,
     "MultiCategorical": MultiCategorical,
     "Numeric": Numeric,
@@ -176,7 +208,7 @@ def serialize_feature(feature: Feature) -> dict[str, Any]:
 
 def deserialize_feature(config: Mapping[str, Any] | Feature) -> Feature:
     """Builds a feature from `serialize_feature`'s dict (or returns it)."""
-    if isinstance(config, Categorical | Numeric):
+    if isinstance(config, Feature):
         return config
     if not isinstance(config, Mapping):
         raise ValueError(
@@ -248,6 +280,120 @@ def table_layout(features: Sequence[Feature]) -> dict[str, tuple[int, int]]:
     return layout
 
 
+def features_to_json(features: Sequence[Feature]) -> str:
+    """The spec as JSON: what ONNX metadata and SavedModel assets hold."""
+    return json.dumps([serialize_feature(f) for f in features], indent=1)
+
+
+def features_from_json(text: str | bytes) -> tuple[Feature, ...]:
+    """Reads `features_to_json`'s text back into a validated spec."""
+    try:
+        configs = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"The feature spec is not valid JSON: {error}"
+        ) from None
+    if not isinstance(configs, list):
+        raise ValueError(
+            "The feature spec must be a JSON list of features. "
+            f"Received: {type(configs).__name__}"
+        )
+    return normalize_features(configs)
+
+
+def check_raw(
+    features: Sequence[Feature], raw: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """Checks raw feature values and returns them as numpy arrays.
+
+    Checks names (none missing, none unknown), rank, dtype kind and equal
+    batch sizes; every error names the feature. Returns, per feature, an
+    object array of `str` (string features; bytes are decoded as UTF-8),
+    `int64` (integer vocabularies) or `float32` (numeric), shaped
+    `(batch_size,)` or `(batch_size, list_length)`: what the SavedModel
+    signature, the raw-input ONNX graph and `FeatureEncoder` take.
+    """
+    names = [f.name for f in features]
+    missing = [n for n in names if n not in raw]
+    if missing:
+        raise ValueError(f"Missing features {missing}. Received: {sorted(raw)}")
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ValueError(f"Unknown features {unknown}. Expected: {names}")
+    checked: dict[str, np.ndarray] = {}
+    batch_size = None
+    for feature in features:
+        value = _raw_array(feature, raw[feature.name])
+        if batch_size is None:
+            batch_size = value.shape[0]
+        elif value.shape[0] != batch_size:
+            raise ValueError(
+                f"Feature {feature.name!r}: batch size {value.shape[0]} "
+                f"differs from the other features' {batch_size}."
+            )
+        checked[feature.name] = value
+    return checked
+
+
+def _raw_array(feature: Feature, value: Any) -> np.ndarray:
+    name = feature.name
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise ValueError(
+            f"Feature {name!r}: lists must be padded to one length "
+            f"(with {STRING_MISSING!r} or {INT_MISSING})."
+        ) from None
+    rank = 1 + len(feature.shape)
+    if array.ndim != rank:
+        shape = "(batch_size,)" if rank == 1 else "(batch_size, list_length)"
+        raise ValueError(
+            f"Feature {name!r} must have shape {shape}. "
+            f"Received shape {array.shape}"
+        )
+    kind = array.dtype.kind
+    if feature.dtype == "string":
+        return _strings(name, array)
+    if feature.dtype == "int64":
+        if kind not in "iu":
+            raise ValueError(
+                f"Feature {name!r} takes integers. Received dtype {array.dtype}"
+            )
+        return array.astype(np.int64)
+    if kind not in "fiu":
+        raise ValueError(
+            f"Feature {name!r} takes numbers. Received dtype {array.dtype}"
+        )
+    return array.astype(np.float32)
+
+
+def _strings(name: str, array: np.ndarray) -> np.ndarray:
+    """Object array of `str` (no per-element work for `str` / `U` input)."""
+    kind = array.dtype.kind
+    try:
+        if kind == "U":
+            return array.astype(object)
+        if kind == "S":
+            return np.char.decode(array, "utf-8").astype(object)
+        if kind == "O":
+            types = set(map(type, array.flat))
+            if types <= {str}:
+                return array
+            if types <= {str, bytes}:
+                flat = [
+                    v.decode("utf-8") if isinstance(v, bytes) else v
+                    for v in array.flat
+                ]
+                return np.array(flat, dtype=object).reshape(array.shape)
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"Feature {name!r}: bytes that are not UTF-8 ({error})"
+        ) from None
+    raise ValueError(
+        f"Feature {name!r} takes strings. Received dtype {array.dtype}"
+    )
+
+
 def _same_lookup(a: Feature, b: Feature) -> bool:
     if isinstance(a, Numeric) or isinstance(b, Numeric):
         return False
@@ -264,8 +410,9 @@ def _validate_name(value: object, arg: str, feature: str | None = None) -> None:
         )
 
 
-def _validate_lookup(feature: Categorical) -> None:
-    vocab, bins = feature.vocabulary, feature.hash_bins
+def _validate_lookup(feature: _Lookup) -> None:
+    vocab: Any = feature.vocabulary
+    bins = feature.hash_bins
     if (vocab is None) == (bins is None):
         raise ValueError(
             f"Feature {feature.name!r}: give exactly one of `vocabulary` and "
@@ -292,7 +439,7 @@ def _validate_lookup(feature: Categorical) -> None:
         )
     # numpy scalars (from np.unique, pandas) become plain Python values.
     vocab = tuple(v.item() if hasattr(v, "item") else v for v in vocab)
-    object.__setattr__(feature, "vocabulary", vocab)
+    object.__setattr__(feature, "vocabulary", vocab)  # frozen dataclass
     all_int = _is_int_vocab(vocab)
     if not all_int and not all(isinstance(v, str) for v in vocab):
         raise ValueError(

@@ -9,127 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from tffm.config import TrainConfig
+from tffm.config import column_kinds
+from tffm.config import column_options
 from tffm.features import Categorical
 from tffm.features import Feature
+from tffm.features import Lookup
 from tffm.features import MultiCategorical
 from tffm.features import Numeric
-
-FORMATS = ("criteo", "libsvm", "csv", "parquet")
-MODELS = ("deepfm", "fm", "lr")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything `tffm train` needs; the file form is this as JSON / TOML.
-
-    `columns` (CSV / Parquet) maps a column to its options: `kind`
-    (`numeric`, `categorical`, `integer`, `list`), and optionally
-    `hash_bins`, `min_frequency`, `transform` (`identity` / `log1p`),
-    `max_len`, `combiner`. Criteo needs none (I1..I13 are log1p numerics,
-    C1..C26 categoricals); libsvm files with one `idx:1` entry per field
-    name them in `fields`. `monitor` is what early stopping, checkpoints and
-    the learning-rate schedule watch: default `val_auc` (binary) or
-    `val_loss` (regression). With `refit` (and a holdout, not
-    `validation_data`), a fresh model is then trained on every training row,
-    holdout included, for the best epoch count with the same learning rates:
-    all choices are still made on the holdout, the final fit sees 10% more
-    data.
-    """
-
-    data: list[str] = dataclasses.field(default_factory=list)
-    format: str = "csv"
-    validation_data: list[str] | None = None
-    holdout_every: int = 10
-    columns: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    label: str | None = "label"
-    fields: list[str] | None = None
-    binary_labels: bool = False
-    delimiter: str = ","
-    column_names: list[str] | None = None
-    model: str = "deepfm"
-    task: str = "binary"
-    embedding_dim: int = 8
-    hidden_units: list[int] = dataclasses.field(
-        default_factory=lambda: [400, 400, 400]
-    )
-    dropout: float = 0.0
-    batch_norm: bool = False
-    embeddings_l2: float = 0.0
-    table_l2: float = 0.0
-    kernel_l2: float = 0.0
-    learning_rate: float = 1e-3
-    batch_size: int = 1024
-    epochs: int = 10
-    patience: int = 2
-    monitor: str | None = None
-    refit: bool = False
-    min_frequency: int = 1
-    max_tokens: int | None = None
-    shuffle_buffer: int = 100_000
-    seed: int = 0
-    lenient: bool = False
-
-    def __post_init__(self) -> None:
-        if isinstance(self.data, str):
-            self.data = [self.data]
-        if isinstance(self.validation_data, str):
-            self.validation_data = [self.validation_data]
-        for arg, value, allowed in (
-            ("format", self.format, FORMATS),
-            ("model", self.model, MODELS),
-            ("task", self.task, ("binary", "regression")),
-        ):
-            if value not in allowed:
-                raise ValueError(
-                    f"`{arg}` must be one of {allowed}. "
-                    f"Received: {arg}={value!r}"
-                )
-        if self.format in ("csv", "parquet") and not self.columns:
-            raise ValueError(
-                f"format={self.format!r} needs `columns` in the config: "
-                '{"column": {"kind": "categorical"}, ...}'
-            )
-
-    @classmethod
-    def from_file(cls, path: str, **overrides: Any) -> "TrainConfig":
-        """Reads a `.json` or `.toml` config; `overrides` win."""
-        with open(path, "rb") as f:
-            if path.endswith(".toml"):
-                import tomllib
-
-                values = tomllib.load(f)
-            else:
-                values = json.load(f)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown config keys {unknown}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def column_kinds(config: TrainConfig) -> dict[str, str]:
-    """`{column: kind}` the readers parse for this config."""
-    from tffm.data import CRITEO_CATEGORICAL
-    from tffm.data import CRITEO_NUMERIC
-
-    if config.format == "criteo":
-        kinds = {n: "numeric" for n in CRITEO_NUMERIC}
-        kinds.update({n: "categorical" for n in CRITEO_CATEGORICAL})
-        return kinds
-    if config.format == "libsvm":
-        return {n: "integer" for n in config.fields or ()}
-    return {name: opts["kind"] for name, opts in config.columns.items()}
-
-
-def column_options(config: TrainConfig, name: str) -> dict[str, Any]:
-    """The options of one column (Criteo: log1p for I1..I13)."""
-    if config.format == "criteo":
-        return {"transform": "log1p"} if name.startswith("I") else {}
-    return dict(config.columns.get(name, {}))
 
 
 def open_source(
@@ -142,31 +29,32 @@ def open_source(
     """A reader `Source` over `files` (`holdout` picks a line-split part)."""
     from tffm import data
 
-    options: dict[str, Any] = {
-        "batch_size": config.batch_size,
-        "shuffle_buffer": config.shuffle_buffer if training else 0,
-        "seed": config.seed,
-    }
-    if config.format != "parquet":
-        options["lenient"] = config.lenient
-        if holdout is not None:
-            options["holdout_every"] = config.holdout_every
-            options["holdout"] = holdout
-    elif holdout is not None:
-        raise ValueError("Parquet data needs `validation_data`.")
+    if holdout is not None and config.format == "parquet":
+        raise ValueError(
+            "Parquet data has no line numbers to hold out by: give "
+            "`validation_data` (--validation-data)."
+        )
+    options = data.ReadOptions(
+        batch_size=config.batch_size,
+        shuffle_buffer=config.shuffle_buffer if training else 0,
+        seed=config.seed,
+        lenient=config.lenient,
+        holdout_every=None if holdout is None else config.holdout_every,
+        holdout=bool(holdout),
+    )
     if config.format == "criteo":
-        return data.read_criteo(files, **options)
+        return data.read_criteo(files, options)
     if config.format == "libsvm":
         if not config.fields:
             raise ValueError(
-                "libsvm data needs `fields` (one idx:1 entry per field per "
-                "row) for feature-spec models."
+                "libsvm data needs `fields` (--fields: one name per idx:1 "
+                "entry of a row) for feature-spec models."
             )
         return data.read_libsvm(
             files,
+            options,
             fields=config.fields,
             binary_labels=config.binary_labels,
-            **options,
         )
     kinds = column_kinds(config)
     max_len = {
@@ -176,16 +64,17 @@ def open_source(
     }
     if config.format == "parquet":
         return data.read_parquet(
-            files, kinds=kinds, label=config.label, max_len=max_len, **options
+            files, options, kinds=kinds, label=config.label, max_len=max_len
         )
     return data.read_csv(
         files,
+        options,
         kinds=kinds,
         label=config.label,
         delimiter=config.delimiter,
+        list_separator=config.list_separator,
         max_len=max_len,
         column_names=config.column_names,
-        **options,
     )
 
 
@@ -281,7 +170,7 @@ class TrainResult:
     features: list[Feature]
     history: dict[str, list[float]]
     output: str
-    metrics: dict[str, float]
+    metrics: dict[str, Any]
 
 
 def train(
@@ -290,14 +179,27 @@ def train(
     """Scans, builds, fits and saves a model as `config` says.
 
     Writes to `output`: `model.keras`, `config.json` (the effective config),
-    `vocab/<feature>.txt`, `history.json`, `metrics.json` (validation),
-    `checkpoints/best.keras` and TensorBoard logs in `logs/` (when
-    `tensorboard` is installed: the `[data]` extra).
+    `vocab/<feature>.txt`, `history.json`, `metrics.json` and TensorBoard
+    logs in `logs/` (when `tensorboard` is installed: the `[data]` extra).
+    `metrics.json` describes `model.keras` on the validation rows
+    (`evaluated_on` says which). The model early stopping chose is kept as
+    `checkpoints/best.keras`; with `refit` it is
+    `checkpoints/selection.keras`, and `metrics.json` holds its holdout
+    metrics under `selection`, while its top-level metrics are the refit
+    model's on the holdout it also trained on (optimistic, and said so).
     """
+    from tffm.data import raise_row_errors
+
+    with raise_row_errors():
+        return _train(config, output, verbose)
+
+
+def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
     import keras
 
     from tffm.data.vocab import scan as scan_data
     from tffm.encoder import FeatureEncoder
+    from tffm.evaluation import evaluate_dataset
 
     if not config.data:
         raise ValueError("No training data: set `data` (or --data).")
@@ -339,6 +241,10 @@ def train(
         "val_auc" if config.task == "binary" else "val_loss"
     )
     mode = "max" if monitor.endswith("auc") else "min"
+    refit = config.refit and use_holdout
+    chosen = os.path.join(
+        output, "checkpoints", "selection.keras" if refit else "best.keras"
+    )
     callbacks = [
         # Adam's constant step leaves a noise floor; a smaller step once
         # the validation metric stalls gets closer to the optimum.
@@ -352,7 +258,7 @@ def train(
             restore_best_weights=True,
         ),
         keras.callbacks.ModelCheckpoint(
-            os.path.join(output, "checkpoints", "best.keras"),
+            chosen,
             monitor=monitor,
             mode=mode,
             save_best_only=True,
@@ -370,10 +276,19 @@ def train(
         callbacks=callbacks,
         verbose=verbose,
     ).history
-    labels, predictions = predict_dataset(model, valid_ds)
-    metrics = evaluate_predictions(labels, predictions, config.task)
-    if config.refit and use_holdout:
-        model = _refit(config, features, history, monitor, verbose)
+    metrics: dict[str, Any] = dict(
+        evaluate_dataset(model, valid_ds, config.task)
+    )
+    metrics["evaluated_on"] = "holdout" if use_holdout else "validation_data"
+    if refit:
+        selection = dict(metrics, epochs=len(history["loss"]))
+        model, epochs = _refit(config, features, history, monitor, verbose)
+        metrics = dict(evaluate_dataset(model, valid_ds, config.task))
+        metrics["evaluated_on"] = (
+            "holdout, which the refit model also trained on (optimistic)"
+        )
+        metrics["refit_epochs"] = epochs
+        metrics["selection"] = selection
     model.save(os.path.join(output, "model.keras"))
     _write_outputs(output, config, features, history, metrics)
     return TrainResult(model, features, history, output, metrics)
@@ -385,7 +300,7 @@ def _refit(
     history: Mapping[str, list[float]],
     monitor: str,
     verbose: int | str,
-) -> Any:
+) -> tuple[Any, int]:
     """Trains a fresh model on all rows for the best epoch count."""
     import keras
 
@@ -406,33 +321,7 @@ def _refit(
         callbacks=[keras.callbacks.LearningRateScheduler(lambda e: rates[e])],
         verbose=verbose,
     )
-    return model
-
-
-def predict_dataset(model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and model outputs over an encoded `(features, label)` dataset."""
-    labels, outputs = [], []
-    for features, y in dataset:
-        outputs.append(np.asarray(model(features, training=False))[:, 0])
-        labels.append(np.asarray(y))
-    return np.concatenate(labels), np.concatenate(outputs)
-
-
-def evaluate_predictions(
-    labels: np.ndarray, predictions: np.ndarray, task: str
-) -> dict[str, float]:
-    """AUC / logloss (binary) or RMSE / MAE (regression), with bootstrap std."""
-    from tffm import metrics as m
-
-    if task == "binary":
-        fns = {"auc": m.roc_auc, "logloss": m.log_loss}
-    else:
-        fns = {"rmse": m.rmse, "mae": m.mae}
-    out: dict[str, float] = {"rows": float(len(labels))}
-    for name, fn in fns.items():
-        out[name] = fn(labels, predictions)
-        out[f"{name}_std"] = m.bootstrap_std(fn, labels, predictions)
-    return out
+    return model, best + 1
 
 
 def _write_outputs(
@@ -440,14 +329,14 @@ def _write_outputs(
     config: TrainConfig,
     features: list[Feature],
     history: Mapping[str, list[float]],
-    metrics: Mapping[str, float],
+    metrics: Mapping[str, Any],
 ) -> None:
     with open(os.path.join(output, "config.json"), "w") as f:
         json.dump(config.to_dict(), f, indent=2)
     vocab_dir = os.path.join(output, "vocab")
     os.makedirs(vocab_dir, exist_ok=True)
     for feature in features:
-        if isinstance(feature, Categorical) and feature.vocabulary:
+        if isinstance(feature, Lookup) and feature.vocabulary:
             with open(os.path.join(vocab_dir, f"{feature.name}.txt"), "w") as f:
                 f.write("".join(f"{v}\n" for v in feature.vocabulary))
     with open(os.path.join(output, "history.json"), "w") as f:

@@ -20,7 +20,7 @@ SHARED = os.path.join(ROOT, "..", "shared", "data")
 
 
 def write_planted_csv(path, rows, seed):
-    from tffm.demo import _write_csv
+    from tffm.cli.demo import _write_csv
 
     data = tffm.synthetic.make_planted_ctr(
         rows, num_categorical=3, vocabulary_size=10, seed=seed
@@ -263,7 +263,7 @@ class DemoTest(testing.TestCase):
     def test_demo_refuses_foreign_folder(self):
         import tempfile
 
-        from tffm.demo import run_demo
+        from tffm.cli.demo import run_demo
 
         with tempfile.TemporaryDirectory() as tmp:
             open(os.path.join(tmp, "precious.txt"), "w").close()

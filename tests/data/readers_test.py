@@ -52,7 +52,9 @@ class CriteoTest(testing.TestCase):
 
     def test_values_and_missing(self):
         path = self.write("day.tsv", self.rows())
-        features, labels = collect(data.read_criteo(path, batch_size=8))
+        features, labels = collect(
+            data.read_criteo(path, data.ReadOptions(batch_size=8))
+        )
         self.assertAllEqual(labels, [1.0, 0.0])
         self.assertAllEqual(features["I2"], [2.0, 0.0])
         self.assertTrue(math.isnan(features["I3"][0]))
@@ -65,7 +67,9 @@ class CriteoTest(testing.TestCase):
     def test_gzip_and_glob(self):
         self.write("part-0.tsv.gz", self.rows(), gz=True)
         self.write("part-1.tsv", self.rows()[:1])
-        source = data.read_criteo(str(self.tmp / "part-*"), batch_size=2)
+        source = data.read_criteo(
+            str(self.tmp / "part-*"), data.ReadOptions(batch_size=2)
+        )
         self.assertLen(source.files, 2)
         _, labels = collect(source)
         self.assertEqual(sorted(labels.tolist()), [0.0, 1.0, 1.0])
@@ -110,7 +114,9 @@ class CriteoTest(testing.TestCase):
         bad = self.rows()[0].replace("\t4\t", "\tfour\t", 1)
         rows = [self.rows()[0], "short\tline", bad, self.rows()[1]]
         path = self.write("mixed.tsv", rows)
-        source = data.read_criteo(path, batch_size=3, lenient=True)
+        source = data.read_criteo(
+            path, data.ReadOptions(batch_size=3, lenient=True)
+        )
         _, labels = collect(source)
         self.assertAllEqual(labels, [1.0, 0.0])
         self.assertEqual(int(source.skipped.numpy()), 2)
@@ -120,7 +126,9 @@ class CriteoTest(testing.TestCase):
             criteo_line(i % 2, [i] + [0] * 12, ["x"] * 26) for i in range(50)
         ]
         path = self.write("many.tsv", rows)
-        source = data.read_criteo(path, batch_size=7, shuffle_buffer=50, seed=1)
+        source = data.read_criteo(
+            path, data.ReadOptions(batch_size=7, shuffle_buffer=50, seed=1)
+        )
         features, _ = collect(source)
         self.assertEqual(sorted(features["I1"].tolist()), list(range(50)))
         self.assertNotEqual(features["I1"].tolist(), list(range(50)))
@@ -191,7 +199,9 @@ class CsvTest(testing.TestCase):
     def test_missing_column_names_feature(self):
         path = self.tmp / "x.csv"
         path.write_text("city,click\nparis,1\n")
-        with self.assertRaisesRegex(ValueError, r"x\.csv:1: no column 'age'"):
+        with self.assertRaisesRegex(
+            ValueError, r"x\.csv:1: the header has no column 'age'"
+        ):
             data.read_csv(str(path), kinds={"age": "numeric"}, label="click")
 
     def test_bad_row_names_line(self):
@@ -225,9 +235,9 @@ class CsvTest(testing.TestCase):
         features, labels = collect(
             data.read_parquet(
                 path,
+                data.ReadOptions(batch_size=2),
                 kinds=self.KINDS,
                 label="click",
-                batch_size=2,
                 max_len={"tags": 3},
             )
         )
@@ -311,10 +321,12 @@ class HoldoutTest(testing.TestCase):
                 features, _ = collect(
                     data.read_libsvm(
                         path,
-                        holdout_every=5,
-                        holdout=holdout,
-                        shuffle_buffer=30,
-                        seed=holdout,
+                        data.ReadOptions(
+                            holdout_every=5,
+                            holdout=holdout,
+                            shuffle_buffer=30,
+                            seed=holdout,
+                        ),
                     )
                 )
                 parts.append(sorted(features["indices"][:, 0].tolist()))

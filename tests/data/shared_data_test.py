@@ -38,7 +38,8 @@ class SharedDataTest(testing.TestCase):
     def test_criteo_kaggle_tsv(self):
         rows, batches = count(
             data.read_criteo(
-                path("criteo_kaggle_format_8k", "train.csv"), batch_size=2048
+                path("criteo_kaggle_format_8k", "train.csv"),
+                data.ReadOptions(batch_size=2048),
             )
         )
         self.assertEqual(rows, 7200)
@@ -54,9 +55,9 @@ class SharedDataTest(testing.TestCase):
         rows, _ = count(
             data.read_csv(
                 path("criteo_sampled_10k", "criteo_sampled_data_10k.csv.gz"),
+                data.ReadOptions(batch_size=4096),
                 kinds=kinds,
                 label="label",
-                batch_size=4096,
             )
         )
         self.assertEqual(rows, 9999)
@@ -64,9 +65,9 @@ class SharedDataTest(testing.TestCase):
     def test_frappe_libfm_fields(self):
         source = data.read_libsvm(
             path("frappe_nfm", "frappe.validation.libfm.gz"),
+            data.ReadOptions(batch_size=8192),
             fields=[f"f{i}" for i in range(10)],
             binary_labels=True,
-            batch_size=8192,
         )
         rows, batches = count(source)
         self.assertEqual(rows, 57_722)
@@ -80,8 +81,8 @@ class SharedDataTest(testing.TestCase):
         rows, batches = count(
             data.read_libsvm(
                 path("mushroom_libsvm", "agaricus_train.txt"),
+                data.ReadOptions(batch_size=4096),
                 num_features=127,
-                batch_size=4096,
             )
         )
         self.assertEqual(rows, 6513)
@@ -123,16 +124,14 @@ class SharedDataTest(testing.TestCase):
         keras.utils.set_random_seed(0)
         train = data.read_libsvm(
             path("mushroom_libsvm", "agaricus_train.txt"),
+            data.ReadOptions(batch_size=256, shuffle_buffer=10_000, seed=0),
             num_features=127,
-            batch_size=256,
             max_nonzeros=22,
-            shuffle_buffer=10_000,  # the file is ordered: shuffle it
-            seed=0,
         ).dataset
         test = data.read_libsvm(
             path("mushroom_libsvm", "agaricus_test.txt"),
+            data.ReadOptions(batch_size=2048),
             num_features=127,
-            batch_size=2048,
             max_nonzeros=22,
         ).dataset
         model = tffm.FM(num_features=127, embedding_dim=4)

@@ -16,12 +16,10 @@ FEATURES = [
 
 
 def to_tf(raw):
+    """Raw values as tensors, unchecked (tests feed deliberately bad ones)."""
     import tensorflow as tf
 
-    return {
-        k: tf.constant(v.tolist() if v.dtype == object else v)
-        for k, v in raw.items()
-    }
+    return {k: tf.constant(v) for k, v in raw.items()}
 
 
 @pytest.fixture(scope="module")

@@ -142,7 +142,7 @@ class ExportTest(testing.TestCase):
         got = np.array(json.loads(out.strip().splitlines()[-1]), np.float32)
         self.assertAllClose(got, expected, tol=testing.ORT)
 
-    def test_onnx_runs_without_tensorflow_or_tffm(self):
+    def test_onnx_runs_without_tensorflow_or_keras(self):
         from export.edge_cases import edge_case_batch
 
         raw = edge_case_batch(FEATURES, 20, seed=6)
@@ -158,12 +158,12 @@ class ExportTest(testing.TestCase):
             p = OnnxPredictor({self.result.onnx!r})
             out = p.predict(raw)
             assert p.version == 3
-            loaded = [m for m in ("tensorflow", "keras", "tffm")
+            loaded = [m for m in ("tensorflow", "keras", "export")
                       if sys.modules.get(m) is not None]
             assert not loaded, loaded
             print(json.dumps(out["probability"].tolist()))
             """,
-            blocked=["tensorflow", "keras", "tffm"],
+            blocked=["tensorflow", "keras", "export", "jax", "torch"],
         )
         got = np.array(json.loads(out.strip().splitlines()[-1]), np.float32)
         self.assertAllClose(got, expected, tol=testing.ORT)
@@ -218,9 +218,9 @@ class ExportTest(testing.TestCase):
     def test_bad_input_names_the_feature(self):
         import tensorflow as tf
 
+        from export import SavedModelPredictor
         from export.edge_cases import edge_case_batch
         from serving import OnnxPredictor
-        from serving.saved_model_predictor import SavedModelPredictor
 
         raw = edge_case_batch(FEATURES, 4, seed=8)
         predictors = [

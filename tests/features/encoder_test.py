@@ -32,12 +32,9 @@ def raw_batch():
 
 
 def as_tf(raw):
-    import tensorflow as tf
+    from tffm.encoder import to_tensors
 
-    return {
-        k: tf.constant(v.tolist() if v.dtype == object else v)
-        for k, v in raw.items()
-    }
+    return to_tensors(FEATURES, raw)
 
 
 class FeatureEncoderTest(testing.TestCase):

@@ -1,23 +1,31 @@
 """Streaming data input (tf.data) and vocabulary / statistics passes.
 
-Needs TensorFlow (imported lazily, when a reader is called); Parquet needs
-`pyarrow`.
+The readers need TensorFlow (imported when a reader is called, whatever the
+Keras backend: tf.data feeds JAX and torch too); Parquet needs `pyarrow`.
 """
 
+from tffm.data.lines import DataError
+from tffm.data.lines import RowLog
+from tffm.data.lines import raise_row_errors
 from tffm.data.parquet import read_parquet
-from tffm.data.readers import CRITEO_CATEGORICAL
-from tffm.data.readers import CRITEO_NUMERIC
+from tffm.data.readers import ReadOptions
 from tffm.data.readers import Source
+from tffm.data.readers import parse_delimited
+from tffm.data.readers import parse_libsvm
 from tffm.data.readers import read_criteo
 from tffm.data.readers import read_csv
 from tffm.data.readers import read_libsvm
 
 __all__ = [
-    "CRITEO_CATEGORICAL",
-    "CRITEO_NUMERIC",
+    "DataError",
+    "ReadOptions",
+    "RowLog",
     "Source",
+    "parse_delimited",
+    "parse_libsvm",
     "read_criteo",
     "read_csv",
     "read_libsvm",
+    "raise_row_errors",
     "read_parquet",
 ]

@@ -1,12 +1,17 @@
 """Streaming text lines with their file and line number, and their checks."""
 
+import contextlib
 import glob
 import gzip
 import os
+import weakref
+from collections.abc import Iterator
 from collections.abc import Sequence
 from typing import Any
 
 AUTOTUNE = -1
+# Every live `RowLog`, so `raise_row_errors` can find the failed row's text.
+_LOGS: "weakref.WeakSet[RowLog]" = weakref.WeakSet()
 NUMBER_PATTERN = (
     r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?(nan|NaN|inf|Inf)"
 )
@@ -98,50 +103,115 @@ def line_mask(
     return keep
 
 
-def check_rows(
-    paths: Any,
-    line_numbers: Any,
-    problems: Any,
-    *,
-    lenient: bool,
-    skipped: Any | None,
-) -> tuple[Any, Any]:
-    """Fails on the first malformed row, or counts and masks bad rows.
+class RowLog:
+    """What a reader's row checks found, kept in TensorFlow variables.
+
+    The checks run inside `tf.data` graphs, so they cannot raise a Python
+    error or append to a list; they write here instead:
+    - strict mode: the first bad row's `file:line: problem` goes to
+      `error` before the assertion stops the input (`raise_row_errors`
+      turns that into a `DataError` with exactly this text);
+    - lenient mode: `skipped` counts dropped rows and `examples` keeps the
+      first `MAX_EXAMPLES` of their `file:line: problem` texts.
 
     Args:
-        paths: `(batch,)` string tensor, each row's file.
-        line_numbers: `(batch,)` int64 tensor, each row's line (1-based).
-        problems: `(batch,)` string tensor, `""` for good rows, else what is
-            wrong with the row.
-        lenient: bool. Skip bad rows (counting them in `skipped`) instead of
-            failing.
-        skipped: a `tf.Variable` int64 counter, or None.
+        lenient: bool. Skip and count bad rows instead of failing.
+    """
 
-    Returns:
-        `(keep, control)`: the `(batch,)` bool mask of rows to keep, and an
-        op to make outputs depend on (the assertion or the counter update).
+    MAX_EXAMPLES = 5
+
+    def __init__(self, lenient: bool) -> None:
+        import tensorflow as tf
+
+        self.lenient = lenient
+        self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.examples = tf.Variable(
+            [""] * self.MAX_EXAMPLES, dtype=tf.string, trainable=False
+        )
+        self.error = tf.Variable("", dtype=tf.string, trainable=False)
+        _LOGS.add(self)
+
+    def check(self, paths: Any, line_numbers: Any, problems: Any) -> Any:
+        """Fails on the first malformed row, or logs and masks bad rows.
+
+        Args:
+            paths: `(batch,)` string tensor, each row's file.
+            line_numbers: `(batch,)` int64 tensor, each row's line.
+            problems: `(batch,)` string tensor, `""` for good rows, else
+                what is wrong with the row.
+
+        Returns:
+            `(keep, control)`: the `(batch,)` bool mask of rows to keep, and
+            an op to make outputs depend on.
+        """
+        import tensorflow as tf
+
+        bad = problems != ""  # (B,)
+        where = tf.strings.join(
+            [paths, ":", tf.strings.as_string(line_numbers), ": ", problems]
+        )  # (B,)
+        any_bad = tf.reduce_any(bad)
+        if self.lenient:
+            noted = tf.boolean_mask(where, bad)[: self.MAX_EXAMPLES]
+            start = tf.minimum(self.skipped, self.MAX_EXAMPLES)
+            room = tf.cast(self.MAX_EXAMPLES - start, tf.int32)
+            noted = noted[:room]
+
+            def note() -> Any:
+                index = tf.range(tf.size(noted), dtype=tf.int64) + start
+                return self.examples.scatter_nd_update(index[:, None], noted)
+
+            with tf.control_dependencies(
+                [tf.cond(tf.size(noted) > 0, note, self.examples.read_value)]
+            ):
+                control = self.skipped.assign_add(
+                    tf.reduce_sum(tf.cast(bad, tf.int64))
+                )
+            return tf.logical_not(bad), control
+        message = where[tf.argmax(tf.cast(bad, tf.int32))]
+
+        def record() -> Any:
+            return self.error.assign(message)
+
+        with tf.control_dependencies(
+            [tf.cond(any_bad, record, self.error.read_value)]
+        ):
+            assertion = tf.debugging.Assert(
+                tf.logical_not(any_bad), [message], summarize=1
+            )
+        return tf.ones_like(bad), assertion
+
+    def summary(self) -> dict[str, Any]:
+        """`{"skipped": n, "examples": [...]}` so far (lenient mode)."""
+        examples = [e.decode("utf-8", "replace") for e in self.examples.numpy()]
+        return {
+            "skipped": int(self.skipped.numpy()),
+            "examples": [e for e in examples if e],
+        }
+
+
+class DataError(ValueError):
+    """A malformed input row, with its `file:line: problem`."""
+
+
+@contextlib.contextmanager
+def raise_row_errors() -> Iterator[None]:
+    """Turns a reader's failed row check into `DataError("file:line: ...")`.
+
+    TensorFlow reports the check as an `InvalidArgumentError` whose text
+    is TensorFlow's; the row's own message was written to its `RowLog`.
     """
     import tensorflow as tf
 
-    bad = problems != ""
-    if lenient:
-        count = tf.reduce_sum(tf.cast(bad, tf.int64))
-        control = skipped.assign_add(count) if skipped is not None else count
-        return tf.logical_not(bad), control
-    first = tf.argmax(tf.cast(bad, tf.int32))
-    message = tf.strings.join(
-        [
-            paths[first],
-            ":",
-            tf.strings.as_string(line_numbers[first]),
-            ": ",
-            problems[first],
-        ]
-    )
-    assertion = tf.debugging.Assert(
-        tf.logical_not(tf.reduce_any(bad)), [message], summarize=1
-    )
-    return tf.ones_like(bad), assertion
+    try:
+        yield
+    except tf.errors.InvalidArgumentError:
+        for log in list(_LOGS):
+            message = log.error.numpy().decode("utf-8", "replace")
+            if message:
+                log.error.assign("")
+                raise DataError(message) from None
+        raise
 
 
 def utf8_problem(lines: Any) -> Any:

@@ -7,20 +7,18 @@ from typing import Any
 import numpy as np
 
 from tffm.data import lines as L
-from tffm.data.readers import KINDS
+from tffm.data.readers import ReadOptions
 from tffm.data.readers import Source
+from tffm.data.readers import check_kinds
 
 
 def read_parquet(
     pattern: str | Sequence[str],
+    options: ReadOptions | None = None,
     *,
     kinds: Mapping[str, str],
     label: str | None,
-    batch_size: int = 1024,
     max_len: Mapping[str, int] | None = None,
-    shuffle_buffer: int = 0,
-    seed: int | None = None,
-    repeat: bool = False,
 ) -> Source:
     """Reads Parquet files one record batch at a time (never whole).
 
@@ -30,13 +28,12 @@ def read_parquet(
 
     Args:
         pattern: file path, glob or list of them.
+        options: `ReadOptions` (`batch_size`, `shuffle_buffer`, `seed`,
+            `repeat`; Parquet rows are typed, so there is no `lenient`, and
+            no `holdout_every`: give validation files instead).
         kinds: dict `{column: kind}`.
         label: str. Label column, or None.
-        batch_size: int. Rows per batch.
         max_len: dict `{column: int}` for list columns.
-        shuffle_buffer: int. Rows in the shuffle buffer (0: no shuffle).
-        seed: int. Shuffle seed.
-        repeat: bool. Repeat forever.
 
     Returns:
         A `Source` (`skipped` is None: Parquet is typed, rows can't be
@@ -45,14 +42,16 @@ def read_parquet(
     import pyarrow.parquet as pq
     import tensorflow as tf
 
+    options = options or ReadOptions()
+    if options.holdout_every:
+        raise ValueError(
+            "Parquet data has no line numbers to hold out by: give "
+            "validation files (`validation_data`) instead of `holdout_every`."
+        )
+    check_kinds(kinds)
     files = L.resolve_files(pattern)
     max_len = dict(max_len or {})
-    for name, kind in kinds.items():
-        if kind not in KINDS:
-            raise ValueError(
-                f"Feature {name!r}: unknown kind {kind!r}. Expected one of "
-                f"{KINDS}."
-            )
+    batch_size = options.batch_size
     columns = list(kinds) + ([label] if label else [])
     for path in files:
         schema = pq.read_schema(path)
@@ -94,9 +93,13 @@ def read_parquet(
     ds = tf.data.Dataset.from_generator(
         generate, output_signature=(spec, tf.TensorSpec((None,), tf.float32))
     )
-    if shuffle_buffer:
-        ds = ds.unbatch().shuffle(shuffle_buffer, seed=seed).batch(batch_size)
-    if repeat:
+    if options.shuffle_buffer:
+        ds = (
+            ds.unbatch()
+            .shuffle(options.shuffle_buffer, seed=options.seed)
+            .batch(batch_size)
+        )
+    if options.repeat:
         ds = ds.repeat()
     return Source(ds.prefetch(L.AUTOTUNE), None, files)
 

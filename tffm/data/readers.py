@@ -4,6 +4,10 @@ Every reader streams (files are never loaded whole), reads gzip and globs,
 parses whole batches with TensorFlow string ops in parallel, and checks each
 row: a malformed row fails with `file:line: what is wrong`, or, with
 `lenient=True`, is skipped and counted in `Source.skipped`.
+
+Each format's parsing is one top-level function of a batch of lines
+(`parse_delimited`, `parse_libsvm`) returning the parsed columns and, per
+row, what is wrong with it; `_pipeline` does the rest for every format.
 """
 
 import dataclasses
@@ -12,11 +16,53 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
+from tffm import constants
 from tffm.data import lines as L
 
-CRITEO_NUMERIC = tuple(f"I{i}" for i in range(1, 14))
-CRITEO_CATEGORICAL = tuple(f"C{i}" for i in range(1, 27))
-KINDS = ("numeric", "categorical", "integer", "list")
+_INT_PATTERN = r"[0-9]+"
+_VALUE_PATTERN = r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadOptions:
+    """How any reader batches, shuffles, splits and checks rows.
+
+    Args:
+        batch_size: int. Rows per batch.
+        shuffle_buffer: int. Rows in the shuffle buffer (0: no shuffle).
+        seed: int. Shuffle seed.
+        repeat: bool. Repeat forever (for `steps_per_epoch` training).
+        lenient: bool. Skip and count malformed rows instead of failing.
+        holdout_every: int. Split rows by line number: every N-th line is
+            the holdout (validation) part (text formats only).
+        holdout: bool. Read the holdout part (True) or the rest (False).
+    """
+
+    batch_size: int = 1024
+    shuffle_buffer: int = 0
+    seed: int | None = None
+    repeat: bool = False
+    lenient: bool = False
+    holdout_every: int | None = None
+    holdout: bool = False
+
+    def __post_init__(self) -> None:
+        for arg, low in (("batch_size", 1), ("shuffle_buffer", 0)):
+            value = getattr(self, arg)
+            if isinstance(value, bool) or not (
+                isinstance(value, int) and value >= low
+            ):
+                raise ValueError(
+                    f"`{arg}` must be an integer >= {low}. "
+                    f"Received: {arg}={value!r}"
+                )
+        if self.holdout_every is not None and not (
+            isinstance(self.holdout_every, int) and self.holdout_every >= 2
+        ):
+            raise ValueError(
+                "`holdout_every` must be an integer >= 2. "
+                f"Received: holdout_every={self.holdout_every!r}"
+            )
 
 
 @dataclasses.dataclass
@@ -25,22 +71,36 @@ class Source:
 
     Attributes:
         dataset: `tf.data.Dataset` yielding `(dict of tensors, label)`.
-        skipped: `tf.Variable` (int64) counting malformed rows skipped so
-            far (lenient mode), else None.
+        log: the `RowLog` of its row checks (None for Parquet, whose rows
+            are typed): malformed rows skipped so far and examples of why.
         files: the files read.
     """
 
     dataset: Any
-    skipped: Any
+    log: L.RowLog | None
     files: list[str]
+
+    @property
+    def skipped(self) -> Any:
+        """`tf.Variable` (int64): malformed rows skipped so far."""
+        return None if self.log is None else self.log.skipped
+
+
+def check_kinds(kinds: Mapping[str, str]) -> None:
+    """Fails on a column kind the readers cannot parse, naming the column."""
+    for name, kind in kinds.items():
+        if kind not in constants.COLUMN_KINDS:
+            raise ValueError(
+                f"Feature {name!r}: unknown kind {kind!r}. Expected one of "
+                f"{constants.COLUMN_KINDS}."
+            )
 
 
 def read_criteo(
     pattern: str | Sequence[str],
+    options: ReadOptions | None = None,
     *,
-    batch_size: int = 1024,
     has_label: bool = True,
-    **options: Any,
 ) -> Source:
     """Reads Criteo's TSV: label, I1..I13 (counts), C1..C26 (hex strings).
 
@@ -49,47 +109,39 @@ def read_criteo(
 
     Args:
         pattern: file path, glob, or list of them (`.gz` read as gzip).
-        batch_size: int. Rows per batch.
+        options: `ReadOptions`.
         has_label: bool. Whether the first column is the label.
-        **options: `shuffle_buffer`, `seed`, `repeat`, `lenient`,
-            `holdout_every`, `holdout` (see `read_csv`).
 
     Returns:
         A `Source` with features `I1..I13` (float32) and `C1..C26` (string).
     """
-    names = (("label",) if has_label else ()) + CRITEO_NUMERIC
-    names += CRITEO_CATEGORICAL
-    kinds = {n: "numeric" for n in CRITEO_NUMERIC}
-    kinds.update({n: "categorical" for n in CRITEO_CATEGORICAL})
-    return _delimited(
-        pattern,
-        columns=names,
-        kinds=kinds,
-        label="label" if has_label else None,
-        delimiter="\t",
-        header=False,
-        quoted=False,
-        batch_size=batch_size,
-        **options,
-    )
+    label = "label" if has_label else None
+    columns = ((label,) if label else ()) + tuple(constants.CRITEO_KINDS)
+
+    def parse(lines: Any) -> Any:
+        return parse_delimited(
+            lines,
+            columns=columns,
+            kinds=constants.CRITEO_KINDS,
+            label=label,
+            delimiter="\t",
+            quoted=False,
+        )
+
+    files = L.resolve_files(pattern)
+    return _pipeline(files, parse, options or ReadOptions(), header=False)
 
 
 def read_csv(
     pattern: str | Sequence[str],
+    options: ReadOptions | None = None,
     *,
     kinds: Mapping[str, str],
     label: str | None,
-    batch_size: int = 1024,
     delimiter: str = ",",
     list_separator: str = "|",
     max_len: Mapping[str, int] | None = None,
     column_names: Sequence[str] | None = None,
-    shuffle_buffer: int = 0,
-    seed: int | None = None,
-    repeat: bool = False,
-    lenient: bool = False,
-    holdout_every: int | None = None,
-    holdout: bool = False,
 ) -> Source:
     """Reads delimited text with a header line (or `column_names`).
 
@@ -99,83 +151,57 @@ def read_csv(
 
     Args:
         pattern: file path, glob, or list of them (`.gz` read as gzip).
+        options: `ReadOptions`.
         kinds: dict `{column: kind}`, kind one of `"numeric"` (float32, empty
             = NaN), `"categorical"` (string, empty = missing), `"integer"`
             (int64, empty = -1), `"list"` (strings separated by
             `list_separator`, padded with `""` to `max_len[column]`).
         label: str. Label column (float32), or None for unlabelled data.
-        batch_size: int. Rows per batch.
         delimiter: str. Field separator.
         list_separator: str. Separator inside `"list"` cells.
         max_len: dict `{column: int}` for `"list"` columns (default 16).
         column_names: list of str. Names of the columns of files that have
             no header line (then no line is skipped).
-        shuffle_buffer: int. Rows in the shuffle buffer (0: no shuffle).
-        seed: int. Shuffle seed.
-        repeat: bool. Repeat forever (for `steps_per_epoch` training).
-        lenient: bool. Skip and count malformed rows instead of failing.
-        holdout_every: int. Split rows by line number: every N-th line is
-            the holdout (validation) part.
-        holdout: bool. Read the holdout part (True) or the rest (False).
 
     Returns:
         A `Source`.
     """
+    check_kinds(kinds)
     files = L.resolve_files(pattern)
-    has_header = column_names is None
-    header = (
-        [h.strip().strip('"') for h in L.first_line(files[0]).split(delimiter)]
-        if has_header
-        else list(column_names or ())
-    )
-    for path in files[1:] if has_header else []:
-        other = [
-            h.strip().strip('"') for h in L.first_line(path).split(delimiter)
-        ]
-        if other != header:
+    header = column_names is None
+    columns = _header(files, delimiter) if header else list(column_names or ())
+    for name in [*kinds, *([label] if label else [])]:
+        if name not in columns:
+            role = "label" if name == label else "feature"
+            where = f"{files[0]}:1: the header" if header else "column_names"
             raise ValueError(
-                f"{path}:1: header differs from {files[0]}'s: {other}"
+                f"{where} has no column {name!r} (the {role} {name!r}). "
+                f"Columns: {columns}"
             )
-    for name in list(kinds) + ([label] if label else []):
-        if name not in header:
-            raise ValueError(
-                f"{files[0]}:1: no column {name!r} for feature {name!r} in "
-                f"the header {header}"
-            )
-    return _delimited(
-        files,
-        columns=tuple(header),
-        kinds=kinds,
-        label=label,
-        delimiter=delimiter,
-        header=has_header,
-        batch_size=batch_size,
-        list_separator=list_separator,
-        max_len=max_len,
-        shuffle_buffer=shuffle_buffer,
-        seed=seed,
-        repeat=repeat,
-        lenient=lenient,
-        holdout_every=holdout_every,
-        holdout=holdout,
-    )
+
+    def parse(lines: Any) -> Any:
+        return parse_delimited(
+            lines,
+            columns=tuple(columns),
+            kinds=kinds,
+            label=label,
+            delimiter=delimiter,
+            list_separator=list_separator,
+            max_len=max_len,
+        )
+
+    return _pipeline(files, parse, options or ReadOptions(), header=header)
 
 
 def read_libsvm(
     pattern: str | Sequence[str],
+    options: ReadOptions | None = None,
     *,
-    batch_size: int = 1024,
     num_features: int | None = None,
     max_nonzeros: int | None = None,
     fields: Sequence[str] | None = None,
     ffm: bool = False,
     binary_labels: bool = False,
-    shuffle_buffer: int = 0,
-    seed: int | None = None,
-    repeat: bool = False,
-    lenient: bool = False,
-    holdout_every: int | None = None,
-    holdout: bool = False,
 ) -> Source:
     """Reads libsvm / libFM (`label idx:val ...`) and libFFM (`field:idx:val`).
 
@@ -191,7 +217,7 @@ def read_libsvm(
 
     Args:
         pattern: file path, glob, or list (`.gz` read as gzip).
-        batch_size: int. Rows per batch.
+        options: `ReadOptions`.
         num_features: int. If given, indices must be below it.
         max_nonzeros: int. Pad / cut rows to this many entries.
         fields: list of str. Field names, one entry per field per row.
@@ -199,335 +225,307 @@ def read_libsvm(
             ids, -1 padding).
         binary_labels: bool. Map labels `> 0` to 1 and others to 0 (for
             `-1/+1` or `0/1` files).
-        shuffle_buffer: int. Rows in the shuffle buffer (0: no shuffle).
-        seed: int. Shuffle seed.
-        repeat: bool. Repeat forever.
-        lenient: bool. Skip and count malformed rows instead of failing.
-        holdout_every: int. As in `read_csv`.
-        holdout: bool. As in `read_csv`.
 
     Returns:
         A `Source`.
     """
-    import tensorflow as tf
-
     files = L.resolve_files(pattern)
-    skipped = (
-        tf.Variable(0, dtype=tf.int64, trainable=False) if lenient else None
-    )
 
-    def parse(paths: Any, numbers: Any, lines: Any) -> Any:
-        tokens = tf.strings.split(tf.strings.strip(lines))  # (B, None)
-        # Lines are non-blank, so each has a first token: the label.
-        label_text = tokens.to_tensor(default_value="", shape=[None, 1])[:, 0]
-        entries = tokens[:, 1:]  # (B, None)
-        parts = tf.strings.split(entries, ":")  # (B, None, None)
-        arity = parts.row_lengths(axis=2)  # (B, None)
-        is_ffm = arity == 3
-        arity_ok = tf.reduce_all(tf.logical_or(arity == 2, arity == 3), axis=1)
-        dense_parts = parts.to_tensor(default_value="0", shape=[None, None, 3])
-        # For idx:val rows the value sits in column 1; for field:idx:val in 2.
-        idx_text = tf.where(
-            is_ffm.to_tensor(), dense_parts[:, :, 1], dense_parts[:, :, 0]
+    def parse(lines: Any) -> Any:
+        return parse_libsvm(
+            lines,
+            num_features=num_features,
+            max_nonzeros=max_nonzeros,
+            fields=fields,
+            ffm=ffm,
+            binary_labels=binary_labels,
         )
-        val_text = tf.where(
-            is_ffm.to_tensor(), dense_parts[:, :, 2], dense_parts[:, :, 1]
-        )
-        field_text = tf.where(is_ffm.to_tensor(), dense_parts[:, :, 0], "0")
-        present = tf.sequence_mask(entries.row_lengths())  # (B, K)
-        int_ok = tf.strings.regex_full_match(idx_text, r"[0-9]+")
-        int_ok = tf.logical_and(
-            int_ok, tf.strings.regex_full_match(field_text, r"[0-9]+")
-        )
-        num_ok = tf.strings.regex_full_match(
-            val_text, r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?"
-        )
-        cell_ok = tf.reduce_all(
-            tf.logical_or(
-                tf.logical_not(present), tf.logical_and(int_ok, num_ok)
-            ),
-            axis=1,
-        )
-        problems = L.first_problem(
-            L.utf8_problem(lines),
-            L.number_problem(label_text[:, None], ["label"], allow_empty=False),
-            tf.where(arity_ok, "", "entries must be idx:val or field:idx:val"),
-            tf.where(cell_ok, "", "bad index or value in an idx:val entry"),
-        )
-        safe = problems != ""
-        idx = tf.strings.to_number(
-            tf.where(safe[:, None], "0", idx_text), tf.int64
-        )
-        if num_features is not None:
-            too_big = tf.reduce_any(
-                tf.logical_and(present, idx >= num_features), axis=1
-            )
-            problems = L.first_problem(
-                problems,
-                tf.where(too_big, f"index >= num_features={num_features}", ""),
-            )
-        if fields is not None:
-            count_ok = entries.row_lengths() == len(fields)
-            problems = L.first_problem(
-                problems,
-                tf.where(
-                    count_ok,
-                    "",
-                    f"expected {len(fields)} idx:val entries (fields "
-                    f"{list(fields)})",
-                ),
-            )
-        keep, control = L.check_rows(
-            paths, numbers, problems, lenient=lenient, skipped=skipped
-        )
-        bad = problems != ""
-        with tf.control_dependencies([control]):
-            label = tf.strings.to_number(
-                tf.where(bad, "0", label_text), tf.float32
-            )
-            if binary_labels:
-                label = tf.cast(label > 0, tf.float32)
-            values = tf.strings.to_number(
-                tf.where(bad[:, None], "0", val_text), tf.float32
-            )
-            if fields is not None:
-                width = len(fields)
-                ids = tf.pad(idx, [[0, 0], [0, width]])[:, :width]
-                features = {name: ids[:, j] for j, name in enumerate(fields)}
-            else:
-                indices = tf.where(present, tf.cast(idx, tf.int32), -1)
-                values = tf.where(present, values, 0.0)
-                features = {"indices": indices, "values": values}
-                if ffm:
-                    field_ids = tf.strings.to_number(
-                        tf.where(bad[:, None], "0", field_text), tf.int32
-                    )
-                    features["fields"] = tf.where(present, field_ids, -1)
-                if max_nonzeros is not None:
-                    features = {
-                        k: _fix_width(
-                            v, max_nonzeros, -1 if k != "values" else 0
-                        )
-                        for k, v in features.items()
-                    }
-        return _mask(features, label, keep, lenient)
 
-    return _pipeline(
-        files,
-        parse,
-        batch_size=batch_size,
-        skip_header=False,
-        shuffle_buffer=shuffle_buffer,
-        seed=seed,
-        repeat=repeat,
-        skipped=skipped,
-        lenient=lenient,
-        holdout_every=holdout_every,
-        holdout=holdout,
-    )
+    return _pipeline(files, parse, options or ReadOptions(), header=False)
 
 
-def _delimited(
-    pattern: str | Sequence[str],
+def parse_delimited(
+    lines: Any,
     *,
     columns: Sequence[str],
     kinds: Mapping[str, str],
     label: str | None,
     delimiter: str,
-    header: bool,
-    batch_size: int,
     quoted: bool = True,
     list_separator: str = "|",
     max_len: Mapping[str, int] | None = None,
-    shuffle_buffer: int = 0,
-    seed: int | None = None,
-    repeat: bool = False,
-    lenient: bool = False,
-    holdout_every: int | None = None,
-    holdout: bool = False,
-) -> Source:
+) -> tuple[dict[str, Any], Any, Any]:
+    """Parses a batch of delimited lines (CSV, TSV).
+
+    Args:
+        lines: `(batch,)` string tensor, non-blank lines.
+        columns: every column's name, in file order.
+        kinds: `{column: kind}` of the columns to output (see `read_csv`).
+        label: str. Label column, or None (labels are then 0).
+        delimiter: str. Field separator.
+        quoted: bool. RFC 4180 double quotes (CSV); False for TSV.
+        list_separator: str. Separator inside `"list"` cells.
+        max_len: `{column: int}` for `"list"` columns (default 16).
+
+    Returns:
+        `(features, labels, problems)`: `{column: (batch, ...)}`,
+        `(batch,)` float32 and `(batch,)` string, `""` for a good row, else
+        what is wrong with it (its values are then placeholders).
+    """
     import tensorflow as tf
 
-    for name, kind in kinds.items():
-        if kind not in KINDS:
-            raise ValueError(
-                f"Feature {name!r}: unknown kind {kind!r}. Expected one of "
-                f"{KINDS}."
-            )
-    files = L.resolve_files(pattern)
-    skipped = (
-        tf.Variable(0, dtype=tf.int64, trainable=False) if lenient else None
-    )
+    max_len = dict(max_len or {})
     position = {name: j for j, name in enumerate(columns)}
     numeric = [n for n, k in kinds.items() if k in ("numeric", "integer")]
-    max_len = dict(max_len or {})
-
-    def parse(paths: Any, numbers: Any, lines: Any) -> Any:
-        lines = tf.strings.regex_replace(lines, "\r$", "")
-        if quoted:
-            # Count fields with quoted sections (which may hold the
-            # delimiter) collapsed; a quote left over is unbalanced.
-            flat = tf.strings.regex_replace(lines, r'"(?:[^"]|"")*"', "Q")
-            quote_problem = tf.where(
-                tf.strings.regex_full_match(flat, '[^"]*'),
-                "",
-                "unbalanced double quote",
-            )
-        else:
-            flat, quote_problem = lines, tf.zeros_like(lines)
-        counts = tf.strings.split(flat, delimiter).row_lengths()  # (B,)
-        structure = L.first_problem(
-            L.utf8_problem(lines),
-            quote_problem,
-            L.column_count_problem(counts, [len(columns)]),
+    lines = tf.strings.regex_replace(lines, "\r$", "")
+    if quoted:
+        # Count fields with quoted sections (which may hold the delimiter)
+        # collapsed; a quote left over is unbalanced.
+        flat = tf.strings.regex_replace(lines, r'"(?:[^"]|"")*"', "Q")
+        quote_problem = tf.where(
+            tf.strings.regex_full_match(flat, '[^"]*'),
+            "",
+            "unbalanced double quote",
         )
-        # Rows that cannot be split are replaced by an empty row, so the
-        # CSV op never fails on them; the check below reports them.
-        safe = tf.where(structure == "", lines, delimiter * (len(columns) - 1))
-        grid = tf.stack(
-            tf.io.decode_csv(
-                safe,
-                record_defaults=[""] * len(columns),
-                field_delim=delimiter,
-                use_quote_delim=quoted,
-            ),
-            axis=1,
-        )  # (B, C)
-
-        def col(name: str) -> Any:
-            return grid[:, position[name]]
-
-        checks = [structure]
-        if label:
-            checks.append(
-                L.number_problem(
-                    col(label)[:, None], [label], allow_empty=False
-                )
-            )
-        if numeric:
-            checks.append(
-                L.number_problem(
-                    tf.stack([col(n) for n in numeric], axis=1),
-                    numeric,
-                    allow_empty=True,
-                )
-            )
-        problems = L.first_problem(*checks)
-        keep, control = L.check_rows(
-            paths, numbers, problems, lenient=lenient, skipped=skipped
-        )
-        bad = problems != ""
-        features = {}
-        with tf.control_dependencies([control]):
-            for name, kind in kinds.items():
-                text = tf.strings.strip(col(name))
-                empty = tf.logical_or(text == "", bad)
-                if kind == "numeric":
-                    value = tf.strings.to_number(
-                        tf.where(empty, "0", text), tf.float32
-                    )
-                    features[name] = tf.where(empty, float("nan"), value)
-                elif kind == "integer":
-                    value = tf.strings.to_number(
-                        tf.where(empty, "0", text), tf.float64
-                    )
-                    features[name] = tf.where(
-                        empty,
-                        tf.constant(-1, tf.int64),
-                        tf.cast(value, tf.int64),
-                    )
-                elif kind == "list":
-                    items = tf.strings.split(text, list_separator)
-                    width = max_len.get(name, 16)
-                    features[name] = items.to_tensor(
-                        default_value="", shape=[None, width]
-                    )
-                else:
-                    features[name] = text
-            if label:
-                y = tf.strings.to_number(
-                    tf.where(bad, "0", tf.strings.strip(col(label))), tf.float32
-                )
-            else:
-                y = tf.zeros_like(counts, dtype=tf.float32)
-        return _mask(features, y, keep, lenient)
-
-    return _pipeline(
-        files,
-        parse,
-        batch_size=batch_size,
-        skip_header=header,
-        shuffle_buffer=shuffle_buffer,
-        seed=seed,
-        repeat=repeat,
-        skipped=skipped,
-        lenient=lenient,
-        holdout_every=holdout_every,
-        holdout=holdout,
+    else:
+        flat, quote_problem = lines, tf.zeros_like(lines)
+    counts = tf.strings.split(flat, delimiter).row_lengths()  # (B,)
+    structure = L.first_problem(
+        L.utf8_problem(lines),
+        quote_problem,
+        L.column_count_problem(counts, [len(columns)]),
     )
+    # Rows that cannot be split become an empty row, so the CSV op never
+    # fails on them; `problems` reports them.
+    safe = tf.where(structure == "", lines, delimiter * (len(columns) - 1))
+    grid = tf.stack(
+        tf.io.decode_csv(
+            safe,
+            record_defaults=[""] * len(columns),
+            field_delim=delimiter,
+            use_quote_delim=quoted,
+        ),
+        axis=1,
+    )  # (B, C)
+
+    def col(name: str) -> Any:
+        return tf.strings.strip(grid[:, position[name]])  # (B,)
+
+    checks = [structure]
+    if label:
+        checks.append(
+            L.number_problem(col(label)[:, None], [label], allow_empty=False)
+        )
+    if numeric:
+        checks.append(
+            L.number_problem(
+                tf.stack([col(n) for n in numeric], axis=1),
+                numeric,
+                allow_empty=True,
+            )
+        )
+    problems = L.first_problem(*checks)
+    bad = problems != ""
+    features = {}
+    for name, kind in kinds.items():
+        text = col(name)
+        empty = tf.logical_or(text == "", bad)
+        if kind == "numeric":
+            value = tf.strings.to_number(tf.where(empty, "0", text), tf.float32)
+            features[name] = tf.where(empty, float("nan"), value)
+        elif kind == "integer":
+            value = tf.strings.to_number(tf.where(empty, "0", text), tf.float64)
+            features[name] = tf.where(
+                empty, tf.constant(-1, tf.int64), tf.cast(value, tf.int64)
+            )
+        elif kind == "list":
+            items = tf.strings.split(text, list_separator)  # (B, None)
+            features[name] = items.to_tensor(
+                default_value="", shape=[None, max_len.get(name, 16)]
+            )  # (B, max_len)
+        else:
+            features[name] = text
+    if label:
+        y = tf.strings.to_number(tf.where(bad, "0", col(label)), tf.float32)
+    else:
+        y = tf.zeros_like(counts, dtype=tf.float32)
+    return features, y, problems
+
+
+def parse_libsvm(
+    lines: Any,
+    *,
+    num_features: int | None = None,
+    max_nonzeros: int | None = None,
+    fields: Sequence[str] | None = None,
+    ffm: bool = False,
+    binary_labels: bool = False,
+) -> tuple[dict[str, Any], Any, Any]:
+    """Parses a batch of libsvm / libFM / libFFM lines.
+
+    Args:
+        lines: `(batch,)` string tensor, non-blank lines.
+        num_features: int. If given, indices must be below it.
+        max_nonzeros: int. Pad / cut rows to this many entries.
+        fields: list of str. Field names, one `idx:1` entry each per row.
+        ffm: bool. Also output libFFM `fields`.
+        binary_labels: bool. Map labels `> 0` to 1, others to 0.
+
+    Returns:
+        `(features, labels, problems)` as `parse_delimited` returns them.
+    """
+    import tensorflow as tf
+
+    tokens = tf.strings.split(tf.strings.strip(lines))  # (B, None)
+    # Lines are non-blank, so each has a first token: the label.
+    label_text = tokens.to_tensor(default_value="", shape=[None, 1])[:, 0]
+    entries = tokens[:, 1:]  # (B, None)
+    parts = tf.strings.split(entries, ":")  # (B, None, None)
+    arity = parts.row_lengths(axis=2)  # (B, None)
+    is_ffm = (arity == 3).to_tensor()  # (B, K)
+    arity_ok = tf.reduce_all(tf.logical_or(arity == 2, arity == 3), axis=1)
+    cells = parts.to_tensor(default_value="0", shape=[None, None, 3])
+    # For idx:val rows the value sits in column 1; for field:idx:val in 2.
+    idx_text = tf.where(is_ffm, cells[:, :, 1], cells[:, :, 0])  # (B, K)
+    val_text = tf.where(is_ffm, cells[:, :, 2], cells[:, :, 1])  # (B, K)
+    field_text = tf.where(is_ffm, cells[:, :, 0], "0")  # (B, K)
+    present = tf.sequence_mask(entries.row_lengths())  # (B, K)
+    cell_ok = tf.logical_and(
+        tf.logical_and(
+            tf.strings.regex_full_match(idx_text, _INT_PATTERN),
+            tf.strings.regex_full_match(field_text, _INT_PATTERN),
+        ),
+        tf.strings.regex_full_match(val_text, _VALUE_PATTERN),
+    )
+    cells_ok = tf.reduce_all(
+        tf.logical_or(tf.logical_not(present), cell_ok), axis=1
+    )
+    problems = L.first_problem(
+        L.utf8_problem(lines),
+        L.number_problem(label_text[:, None], ["label"], allow_empty=False),
+        tf.where(arity_ok, "", "entries must be idx:val or field:idx:val"),
+        tf.where(cells_ok, "", "bad index or value in an idx:val entry"),
+    )
+    bad = problems != ""
+    idx = tf.strings.to_number(
+        tf.where(bad[:, None], "0", idx_text), tf.int64
+    )  # (B, K)
+    if num_features is not None:
+        too_big = tf.reduce_any(
+            tf.logical_and(present, idx >= num_features), axis=1
+        )
+        problems = L.first_problem(
+            problems,
+            tf.where(too_big, f"index >= num_features={num_features}", ""),
+        )
+    if fields is not None:
+        count_ok = entries.row_lengths() == len(fields)
+        problems = L.first_problem(
+            problems,
+            tf.where(
+                count_ok,
+                "",
+                f"expected {len(fields)} idx:val entries (fields "
+                f"{list(fields)})",
+            ),
+        )
+    bad = problems != ""
+    label = tf.strings.to_number(tf.where(bad, "0", label_text), tf.float32)
+    if binary_labels:
+        label = tf.cast(label > 0, tf.float32)
+    if fields is not None:
+        width = len(fields)
+        ids = tf.pad(idx, [[0, 0], [0, width]])[:, :width]  # (B, F)
+        return (
+            {name: ids[:, j] for j, name in enumerate(fields)},
+            label,
+            problems,
+        )
+    values = tf.strings.to_number(
+        tf.where(bad[:, None], "0", val_text), tf.float32
+    )
+    features = {
+        "indices": tf.where(present, tf.cast(idx, tf.int32), -1),
+        "values": tf.where(present, values, 0.0),
+    }
+    if ffm:
+        field_ids = tf.strings.to_number(
+            tf.where(bad[:, None], "0", field_text), tf.int32
+        )
+        features["fields"] = tf.where(present, field_ids, -1)
+    if max_nonzeros is not None:
+        features = {
+            k: _fix_width(v, max_nonzeros, 0 if k == "values" else -1)
+            for k, v in features.items()
+        }
+    return features, label, problems
+
+
+def _header(files: list[str], delimiter: str) -> list[str]:
+    """The header of the first file; every other file must share it."""
+    header = [
+        h.strip().strip('"') for h in L.first_line(files[0]).split(delimiter)
+    ]
+    for path in files[1:]:
+        other = [
+            h.strip().strip('"') for h in L.first_line(path).split(delimiter)
+        ]
+        if other != header:
+            raise ValueError(
+                f"{path}:1: header differs from {files[0]}'s: {other}"
+            )
+    return header
 
 
 def _pipeline(
     files: list[str],
-    parse: Callable[..., Any],
+    parse: Callable[[Any], tuple[dict[str, Any], Any, Any]],
+    options: ReadOptions,
     *,
-    batch_size: int,
-    skip_header: bool,
-    shuffle_buffer: int,
-    seed: int | None,
-    repeat: bool,
-    skipped: Any,
-    lenient: bool,
-    holdout_every: int | None = None,
-    holdout: bool = False,
+    header: bool,
 ) -> Source:
+    """Lines -> shuffled batches -> `parse` -> row checks, for any format."""
     import tensorflow as tf
 
-    if isinstance(batch_size, bool) or not (
-        isinstance(batch_size, int) and batch_size > 0
-    ):
-        raise ValueError(
-            f"`batch_size` must be a positive integer. Received: "
-            f"batch_size={batch_size!r}"
-        )
+    lenient = options.lenient
+    log = L.RowLog(lenient)
     ds = L.numbered_lines(files)
-    if shuffle_buffer:
+    if options.shuffle_buffer:
         ds = ds.shuffle(
-            shuffle_buffer, seed=seed, reshuffle_each_iteration=True
+            options.shuffle_buffer,
+            seed=options.seed,
+            reshuffle_each_iteration=True,
         )
-    if repeat:
+    if options.repeat:
         ds = ds.repeat()
-    ds = ds.batch(batch_size)
+    ds = ds.batch(options.batch_size)
 
-    def parse_kept(paths: Any, numbers: Any, lines: Any) -> Any:
+    def parse_batch(paths: Any, numbers: Any, lines: Any) -> Any:
         keep = L.line_mask(
             numbers,
             lines,
-            skip_header=skip_header,
-            holdout_every=holdout_every,
-            holdout=holdout,
+            skip_header=header,
+            holdout_every=options.holdout_every,
+            holdout=options.holdout,
         )
-        return parse(
-            tf.boolean_mask(paths, keep),
-            tf.boolean_mask(numbers, keep),
-            tf.boolean_mask(lines, keep),
-        )
+        paths = tf.boolean_mask(paths, keep)
+        numbers = tf.boolean_mask(numbers, keep)
+        features, label, problems = parse(tf.boolean_mask(lines, keep))
+        good, control = log.check(paths, numbers, problems)
+        with tf.control_dependencies([control]):
+            features = {k: tf.identity(v) for k, v in features.items()}
+            label = tf.identity(label)
+        if lenient:
+            features = {
+                k: tf.boolean_mask(v, good) for k, v in features.items()
+            }
+            label = tf.boolean_mask(label, good)
+        return features, label
 
-    ds = ds.map(parse_kept, num_parallel_calls=L.AUTOTUNE, deterministic=True)
+    ds = ds.map(parse_batch, num_parallel_calls=L.AUTOTUNE, deterministic=True)
     # Masking can empty a batch (all blank, holdout or skipped lines).
     ds = ds.filter(lambda features, label: tf.size(label) > 0)
-    return Source(ds.prefetch(L.AUTOTUNE), skipped, files)
-
-
-def _mask(
-    features: dict[str, Any], label: Any, keep: Any, lenient: bool
-) -> Any:
-    import tensorflow as tf
-
-    if not lenient:
-        return features, label
-    masked = {k: tf.boolean_mask(v, keep) for k, v in features.items()}
-    return masked, tf.boolean_mask(label, keep)
+    return Source(ds.prefetch(L.AUTOTUNE), log, files)
 
 
 def _fix_width(x: Any, width: int, pad: int) -> Any:

@@ -3,6 +3,7 @@
 import collections
 import dataclasses
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +25,7 @@ class Scan:
 
     rows: int
     positives: float
-    counts: dict[str, collections.Counter]
+    counts: dict[str, collections.Counter[Any]]
     numeric: dict[str, tuple[int, float, float]]
 
     def vocabulary(
@@ -70,10 +71,10 @@ def scan(
     Returns:
         A `Scan`.
     """
-    counts = {
+    counts: dict[str, collections.Counter[Any]] = {
         n: collections.Counter() for n, k in kinds.items() if k != "numeric"
     }
-    sums = {n: [0, 0.0, 0.0] for n, k in kinds.items() if k == "numeric"}
+    moments = {n: Moments() for n, k in kinds.items() if k == "numeric"}
     rows, positives = 0, 0.0
     for features, labels in dataset.as_numpy_iterator():
         rows += len(labels)
@@ -87,20 +88,62 @@ def scan(
             uniques, n = np.unique(values, return_counts=True)
             for value, c in zip(uniques.tolist(), n.tolist(), strict=True):
                 counter[_decode(value)] += c
-        for name, acc in sums.items():
+        for name, acc in moments.items():
             x = features[name].astype(np.float64)
             x = x[~np.isnan(x)]
             if name in log_columns:
                 x = np.log1p(np.maximum(x, 0.0))
-            acc[0] += x.size
-            acc[1] += float(x.sum())
-            acc[2] += float((x * x).sum())
+            acc.add(x)
     numeric = {}
-    for name, (n, s, ss) in sums.items():
-        mean = s / n if n else 0.0
-        var = max(ss / n - mean * mean, 0.0) if n else 0.0
-        numeric[name] = (n, mean, math.sqrt(var) or 1.0)
+    for name, acc in moments.items():
+        std = acc.std()
+        if acc.count == 0 or std == 0.0:
+            # x' = (x - mean) / 1 is then 0 on every training row: the
+            # column adds nothing, which is right, but say so.
+            warnings.warn(
+                f"Feature {name!r}: "
+                + (
+                    "no value in the training data"
+                    if acc.count == 0
+                    else f"every training value is {acc.mean:g}"
+                )
+                + "; it will not affect the model (std set to 1).",
+                stacklevel=2,
+            )
+            std = 1.0
+        numeric[name] = (acc.count, acc.mean, std)
     return Scan(rows, positives, counts, numeric)
+
+
+class Moments:
+    """Count, mean and variance of a stream of batches, without cancellation.
+
+    Each batch's mean and sum of squared deviations are taken two-pass, then
+    merged with Chan et al.'s update, so a large mean never cancels the
+    variance (as `E[x^2] - E[x]^2` does in floating point).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = 0.0
+        self.m2 = 0.0  # sum of squared deviations from the mean
+
+    def add(self, x: np.ndarray) -> None:
+        """Adds a batch of float64 values (no NaN)."""
+        n = int(x.size)
+        if n == 0:
+            return
+        mean = float(x.mean())
+        m2 = float(np.square(x - mean).sum())
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.count = total
+
+    def std(self) -> float:
+        """Population standard deviation (0 for no values)."""
+        return math.sqrt(self.m2 / self.count) if self.count else 0.0
 
 
 def _decode(value: Any) -> Any:

@@ -11,6 +11,7 @@ from tffm.features import MISSING_ID
 from tffm.features import OOV_ID
 from tffm.features import Categorical
 from tffm.features import Feature
+from tffm.features import Lookup
 from tffm.features import MultiCategorical
 from tffm.features import Numeric
 from tffm.features import normalize_features
@@ -104,7 +105,7 @@ class FeatureEmbedding(keras.layers.Layer):
         self.table_l2 = float(table_l2)
         layout = table_layout(features)
         self.num_rows = sum(rows for _, rows in layout.values())
-        self._single = [f for f in features if type(f) is Categorical]
+        self._single = [f for f in features if isinstance(f, Categorical)]
         self._multi = [f for f in features if isinstance(f, MultiCategorical)]
         self._numeric = [f for f in features if isinstance(f, Numeric)]
         self._offsets = {f.name: layout[f.table_name][0] for f in features}
@@ -170,7 +171,7 @@ class FeatureEmbedding(keras.layers.Layer):
         return (batch, num_fields, self.embedding_dim), (batch, num_fields)
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
+        config: dict[str, Any] = super().get_config()
         config.update(
             {
                 "features": [serialize_feature(f) for f in self.features],
@@ -184,7 +185,7 @@ class FeatureEmbedding(keras.layers.Layer):
         )
         return config
 
-    def _rows(self, feature: Categorical, ids: Tensor) -> Tensor:
+    def _rows(self, feature: Lookup, ids: Tensor) -> Tensor:
         """Maps a field's ids to rows of the fused table."""
         ids = ops.cast(ids, "int32")
         fallback = MISSING_ID if feature.hash_bins is not None else OOV_ID

@@ -101,7 +101,7 @@ class FMInteraction(keras.layers.Layer):
         return (inputs_shape[0], inputs_shape[2])
 
     def get_config(self) -> dict[str, object]:
-        config = super().get_config()
+        config: dict[str, object] = super().get_config()
         config.update({"order": self.order, "reduce_sum": self.reduce_sum})
         return config
 

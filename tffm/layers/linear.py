@@ -55,6 +55,6 @@ class LinearTerm(keras.layers.Layer):
         return (inputs_shape[0], 1)
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
+        config: dict[str, Any] = super().get_config()
         config.update({"use_bias": self.use_bias})
         return config

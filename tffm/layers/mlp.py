@@ -112,7 +112,7 @@ class MLP(keras.layers.Layer):
         return (inputs_shape[0], 1)
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
+        config: dict[str, Any] = super().get_config()
         config.update(
             {
                 "hidden_units": self.hidden_units,

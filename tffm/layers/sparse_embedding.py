@@ -102,7 +102,7 @@ class SparseEmbedding(keras.layers.Layer):
         return (batch, nnz, self.embedding_dim), (batch, nnz)
 
     def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
+        config: dict[str, Any] = super().get_config()
         config.update(
             {
                 "num_features": self.num_features,

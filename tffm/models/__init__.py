@@ -1,6 +1,8 @@
 """tffm models: FM and DeepFM (functional Keras models)."""
 
+from tffm.models.base import FactorizationModel
+from tffm.models.base import load_model
 from tffm.models.deepfm import DeepFM
 from tffm.models.fm import FM
 
-__all__ = ["DeepFM", "FM"]
+__all__ = ["DeepFM", "FM", "FactorizationModel", "load_model"]

@@ -8,18 +8,18 @@ import keras
 
 from tffm.features import Feature
 from tffm.features import normalize_features
-from tffm.features import serialize_feature
 from tffm.layers.feature_embedding import FeatureEmbedding
 from tffm.layers.fm_interaction import FMInteraction
 from tffm.layers.linear import LinearTerm
 from tffm.layers.mlp import MLP
-from tffm.models._heads import feature_inputs
-from tffm.models._heads import output_head
-from tffm.models._heads import validate_task
+from tffm.models.base import FactorizationModel
+from tffm.models.base import feature_inputs
+from tffm.models.base import output_head
+from tffm.models.base import validate_task
 
 
 @keras.saving.register_keras_serializable(package="tffm")
-class DeepFM(keras.Model):
+class DeepFM(FactorizationModel):
     """DeepFM: `sigmoid(y_linear + y_FM + y_DNN)` over shared embeddings.
 
     One `FeatureEmbedding` (a fused table) is read once per batch; its field
@@ -44,6 +44,8 @@ class DeepFM(keras.Model):
         table_l2: float. L2 penalty on the whole embedding table.
         kernel_l2: float. L2 penalty on the DNN kernels.
         task: str. `"binary"` (default) or `"regression"`.
+        dtype: dtype policy of every layer (e.g. `"mixed_bfloat16"`); the
+            output head stays float32. Defaults to Keras' global policy.
         **kwargs: Base `keras.Model` arguments (`name`).
 
     References:
@@ -63,6 +65,7 @@ class DeepFM(keras.Model):
         table_l2: float = 0.0,
         kernel_l2: float = 0.0,
         task: str = "binary",
+        dtype: Any = None,
         **kwargs: Any,
     ) -> None:
         validate_task(task)
@@ -82,6 +85,7 @@ class DeepFM(keras.Model):
             embeddings_l2=embeddings_l2,
             table_l2=table_l2,
             name="feature_embedding",
+            dtype=dtype,
         )
         dnn = MLP(
             hidden_units,
@@ -90,17 +94,18 @@ class DeepFM(keras.Model):
             batch_norm=batch_norm,
             kernel_l2=kernel_l2,
             name="dnn",
+            dtype=dtype,
         )
 
         # === Functional Model ===
         inputs = feature_inputs(spec)
         v, w = embedding(inputs)  # (B, F, D), (B, F)
-        y_linear = LinearTerm(name="linear")(w)  # (B, 1)
-        y_fm = FMInteraction(name="fm_interaction")(v)  # (B, 1)
-        flat = keras.layers.Flatten(name="flatten")(v)  # (B, F * D)
+        y_linear = LinearTerm(name="linear", dtype=dtype)(w)  # (B, 1)
+        y_fm = FMInteraction(name="fm_interaction", dtype=dtype)(v)  # (B, 1)
+        flat = keras.layers.Flatten(name="flatten", dtype=dtype)(v)  # (B, F*D)
         y_dnn = dnn(flat)  # (B, 1)
         outputs = output_head([y_linear, y_fm, y_dnn], task)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        super().__init__(inputs, outputs, dtype=dtype, **kwargs)
 
         # === Config ===
         self.features = spec
@@ -113,23 +118,3 @@ class DeepFM(keras.Model):
         self.table_l2 = table_l2
         self.kernel_l2 = kernel_l2
         self.task = task
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "features": [serialize_feature(f) for f in self.features],
-            "embedding_dim": self.embedding_dim,
-            "hidden_units": self.hidden_units,
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "batch_norm": self.batch_norm,
-            "embeddings_l2": self.embeddings_l2,
-            "table_l2": self.table_l2,
-            "kernel_l2": self.kernel_l2,
-            "task": self.task,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "DeepFM":
-        return cls(**config)

@@ -8,18 +8,18 @@ import keras
 
 from tffm.features import Feature
 from tffm.features import normalize_features
-from tffm.features import serialize_feature
 from tffm.layers.feature_embedding import FeatureEmbedding
 from tffm.layers.fm_interaction import FMInteraction
 from tffm.layers.linear import LinearTerm
 from tffm.layers.sparse_embedding import SparseEmbedding
-from tffm.models._heads import feature_inputs
-from tffm.models._heads import output_head
-from tffm.models._heads import validate_task
+from tffm.models.base import FactorizationModel
+from tffm.models.base import feature_inputs
+from tffm.models.base import output_head
+from tffm.models.base import validate_task
 
 
 @keras.saving.register_keras_serializable(package="tffm")
-class FM(keras.Model):
+class FM(FactorizationModel):
     """Factorization machine `w0 + sum w_i x_i + sum_{i<j} <v_i,v_j> x_i x_j`.
 
     Two input forms:
@@ -50,6 +50,8 @@ class FM(keras.Model):
             (feature-spec form only). Defaults to 0.
         table_l2: float. L2 penalty on the whole table (feature-spec form
             only). Defaults to 0.
+        dtype: dtype policy of every layer (e.g. `"mixed_bfloat16"`); the
+            output head stays float32. Defaults to Keras' global policy.
         **kwargs: Base `keras.Model` arguments (`name`).
 
     References:
@@ -67,6 +69,7 @@ class FM(keras.Model):
         task: str = "binary",
         embeddings_l2: float = 0.0,
         table_l2: float = 0.0,
+        dtype: Any = None,
         **kwargs: Any,
     ) -> None:
         if (features is None) == (num_features is None):
@@ -91,6 +94,7 @@ class FM(keras.Model):
                 embeddings_l2=embeddings_l2,
                 table_l2=table_l2,
                 name="feature_embedding",
+                dtype=dtype,
             )
             inputs = feature_inputs(spec)
         else:
@@ -104,6 +108,7 @@ class FM(keras.Model):
                 num_features,  # type: ignore[arg-type]
                 embedding_dim,
                 name="sparse_embedding",
+                dtype=dtype,
             )
             inputs = {
                 "indices": keras.Input(
@@ -114,7 +119,7 @@ class FM(keras.Model):
                 ),
             }
         interactions = [
-            FMInteraction(order=t, name=f"fm_interaction_{t}")
+            FMInteraction(order=t, name=f"fm_interaction_{t}", dtype=dtype)
             for t in range(2, order + 1)
         ]
 
@@ -123,10 +128,10 @@ class FM(keras.Model):
             v, w = embedding(inputs)  # (B, F, D), (B, F)
         else:
             v, w = embedding(inputs["indices"], inputs["values"])
-        parts = [LinearTerm(name="linear")(w)]  # (B, 1)
+        parts = [LinearTerm(name="linear", dtype=dtype)(w)]  # (B, 1)
         parts += [layer(v) for layer in interactions]  # (B, 1) each
         outputs = output_head(parts, task)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        super().__init__(inputs, outputs, dtype=dtype, **kwargs)
 
         # === Config ===
         self.features = spec
@@ -136,22 +141,3 @@ class FM(keras.Model):
         self.task = task
         self.embeddings_l2 = embeddings_l2
         self.table_l2 = table_l2
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "features": None
-            if self.features is None
-            else [serialize_feature(f) for f in self.features],
-            "num_features": self.num_features,
-            "embedding_dim": self.embedding_dim,
-            "order": self.order,
-            "task": self.task,
-            "embeddings_l2": self.embeddings_l2,
-            "table_l2": self.table_l2,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "FM":
-        return cls(**config)

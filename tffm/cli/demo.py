@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from tffm.config import TrainConfig
+from tffm.features import Categorical
 from tffm.synthetic import PlantedData
 from tffm.synthetic import make_planted_ctr
-from tffm.training import TrainConfig
 
 MARKER = ".tffm-demo"
 
@@ -38,11 +39,9 @@ def run_demo(
         The report's numbers as a dict.
     """
     from export.bundle import export_for_serving
+    from tffm.evaluation import evaluate_files
     from tffm.metrics import log_loss
     from tffm.metrics import roc_auc
-    from tffm.training import evaluate_predictions
-    from tffm.training import open_source
-    from tffm.training import predict_dataset
     from tffm.training import train
 
     _prepare(output)
@@ -81,12 +80,7 @@ def run_demo(
     generated = time.time()
     result = train(config, os.path.join(output, "model"), verbose=verbose)
     trained = time.time()
-    from tffm.encoder import FeatureEncoder
-
-    encoder = FeatureEncoder(result.features)
-    test_ds = encoder.map_dataset(open_source(config, [paths["test"]]).dataset)
-    labels, predictions = predict_dataset(result.model, test_ds)
-    test_metrics = evaluate_predictions(labels, predictions, "binary")
+    test_metrics = evaluate_files(result.model, config, [paths["test"]])
     optimum_auc = roc_auc(test_part.labels, test_part.probabilities)
     optimum_logloss = log_loss(test_part.labels, test_part.probabilities)
     exported = export_for_serving(
@@ -144,7 +138,7 @@ def _columns(data: PlantedData) -> dict[str, dict[str, Any]]:
             columns[feature.name] = {"kind": "numeric", "transform": "log1p"}
         elif kind == "MultiCategorical":
             columns[feature.name] = {"kind": "list", "max_len": 4}
-        elif getattr(feature, "hash_bins", None):
+        elif isinstance(feature, Categorical) and feature.hash_bins:
             columns[feature.name] = {
                 "kind": "categorical",
                 "hash_bins": feature.hash_bins,

@@ -1,0 +1,405 @@
+"""The `tffm` command line: demo, train, evaluate, predict, export, verify.
+
+This package is the application: the one place that joins the `tffm`
+library with `export` and `serving` (imported lazily, inside the commands
+that need them). Parsing arguments imports neither Keras nor TensorFlow, so
+`--help` and argument errors are instant; `tffm train`'s flags, choices and
+defaults come from `tffm.config.TrainConfig`'s fields.
+"""
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from tffm import constants
+from tffm.config import TrainConfig
+
+# Extras each command needs beyond the base install, by import name.
+_EXTRAS = {
+    "keras": ("keras", "tensorflow"),
+    "tensorflow": ("tensorflow", "tensorflow"),
+    "tf2onnx": ("tf2onnx", "export"),
+    "onnx": ("onnx", "export"),
+    "onnxruntime": ("onnxruntime", "export"),
+    "farmhash": ("pyfarmhash", "export"),
+    "tensorflow_serving": ("tensorflow-serving-api", "export"),
+    "matplotlib": ("matplotlib", "data"),
+    "pyarrow": ("pyarrow", "data"),
+}
+_NEEDS = {
+    "demo": ("keras", "tensorflow", "tf2onnx", "onnx", "onnxruntime",
+             "farmhash", "tensorflow_serving", "matplotlib"),
+    "train": ("keras", "tensorflow"),
+    "evaluate": ("keras", "tensorflow"),
+    "predict": ("keras", "tensorflow"),
+    "export": ("keras", "tensorflow", "tf2onnx", "onnx", "onnxruntime",
+               "farmhash", "tensorflow_serving"),
+    "verify": ("keras", "tensorflow", "onnxruntime", "farmhash"),
+}  # fmt: skip
+
+
+class UsageError(ValueError):
+    """A problem with what the user asked for (exit status 2)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the `tffm` command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    from tffm.cli.quiet import quiet_frameworks
+
+    try:
+        _check_installed(args.command)
+        if args.verbose:
+            return int(args.run(args) or 0)
+        with quiet_frameworks():
+            return int(args.run(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"tffm {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tffm",
+        description="Factorization machines and DeepFM for Keras 3.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's and the other frameworks' own log lines",
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[common],
+        help="train, evaluate, export and verify on synthetic data",
+        description="Generate CTR data from a planted factorization machine "
+        "(no download), train DeepFM with model.fit, compare its test AUC "
+        "with the planted optimum, export SavedModel + ONNX, verify parity "
+        "and write a report (Markdown + PNG). Everything goes under "
+        "--output, which a second run replaces.",
+    )
+    demo.add_argument("--output", default="tffm-demo", help="output folder")
+    demo.add_argument("--rows", type=int, default=600_000)
+    demo.add_argument("--epochs", type=int, default=8)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=_run_demo)
+
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train FM / DeepFM / LR on Criteo, libsvm, CSV or Parquet data",
+        description="Train a model from data files. Flags override the "
+        "--config file (JSON or TOML with the same keys, plus `columns`); "
+        "the effective config is written beside the model.",
+    )
+    train.add_argument("--config", help="JSON or TOML config file")
+    train.add_argument("--output", default="tffm-model", help="output folder")
+    add_config_flags(train)
+    train.set_defaults(run=_run_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[common],
+        help="AUC / logloss (or RMSE / MAE) of a trained model on data",
+        description="Evaluate a trained model (a `tffm train` folder or its "
+        "model.keras) on data files, read as its config says.",
+    )
+    evaluate.add_argument(
+        "--model", required=True, help="`tffm train` folder or its .keras"
+    )
+    evaluate.add_argument("--data", nargs="+", required=True)
+    evaluate.set_defaults(run=_run_evaluate)
+
+    predict = commands.add_parser(
+        "predict",
+        parents=[common],
+        help="batch scoring to CSV / Parquet from .keras, SavedModel or ONNX",
+        description="Score data files with a trained model (a `tffm train` "
+        "folder or its model.keras), a SavedModel directory or a raw-input "
+        ".onnx file; write one row per input row, in input order "
+        "(probability or prediction, logit).",
+    )
+    predict.add_argument(
+        "--model", required=True, help="`tffm train` folder or its .keras"
+    )
+    predict.add_argument(
+        "--artifact",
+        help="SavedModel dir or raw-input .onnx to score with "
+        "(default: the model itself)",
+    )
+    predict.add_argument("--data", nargs="+", required=True)
+    predict.add_argument(
+        "--output", required=True, help="predictions .csv or .parquet"
+    )
+    predict.set_defaults(run=_run_predict)
+
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="export a trained model to SavedModel + ONNX, verified",
+        description="Export a trained model to a TF Serving SavedModel and "
+        "ONNX (raw and ids-in), check parity on edge-case batches, and "
+        "publish only if it passes.",
+    )
+    export.add_argument(
+        "--model", required=True, help="`tffm train` folder or a .keras"
+    )
+    export.add_argument("--output", required=True, help="output directory")
+    export.add_argument("--name", help="model name (default: file stem)")
+    export.add_argument("--version", type=int, default=1)
+    export.add_argument("--opset", type=int, default=constants.DEFAULT_OPSET)
+    export.add_argument(
+        "--no-verify", action="store_true", help="skip the parity check"
+    )
+    export.set_defaults(run=_run_export)
+
+    verify = commands.add_parser(
+        "verify",
+        parents=[common],
+        help="compare exported artifacts with the Keras model",
+        description="Run the Keras model, a SavedModel and an ONNX file on "
+        "the same edge-case batches; print a per-output error table; exit "
+        "1 if any output is off by more than the tolerance.",
+    )
+    verify.add_argument(
+        "--model", required=True, help="`tffm train` folder or a .keras"
+    )
+    verify.add_argument("--saved-model", help="SavedModel version directory")
+    verify.add_argument("--onnx", help="raw-input .onnx file")
+    atol, rtol = constants.PARITY_TOLERANCE
+    verify.add_argument("--atol", type=float, default=atol)
+    verify.add_argument("--rtol", type=float, default=rtol)
+    verify.set_defaults(run=_run_verify)
+    return parser
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per `TrainConfig` field: `--embedding-dim`, `--refit`, ...
+
+    Types, choices and help come from the field; every flag defaults to
+    None ("not given"), so a config file's value stands unless overridden.
+    """
+    for field in dataclasses.fields(TrainConfig):
+        meta = field.metadata
+        if not meta.get("flag"):
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        base = _base_type(field.type)
+        default = (
+            field.default_factory()  # type: ignore[misc,operator]
+            if field.default is dataclasses.MISSING
+            else field.default
+        )
+        help_text = f"{meta['help']} (default: {_show(default)})"
+        kwargs: dict[str, Any] = {"default": None, "help": help_text}
+        if base is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(base) is list:
+            (item,) = typing.get_args(base)
+            if item is int:
+                kwargs["type"] = _int_list
+                kwargs["metavar"] = "N,N,..."
+            else:
+                kwargs["nargs"] = "+"
+        else:
+            kwargs["type"] = base
+            if meta.get("choices"):
+                kwargs["choices"] = meta["choices"]
+        parser.add_argument(flag, dest=field.name, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The `TrainConfig` of `--config` (if any) with the flags given."""
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if f.metadata.get("flag") and getattr(args, f.name) is not None
+    }
+    if args.config:
+        return TrainConfig.from_file(args.config, **overrides)
+    return TrainConfig.from_dict(overrides, source="command line")
+
+
+def _base_type(annotation: Any) -> Any:
+    """`int | None` -> `int`; other annotations unchanged."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0]
+    return annotation
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "none"
+    return "none" if value is None else str(value)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
+
+
+def _check_installed(command: str) -> None:
+    """Names the extra to install before a command starts any work."""
+    missing = [
+        _EXTRAS[module]
+        for module in _NEEDS.get(command, ())
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        packages = sorted({package for package, _ in missing})
+        extras = ",".join(sorted({extra for _, extra in missing}))
+        raise UsageError(
+            f"needs {', '.join(packages)}, which is not installed: "
+            f"pip install 'tffm-keras[{extras}]'"
+        )
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from tffm.cli.demo import run_demo
+
+    report = run_demo(
+        args.output, num_rows=args.rows, epochs=args.epochs, seed=args.seed
+    )
+    gap = report["optimum_auc"] - report["test_auc"]
+    print(
+        f"\nTest AUC {report['test_auc']:.4f} (planted optimum "
+        f"{report['optimum_auc']:.4f}, gap {gap:.4f}); parity "
+        f"{'ok' if report['parity_ok'] else 'FAILED'}; "
+        f"{report['seconds']['total']} s."
+    )
+    print(f"Report: {os.path.join(args.output, 'report.md')}")
+    return 0 if report["parity_ok"] else 1
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from tffm.training import train
+
+    config = config_from_args(args)
+    result = train(config, args.output)
+    print(json.dumps(result.metrics, indent=2))
+    print(f"Model: {os.path.join(args.output, 'model.keras')}")
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from tffm.evaluation import evaluate_files
+
+    config, model = load_trained(args.model)
+    print(json.dumps(evaluate_files(model, config, args.data), indent=2))
+    return 0
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from tffm.cli.predict import write_predictions
+
+    config, model = load_trained(args.model)
+    rows = write_predictions(
+        config, model, args.data, args.output, artifact=args.artifact
+    )
+    print(f"Wrote {rows:,} predictions to {args.output}")
+    return 0
+
+
+def load_trained(path: str) -> tuple[TrainConfig, Any]:
+    """A `tffm train` output: its config and model, from the folder or .keras.
+
+    Both the folder and the `model.keras` (or `checkpoints/*.keras`) inside
+    it are accepted; the config is the folder's `config.json`.
+    """
+    if os.path.isdir(path):
+        folder = path
+        model_path = os.path.join(path, "model.keras")
+    elif path.endswith(".keras"):
+        model_path = path
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.basename(folder) == "checkpoints":
+            folder = os.path.dirname(folder)
+    else:
+        raise FileNotFoundError(
+            f"{path!r} is neither a `tffm train` folder nor a .keras file."
+        )
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(
+            f"{folder!r} is not a `tffm train` folder (no config.json): "
+            "its config says how to read data."
+        )
+    return TrainConfig.from_file(config_path), load_model(model_path)
+
+
+def load_model(path: str) -> Any:
+    """A `.keras` model, or the `model.keras` of a `tffm train` folder."""
+    from tffm.models import load_model as load_keras
+
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.keras")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No model file at {path!r}.")
+    if not path.endswith(".keras"):
+        raise UsageError(
+            f"{path!r} is not a .keras model; SavedModel and ONNX artifacts "
+            "are scored with `tffm predict --artifact`."
+        )
+    return load_keras(path)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from export.bundle import ParityError
+    from export.bundle import export_for_serving
+
+    model = load_model(args.model)
+    stem = os.path.basename(os.path.normpath(args.model))
+    name = args.name or os.path.splitext(stem)[0]
+    try:
+        result = export_for_serving(
+            model,
+            args.output,
+            model_name=name,
+            version=args.version,
+            opset=args.opset,
+            verify=not args.no_verify,
+        )
+    except ParityError as error:
+        print(error, file=sys.stderr)
+        return 1
+    if result.report is not None:
+        print(result.report.table())
+    print(f"SavedModel:    {result.saved_model}")
+    print(f"ONNX (raw):    {result.onnx}")
+    print(f"ONNX (ids):    {result.onnx_ids}")
+    print(f"models.config: {result.models_config}")
+    return 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from export.parity import verify_parity
+
+    if not (args.saved_model or args.onnx):
+        raise UsageError("give --saved-model and/or --onnx to verify.")
+    report = verify_parity(
+        load_model(args.model),
+        saved_model=args.saved_model,
+        onnx=args.onnx,
+        tolerance=(args.atol, args.rtol),
+    )
+    print(report.table())
+    return 0 if report.ok else 1

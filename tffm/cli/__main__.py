@@ -1,0 +1,7 @@
+"""`python -m tffm.cli`: the same as the `tffm` command."""
+
+import sys
+
+from tffm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,383 @@
+"""`TrainConfig`: what `tffm train` does, as flags, a JSON / TOML file or code.
+
+The one source of truth for the training options: each field carries its
+help text, choices and bounds, from which the command line builds its flags
+(`tffm.cli`), and against which a config file is checked, key by key, before
+any work starts.
+"""
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from tffm import constants
+
+# Options a column of CSV / Parquet data may set, by kind.
+_LOOKUP_OPTIONS = ("hash_bins", "min_frequency", "max_tokens")
+COLUMN_OPTIONS: dict[str, tuple[str, ...]] = {
+    "numeric": ("transform",),
+    "categorical": _LOOKUP_OPTIONS,
+    "integer": _LOOKUP_OPTIONS,
+    "list": (*_LOOKUP_OPTIONS, "max_len", "combiner"),
+}
+_COLUMN_CHOICES = {
+    "transform": ("identity", "log1p"),
+    "combiner": ("mean", "sum"),
+}
+_COLUMN_MINIMUM = {
+    "hash_bins": 1,
+    "min_frequency": 1,
+    "max_tokens": 1,
+    "max_len": 1,
+}
+
+
+def option(
+    default: Any,
+    help: str,  # noqa: A002 (argparse's name)
+    *,
+    choices: tuple[Any, ...] | None = None,
+    minimum: float | None = None,
+    below: float | None = None,
+    flag: bool = True,
+) -> Any:
+    """A `TrainConfig` field with its help, choices and bounds.
+
+    Args:
+        default: the default value (lists and dicts are copied per config).
+        help: str. One line for `--help`.
+        choices: allowed values.
+        minimum: smallest allowed number (inclusive).
+        below: bound the number must stay under (exclusive).
+        flag: bool. Whether `tffm train` has a flag for it (else config
+            file only).
+    """
+    metadata = {
+        "help": help,
+        "choices": choices,
+        "minimum": minimum,
+        "below": below,
+        "flag": flag,
+    }
+    if isinstance(default, list | dict):
+        return dataclasses.field(
+            default_factory=lambda: type(default)(default), metadata=metadata
+        )
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything `tffm train` needs; the file form is this as JSON / TOML.
+
+    `columns` (CSV / Parquet) maps a column to its options: `kind`
+    (`numeric`, `categorical`, `integer`, `list`), and by kind
+    `transform` (`identity` / `log1p`; numeric), `hash_bins`,
+    `min_frequency`, `max_tokens` (categorical, integer, list),
+    `max_len`, `combiner` (list). Criteo needs none (I1..I13 are log1p
+    numerics, C1..C26 categoricals); libsvm files with one `idx:1` entry
+    per field name them in `fields`. `monitor` is what early stopping,
+    checkpoints and the learning-rate schedule watch: default `val_auc`
+    (binary) or `val_loss` (regression). With `refit` (and a holdout, not
+    `validation_data`), a fresh model is then trained on every training
+    row, holdout included, for the best epoch count with the same learning
+    rates: all choices are still made on the holdout, the final fit sees
+    10% more data.
+    """
+
+    # === Data ===
+    data: list[str] = option([], "training files or globs")
+    format: str = option("csv", "data format", choices=constants.FORMATS)
+    validation_data: list[str] | None = option(
+        None, "validation files (default: a holdout of --data)"
+    )
+    holdout_every: int = option(
+        10, "without --validation-data, every N-th line validates", minimum=2
+    )
+    columns: dict[str, dict[str, Any]] = option(
+        {}, "CSV / Parquet columns and their options", flag=False
+    )
+    label: str | None = option("label", "label column (CSV / Parquet)")
+    fields: list[str] | None = option(
+        None, "libsvm: one field name per idx:1 entry of a row"
+    )
+    binary_labels: bool = option(
+        False, "libsvm: labels > 0 are 1, others 0 (for -1/+1 files)"
+    )
+    delimiter: str = option(",", "CSV field separator")
+    list_separator: str = option("|", "separator of values in a list cell")
+    column_names: list[str] | None = option(
+        None, "column names of CSV files without a header line"
+    )
+    lenient: bool = option(
+        False, "skip and count malformed rows instead of failing"
+    )
+    # === Model ===
+    model: str = option("deepfm", "model", choices=constants.MODELS)
+    task: str = option("binary", "task", choices=constants.TASKS)
+    embedding_dim: int = option(8, "factor / embedding size", minimum=1)
+    hidden_units: list[int] = option(
+        [400, 400, 400], "DeepFM DNN widths, e.g. 400,400,400"
+    )
+    dropout: float = option(0.0, "DNN dropout rate", minimum=0.0, below=1.0)
+    batch_norm: bool = option(False, "batch normalization in the DNN")
+    embeddings_l2: float = option(
+        0.0, "L2 on the embedding rows a batch reads", minimum=0.0
+    )
+    table_l2: float = option(
+        0.0, "L2 on the whole embedding table", minimum=0.0
+    )
+    kernel_l2: float = option(0.0, "L2 on the DNN kernels", minimum=0.0)
+    # === Fit ===
+    learning_rate: float = option(1e-3, "Adam learning rate", below=math.inf)
+    batch_size: int = option(1024, "rows per batch", minimum=1)
+    epochs: int = option(10, "most epochs to train", minimum=1)
+    patience: int = option(
+        2, "early stopping: epochs without improvement", minimum=0
+    )
+    monitor: str | None = option(
+        None, "metric early stopping watches (default: val_auc / val_loss)"
+    )
+    refit: bool = option(
+        False, "after early stopping on the holdout, retrain on all rows"
+    )
+    min_frequency: int = option(
+        1,
+        "vocabulary: values seen fewer times are out-of-vocabulary",
+        minimum=1,
+    )
+    max_tokens: int | None = option(
+        None, "vocabulary: keep at most this many values", minimum=1
+    )
+    shuffle_buffer: int = option(
+        100_000, "rows in the shuffle buffer", minimum=0
+    )
+    seed: int = option(0, "seed of shuffling and initialization")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):
+            self.data = [self.data]
+        if isinstance(self.validation_data, str):
+            self.validation_data = [self.validation_data]
+        check_values(dataclasses.asdict(self), source="config")
+        if self.format in ("csv", "parquet") and not self.columns:
+            raise ValueError(
+                f"format={self.format!r} needs `columns` in the config: "
+                '{"column": {"kind": "categorical"}, ...}'
+            )
+
+    @classmethod
+    def from_dict(
+        cls, values: Mapping[str, Any], *, source: str = "config"
+    ) -> "TrainConfig":
+        """Checks every key and value (naming `source`), then builds."""
+        if not isinstance(values, Mapping):
+            raise ValueError(
+                f"{source}: a config must be a JSON object / TOML table of "
+                f"options. Received: {type(values).__name__}"
+            )
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in known:
+                raise ValueError(
+                    f"{source}: unknown key {key!r}{_did_you_mean(key, known)}"
+                )
+        check_values(values, source=source)
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str, **overrides: Any) -> "TrainConfig":
+        """Reads a `.json` or `.toml` config; `overrides` (not None) win."""
+        values = read_config_file(path)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values, source=path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """A config file's keys; syntax errors name the file and line."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No config file at {path!r}.")
+    with open(path, "rb") as f:
+        text = f.read()
+    try:
+        if path.endswith(".toml"):
+            import tomllib
+
+            values = tomllib.loads(text.decode("utf-8"))
+        else:
+            values = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}:{error.lineno}: not valid JSON: {error.msg} "
+            f"(column {error.colno})"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as error:  # tomllib's error
+        raise ValueError(f"{path}: not valid TOML: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"{path}: a config must be a JSON object of options. "
+            f"Received: {type(values).__name__}"
+        )
+    return values
+
+
+def check_values(values: Mapping[str, Any], *, source: str) -> None:
+    """Checks each value's type, choices and bounds against its field."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for key, value in values.items():
+        field = fields[key]
+        where = f"{source}: `{key}`"
+        if not _matches(value, field.type):
+            raise ValueError(
+                f"{where} must be {_describe(field.type)}. Received: {value!r}"
+            )
+        meta = field.metadata
+        if value is None or isinstance(value, list | dict | bool | str):
+            if meta["choices"] and value not in meta["choices"]:
+                raise ValueError(
+                    f"{where} must be one of {meta['choices']}. "
+                    f"Received: {value!r}"
+                )
+            continue
+        if meta["minimum"] is not None and not value >= meta["minimum"]:
+            raise ValueError(
+                f"{where} must be >= {meta['minimum']}. Received: {value!r}"
+            )
+        if meta["below"] is not None and not value < meta["below"]:
+            raise ValueError(
+                f"{where} must be < {meta['below']}. Received: {value!r}"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where} must be finite. Received: {value!r}")
+    if "hidden_units" in values and any(u < 1 for u in values["hidden_units"]):
+        raise ValueError(
+            f"{source}: `hidden_units` must be positive. "
+            f"Received: {values['hidden_units']!r}"
+        )
+    if "learning_rate" in values and not values["learning_rate"] > 0:
+        raise ValueError(
+            f"{source}: `learning_rate` must be > 0. "
+            f"Received: {values['learning_rate']!r}"
+        )
+    if "columns" in values:
+        check_columns(values["columns"], source=source)
+    label = values.get("label")
+    if label is not None and label in values.get("columns", {}):
+        raise ValueError(
+            f"{source}: the label column {label!r} is also listed in "
+            "`columns`; a model must not read its own label."
+        )
+
+
+def check_columns(columns: Mapping[str, Any], *, source: str) -> None:
+    """Checks `columns`: each a dict with a known `kind` and its options."""
+    for name, opts in columns.items():
+        where = f"{source}: columns.{name}"
+        if not isinstance(opts, dict):
+            raise ValueError(
+                f'{where} must be an object such as {{"kind": "categorical"}}.'
+                f" Received: {opts!r}"
+            )
+        kind = opts.get("kind")
+        if kind not in COLUMN_OPTIONS:
+            raise ValueError(
+                f"{where}: `kind` must be one of "
+                f"{tuple(COLUMN_OPTIONS)}. Received: kind={kind!r}"
+            )
+        allowed = COLUMN_OPTIONS[kind]
+        for key, value in opts.items():
+            if key == "kind":
+                continue
+            if key not in allowed:
+                raise ValueError(
+                    f"{where}: unknown option {key!r} for kind {kind!r}"
+                    f"{_did_you_mean(key, allowed)} Options of {kind!r} "
+                    f"columns: {list(allowed)}"
+                )
+            if key in _COLUMN_CHOICES and value not in _COLUMN_CHOICES[key]:
+                raise ValueError(
+                    f"{where}: `{key}` must be one of "
+                    f"{_COLUMN_CHOICES[key]}. Received: {value!r}"
+                )
+            if key in _COLUMN_MINIMUM and not (
+                _is_int(value) and value >= _COLUMN_MINIMUM[key]
+            ):
+                raise ValueError(
+                    f"{where}: `{key}` must be an integer >= "
+                    f"{_COLUMN_MINIMUM[key]}. Received: {value!r}"
+                )
+
+
+def column_kinds(config: TrainConfig) -> dict[str, str]:
+    """`{column: kind}` the readers parse for this config."""
+    if config.format == "criteo":
+        return dict(constants.CRITEO_KINDS)
+    if config.format == "libsvm":
+        return {n: "integer" for n in config.fields or ()}
+    return {name: opts["kind"] for name, opts in config.columns.items()}
+
+
+def column_options(config: TrainConfig, name: str) -> dict[str, Any]:
+    """The options of one column (Criteo: log1p for I1..I13)."""
+    if config.format == "criteo":
+        return (
+            {"transform": "log1p"} if name in constants.CRITEO_NUMERIC else {}
+        )
+    return dict(config.columns.get(name, {}))
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether a JSON / TOML value fits a field annotation."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return _is_int(value)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    raise TypeError(f"unsupported annotation {annotation!r}")
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    if origin is list:
+        item = typing.get_args(annotation)[0]
+        plural = {int: "integers", float: "numbers"}.get(item, "strings")
+        return f"a list of {plural}"
+    if origin is dict:
+        return "an object"
+    names = {bool: "true/false", int: "an integer", float: "a number"}
+    return names.get(annotation, "a string")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _did_you_mean(key: str, known: Any) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)." if close else "."

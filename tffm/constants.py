@@ -1,0 +1,46 @@
+"""Names and choices shared by the library, the artifacts and the CLI.
+
+Plain Python (no numpy, no Keras): `serving` reads the artifact names from
+here on machines without TensorFlow.
+"""
+
+# === Tasks, models and data formats ===
+TASKS = ("binary", "regression")
+MODELS = ("deepfm", "fm", "lr")
+FORMATS = ("criteo", "libsvm", "csv", "parquet")
+# Column kinds the readers parse: float32 (NaN = missing), string ("" =
+# missing), int64 (-1 = missing), padded string lists ("" = padding).
+COLUMN_KINDS = ("numeric", "categorical", "integer", "list")
+CRITEO_NUMERIC = tuple(f"I{i}" for i in range(1, 14))
+CRITEO_CATEGORICAL = tuple(f"C{i}" for i in range(1, 27))
+CRITEO_KINDS = {
+    **{name: "numeric" for name in CRITEO_NUMERIC},
+    **{name: "categorical" for name in CRITEO_CATEGORICAL},
+}
+
+# === Outputs (the same names in Keras, SavedModel, ONNX and over REST) ===
+LOGIT = "logit"
+PROBABILITY = "probability"  # task="binary"
+PREDICTION = "prediction"  # task="regression"
+HEAD = {"binary": PROBABILITY, "regression": PREDICTION}
+
+# === Artifacts ===
+SIGNATURE_NAME = "serving_default"
+# Beside a SavedModel: the feature spec (JSON) and TF Serving warmup records.
+FEATURES_FILE = "assets.extra/tffm_features.json"
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+# ONNX `metadata_props` keys.
+ONNX_FEATURES = "tffm.features"  # the spec, `tffm.features.features_to_json`
+ONNX_HASH = "tffm.hash"
+ONNX_VERSION = "tffm.model_version"
+ONNX_OUTPUTS = "tffm.outputs"
+ONNX_INPUTS = "tffm.inputs"  # "raw" or "ids"
+ONNX_PRECISION = "tffm.precision"
+# The string hash of hashed features: TensorFlow's `to_hash_bucket_fast`.
+HASH_NAME = "farmhash.fingerprint64"
+DEFAULT_OPSET = 17
+
+# === Parity ===
+# (atol, rtol): float32 ONNX Runtime / SavedModel vs Keras.
+PARITY_TOLERANCE = (1e-5, 1e-5)
+PARITY_BATCH_SIZES = (1, 64, 10_000)

@@ -1,0 +1,64 @@
+"""Scoring a model on labelled data: the one evaluation path.
+
+`tffm train` (validation metrics), `tffm evaluate`, `tffm demo` and the
+benchmarks all call `evaluate_files` (or `evaluate_dataset`), so a metric
+means the same thing everywhere.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from tffm import metrics
+from tffm.config import TrainConfig
+
+_METRICS: dict[str, dict[str, Callable[[Any, Any], float]]] = {
+    "binary": {"auc": metrics.roc_auc, "logloss": metrics.log_loss},
+    "regression": {"rmse": metrics.rmse, "mae": metrics.mae},
+}
+
+
+def evaluate_files(
+    model: Any, config: TrainConfig, files: list[str]
+) -> dict[str, float]:
+    """Metrics of `model` on raw data `files`, read as `config` says."""
+    from tffm.encoder import FeatureEncoder
+    from tffm.training import open_source
+
+    dataset = FeatureEncoder(model.features).map_dataset(
+        open_source(config, files).dataset
+    )
+    return evaluate_dataset(model, dataset, config.task)
+
+
+def evaluate_dataset(model: Any, dataset: Any, task: str) -> dict[str, float]:
+    """Metrics of `model` on an encoded `(features, label)` dataset."""
+    labels, predictions = predict_dataset(model, dataset)
+    return evaluate_predictions(labels, predictions, task)
+
+
+def predict_dataset(model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and model outputs over an encoded `(features, label)` dataset."""
+    import keras
+
+    from tffm.data import raise_row_errors
+
+    labels, outputs = [], []
+    with raise_row_errors():
+        for features, y in dataset:
+            out = model(features, training=False)  # (B, 1)
+            outputs.append(keras.ops.convert_to_numpy(out)[:, 0])
+            labels.append(np.asarray(y))
+    return np.concatenate(labels), np.concatenate(outputs)
+
+
+def evaluate_predictions(
+    labels: np.ndarray, predictions: np.ndarray, task: str
+) -> dict[str, float]:
+    """AUC / logloss (binary) or RMSE / MAE (regression), with bootstrap std."""
+    out: dict[str, float] = {"rows": float(len(labels))}
+    for name, fn in _METRICS[task].items():
+        out[name] = fn(labels, predictions)
+        out[f"{name}_std"] = metrics.bootstrap_std(fn, labels, predictions)
+    return out

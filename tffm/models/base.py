@@ -1,0 +1,131 @@
+"""The base of tffm's functional models: inputs, output head and config."""
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from tffm import constants
+from tffm.features import Feature
+from tffm.features import Lookup
+from tffm.features import deserialize_feature
+from tffm.features import serialize_feature
+
+
+class FactorizationModel(keras.Model):
+    """What `FM` and `DeepFM` share, as keras-hub's `Backbone` does.
+
+    A subclass builds its functional graph in `__init__` (with
+    `feature_inputs` and `output_head`), calls `super().__init__(inputs,
+    outputs, ...)`, then stores each constructor argument as the attribute
+    of the same name: `get_config` reads them back by the constructor's
+    signature, so it never drifts from `__init__`, and `from_config` is
+    `cls(**config)`. `dtype` (a dtype policy such as `"mixed_bfloat16"`)
+    is part of the config.
+    """
+
+    def __init__(
+        self,
+        inputs: Any,
+        outputs: Any,
+        *,
+        dtype: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+
+    # === Config ===
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+        }
+        for name, parameter in inspect.signature(type(self)).parameters.items():
+            if name in config or parameter.kind in (
+                parameter.VAR_KEYWORD,
+                parameter.VAR_POSITIONAL,
+            ):
+                continue
+            value = getattr(self, name)
+            if name == "features" and value is not None:
+                value = [serialize_feature(f) for f in value]
+            config[name] = value
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "FactorizationModel":
+        config = dict(config)
+        if config.get("features") is not None:
+            config["features"] = [
+                deserialize_feature(f) for f in config["features"]
+            ]
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
+
+
+def load_model(path: str, **kwargs: Any) -> keras.Model:
+    """`keras.saving.load_model` with tffm's classes registered.
+
+    Args:
+        path: str. A `.keras` file saved from a tffm model (or any Keras
+            model using tffm layers).
+        **kwargs: passed to `keras.saving.load_model` (`compile`,
+            `safe_mode`, `custom_objects`).
+    """
+    from tffm import encoder  # noqa: F401  (every tffm class registered)
+    from tffm import layers  # noqa: F401
+
+    return keras.saving.load_model(path, **kwargs)
+
+
+def feature_inputs(features: Sequence[Feature]) -> dict[str, keras.KerasTensor]:
+    """Returns one `keras.Input` per feature, named by the feature.
+
+    Encoded form: int32 ids `(batch_size,)` for `Categorical`, int32 ids
+    `(batch_size, list_length)` for `MultiCategorical`, float32 values
+    `(batch_size,)` for `Numeric`.
+    """
+    return {
+        f.name: keras.Input(
+            shape=f.shape,
+            dtype="int32" if isinstance(f, Lookup) else "float32",
+            name=f.name,
+        )
+        for f in features
+    }
+
+
+def validate_task(task: str) -> None:
+    """Fails unless `task` is one of `tffm.constants.TASKS`."""
+    if task not in constants.TASKS:
+        raise ValueError(
+            f"`task` must be one of {constants.TASKS}. Received: task={task!r}"
+        )
+
+
+def output_head(
+    logit_parts: list[keras.KerasTensor], task: str
+) -> keras.KerasTensor:
+    """Sums the logit parts into `logit` and applies the task's link.
+
+    The head computes in float32 whatever the model's dtype policy, so
+    probabilities and losses keep full precision under mixed precision.
+    """
+    if len(logit_parts) == 1:
+        logit = keras.layers.Identity(name=constants.LOGIT, dtype="float32")(
+            logit_parts[0]
+        )
+    else:
+        logit = keras.layers.Add(name=constants.LOGIT, dtype="float32")(
+            logit_parts
+        )  # (B, 1)
+    if task == "binary":
+        return keras.layers.Activation(
+            "sigmoid", name=constants.PROBABILITY, dtype="float32"
+        )(logit)
+    return keras.layers.Identity(name=constants.PREDICTION, dtype="float32")(
+        logit
+    )
