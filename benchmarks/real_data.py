@@ -15,11 +15,8 @@ import shutil
 import tempfile
 import time
 
-from tffm.encoder import FeatureEncoder
-from tffm.training import TrainConfig
-from tffm.training import evaluate_predictions
-from tffm.training import open_source
-from tffm.training import predict_dataset
+from tffm.config import TrainConfig
+from tffm.evaluation import evaluate_files
 from tffm.training import train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -224,12 +221,7 @@ def run(names, model_names):
                 result = train(
                     config, os.path.join(tmp, f"{name}-{model_name}"), verbose=0
                 )
-                encoder = FeatureEncoder(result.features)
-                test = encoder.map_dataset(
-                    open_source(config, test_files).dataset
-                )
-                labels, outputs = predict_dataset(result.model, test)
-                metrics = evaluate_predictions(labels, outputs, task)
+                metrics = evaluate_files(result.model, config, test_files)
                 rows.append(
                     (
                         name,

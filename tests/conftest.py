@@ -6,29 +6,13 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-SHARED_DATA = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"
-)
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="run slow tests")
-    parser.addoption(
-        "--run-serving",
-        action="store_true",
-        help="run tests against a live server at TFFM_SERVING_URL",
-    )
-    parser.addoption(
-        "--require-gpu", action="store_true", help="fail gpu tests without one"
-    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long test (opt in: --run-slow)")
-    config.addinivalue_line("markers", "gpu: needs a GPU")
-    config.addinivalue_line(
-        "markers", "serving: needs a live server (opt in: --run-serving)"
-    )
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     if backend == "tensorflow":
         import tensorflow as tf
@@ -45,12 +29,9 @@ def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     skip_slow = pytest.mark.skip(reason="slow: pass --run-slow")
-    skip_serving = pytest.mark.skip(reason="needs --run-serving")
     for item in items:
         if "slow" in item.keywords and not config.getoption("--run-slow"):
             item.add_marker(skip_slow)
-        if "serving" in item.keywords and not config.getoption("--run-serving"):
-            item.add_marker(skip_serving)
 
 
 @pytest.fixture

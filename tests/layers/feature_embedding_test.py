@@ -33,6 +33,15 @@ class FeatureEmbeddingTest(testing.TestCase):
             "liked": np.array([[2, 4], [0, 0], [3, 3], [1, 0]]),
         }
 
+    def test_layer_basics(self):
+        self.run_layer_test(
+            FeatureEmbedding,
+            {"features": FEATURES, "embedding_dim": 3},
+            self.inputs(),
+            ((4, 5, 3), (4, 5)),
+            expect_trainable_weights=1,
+        )
+
     def test_fused_layout_and_shared_table(self):
         layer = build_layer()
         # city 3+2, ad 6+1, tags 2+2, price 1; liked shares city's rows.
@@ -42,9 +51,9 @@ class FeatureEmbeddingTest(testing.TestCase):
 
     def test_values_match_numpy(self):
         layer = build_layer()
-        table = np.asarray(layer.table.value, dtype=np.float64)
+        table = testing.to_numpy(layer.table).astype(np.float64)
         emb, lin = layer(self.inputs())
-        emb, lin = np.asarray(emb), np.asarray(lin)
+        emb, lin = testing.to_numpy(emb), testing.to_numpy(lin)
         self.assertEqual(emb.shape, (4, 5, 3))
         self.assertEqual(lin.shape, (4, 5))
         x = self.inputs()
@@ -65,12 +74,12 @@ class FeatureEmbeddingTest(testing.TestCase):
 
     def test_out_of_range_ids_read_reserved_row(self):
         layer = build_layer()
-        table = np.asarray(layer.table.value)
+        table = testing.to_numpy(layer.table).astype(np.float64)
         x = self.inputs()
         x["city"] = np.array([5, -3, 99, 1])  # vocab field: OOV row 1
         x["ad"] = np.array([7, -1, 2, 100])  # hashed field: missing row 0
         emb, _ = layer(x)
-        emb = np.asarray(emb)
+        emb = testing.to_numpy(emb)
         for b, row in enumerate([1, 1, 1, 1]):
             self.assertAllClose(emb[b, 0], table[row, :3])
         for b, row in enumerate([5, 5, 7, 5]):
@@ -80,7 +89,7 @@ class FeatureEmbeddingTest(testing.TestCase):
         layer = build_layer(embeddings_l2=0.5)
         x = self.inputs()
         layer(x)
-        table = np.asarray(layer.table.value, dtype=np.float64)
+        table = testing.to_numpy(layer.table).astype(np.float64)
         rows = []
         for b in range(4):
             read = [table[x["city"][b]], table[5 + x["ad"][b]]]
@@ -92,7 +101,7 @@ class FeatureEmbeddingTest(testing.TestCase):
 
     def test_table_l2_penalizes_whole_table(self):
         layer = build_layer(table_l2=0.25)
-        table = np.asarray(layer.table.value, dtype=np.float64)
+        table = testing.to_numpy(layer.table).astype(np.float64)
         self.assertLen(layer.losses, 1)
         self.assertAllClose(layer.losses[0], 0.25 * np.sum(table**2))
 

@@ -21,6 +21,17 @@ def anova_reference(v: np.ndarray, order: int) -> np.ndarray:
 
 
 class FMInteractionTest(testing.TestCase):
+    @parameterized.product(order=(2, 3, 4), reduce_sum=(True, False))
+    def test_layer_basics(self, order, reduce_sum):
+        x = self.rng.normal(size=(5, 6, 3)).astype("float32")
+        self.run_layer_test(
+            FMInteraction,
+            {"order": order, "reduce_sum": reduce_sum},
+            x,
+            (5, 1) if reduce_sum else (5, 3),
+            expect_trainable_weights=0,
+        )
+
     def test_output_shapes(self):
         x = self.rng.random((5, 4, 3), dtype="float32")
         self.assertEqual(tuple(FMInteraction()(x).shape), (5, 1))
@@ -47,7 +58,7 @@ class FMInteractionTest(testing.TestCase):
         v = self.rng.normal(size=shape)
         with testing.float64_enabled():
             layer = FMInteraction(order=order, dtype="float64")
-            out = np.asarray(layer(v))
+            out = testing.to_numpy(layer(v))
         self.assertEqual(out.dtype, np.float64)
         self.assertAllClose(out, anova_reference(v, order), tol=(1e-10, 1e-10))
 
@@ -72,7 +83,7 @@ class FMInteractionTest(testing.TestCase):
             dtype=bool,
         )
         with testing.float64_enabled():
-            out = np.asarray(
+            out = testing.to_numpy(
                 FMInteraction(order=order, dtype="float64")(v, mask=mask)
             )
         for b in range(4):
@@ -101,7 +112,7 @@ class FMInteractionTest(testing.TestCase):
         v = self.rng.uniform(-1, 1, size=(16, 8, 4))
         v[:, 3] *= 1e4
         expected = anova_reference(v, order)
-        out = np.asarray(FMInteraction(order=order)(v.astype("float32")))
+        out = testing.to_numpy(FMInteraction(order=order)(v.astype("float32")))
         rel = np.abs(out - expected) / np.abs(expected)
         self.assertLess(rel.max(), 1e-4)
         if order == 2:
@@ -116,7 +127,7 @@ class FMInteractionTest(testing.TestCase):
         # d/dv_i sum_{j<k} <v_j, v_k> = sum_{j != i} v_j.
         v = keras.Variable(self.rng.normal(size=(2, 5, 3)).astype("float32"))
         (grad,) = testing.gradients(FMInteraction(), [v], v)
-        v_np = np.asarray(v.value)
+        v_np = testing.to_numpy(v).astype(np.float64)
         expected = v_np.sum(axis=1, keepdims=True) - v_np
         self.assertAllClose(grad, expected, tol=testing.FM_TRICK)
 
@@ -127,9 +138,9 @@ class FMInteractionTest(testing.TestCase):
         model = keras.Model(inputs, FMInteraction()(emb))
         model.compile(optimizer="sgd", loss="mse")
         ids = self.rng.integers(0, 10, size=(16, 3))
-        before = np.asarray(model.layers[1].embeddings.value).copy()
+        before = testing.to_numpy(model.layers[1].embeddings).copy()
         model.fit(ids, np.ones((16, 1)), epochs=1, verbose=0)
-        after = np.asarray(model.layers[1].embeddings.value)
+        after = testing.to_numpy(model.layers[1].embeddings)
         self.assertFalse(np.allclose(before, after))
 
     @parameterized.named_parameters(

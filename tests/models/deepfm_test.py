@@ -37,13 +37,14 @@ def tanh_mlp_numpy(model, h):
     dnn = model.get_layer("dnn")
     for layer in dnn.blocks:
         if isinstance(layer, keras.layers.Dense):
-            h = h @ np.asarray(layer.kernel.value) + np.asarray(
-                layer.bias.value
-            )
+            kernel = testing.to_numpy(layer.kernel).astype(np.float64)
+            h = h @ kernel + testing.to_numpy(layer.bias)
         else:
             h = np.tanh(h)
     out = dnn.output_dense
-    return h @ np.asarray(out.kernel.value) + np.asarray(out.bias.value)
+    return h @ testing.to_numpy(out.kernel).astype(
+        np.float64
+    ) + testing.to_numpy(out.bias).astype(np.float64)
 
 
 class DeepFMTest(testing.TestCase):
@@ -67,7 +68,7 @@ class DeepFMTest(testing.TestCase):
     def test_output_is_sigmoid_of_three_parts(self):
         model = self.model
         x = encoded_batch(self.rng)
-        table = np.asarray(model.get_layer("feature_embedding").table.value)
+        table = testing.to_numpy(model.get_layer("feature_embedding").table)
         rows = [x["city"], 5 + x["ad"]]
         v = np.zeros((8, 4, 5))
         v[:, 0], v[:, 1] = table[rows[0]], table[rows[1]]
@@ -76,7 +77,7 @@ class DeepFMTest(testing.TestCase):
             v[b, 2] = table[tags].mean(0) if tags else 0.0
         v[:, 3] = x["price"][:, None] * table[21]
         vv, w = v[:, :, :4], v[:, :, 4]
-        bias = np.asarray(model.get_layer("linear").bias.value)[0]
+        bias = testing.to_numpy(model.get_layer("linear").bias)[0]
         y_fm = 0.5 * (vv.sum(1) ** 2 - (vv**2).sum(1)).sum(1)
         y_dnn = tanh_mlp_numpy(model, vv.reshape(8, -1))[:, 0]
         logit = bias + w.sum(1) + y_fm + y_dnn

@@ -18,8 +18,8 @@ def seed_formula(x, w0, w, v):
 
 
 def fm_weights(model):
-    table = np.asarray(model.get_layer("sparse_embedding").table.value)
-    bias = float(np.asarray(model.get_layer("linear").bias.value)[0])
+    table = testing.to_numpy(model.get_layer("sparse_embedding").table)
+    bias = float(testing.to_numpy(model.get_layer("linear").bias)[0])
     return bias, table[:, -1], table[:, :-1]
 
 
@@ -130,7 +130,7 @@ class FMDesignMatrixTest(testing.TestCase):
             self.rng.normal(size=(7, 1)).astype("float32")
         )
         x = self.sparse_x()
-        w = np.asarray(model.get_layer("sparse_embedding").table.value)[:, 0]
+        w = testing.to_numpy(model.get_layer("sparse_embedding").table)[:, 0]
         out = model.predict(dense_as_sparse(x), verbose=0)[:, 0]
         self.assertAllClose(out, x.astype(np.float64) @ w, tol=testing.FM_TRICK)
 
@@ -171,7 +171,7 @@ class FMFeatureSpecTest(testing.TestCase):
             x[b, inputs["city"][b]] = 1.0
             x[b, 4 + inputs["ad"][b]] = 1.0
             x[b, 10] = inputs["price"][b]
-        table = np.asarray(emb.table.value)
+        table = testing.to_numpy(emb.table).astype(np.float64)
         expected = seed_formula(x, -0.2, table[:, -1], table[:, :-1])
         out = model.predict(inputs, verbose=0)[:, 0]
         self.assertAllClose(out, expected, tol=testing.FM_TRICK)

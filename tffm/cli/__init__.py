@@ -262,7 +262,7 @@ def _check_installed(command: str) -> None:
     missing = [
         _EXTRAS[module]
         for module in _NEEDS.get(command, ())
-        if importlib.util.find_spec(module) is None
+        if not _installed(module)
     ]
     if missing:
         packages = sorted({package for package, _ in missing})
@@ -271,6 +271,13 @@ def _check_installed(command: str) -> None:
             f"needs {', '.join(packages)}, which is not installed: "
             f"pip install 'tffm-keras[{extras}]'"
         )
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # in sys.modules without a spec (or blocked: None)
+        return sys.modules.get(module) is not None
 
 
 def _run_demo(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tffm import constants
+from tffm.checks import check_int
 from tffm.data import lines as L
 
 _INT_PATTERN = r"[0-9]+"
@@ -47,22 +48,10 @@ class ReadOptions:
     holdout: bool = False
 
     def __post_init__(self) -> None:
-        for arg, low in (("batch_size", 1), ("shuffle_buffer", 0)):
-            value = getattr(self, arg)
-            if isinstance(value, bool) or not (
-                isinstance(value, int) and value >= low
-            ):
-                raise ValueError(
-                    f"`{arg}` must be an integer >= {low}. "
-                    f"Received: {arg}={value!r}"
-                )
-        if self.holdout_every is not None and not (
-            isinstance(self.holdout_every, int) and self.holdout_every >= 2
-        ):
-            raise ValueError(
-                "`holdout_every` must be an integer >= 2. "
-                f"Received: holdout_every={self.holdout_every!r}"
-            )
+        check_int("batch_size", self.batch_size, 1)
+        check_int("shuffle_buffer", self.shuffle_buffer, 0)
+        if self.holdout_every is not None:
+            check_int("holdout_every", self.holdout_every, 2)
 
 
 @dataclasses.dataclass

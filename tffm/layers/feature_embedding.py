@@ -7,6 +7,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from tffm.checks import check_int
+from tffm.checks import check_non_negative
 from tffm.features import MISSING_ID
 from tffm.features import OOV_ID
 from tffm.features import Categorical
@@ -77,23 +79,9 @@ class FeatureEmbedding(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         features = normalize_features(features)
-        if (
-            isinstance(embedding_dim, bool)
-            or not isinstance(embedding_dim, int)
-            or embedding_dim < 0
-        ):
-            raise ValueError(
-                "`embedding_dim` must be a non-negative integer. "
-                f"Received: embedding_dim={embedding_dim!r}"
-            )
-        for arg, value in (
-            ("embeddings_l2", embeddings_l2),
-            ("table_l2", table_l2),
-        ):
-            if not value >= 0:
-                raise ValueError(
-                    f"`{arg}` must be >= 0. Received: {arg}={value!r}"
-                )
+        check_int("embedding_dim", embedding_dim, 0)
+        check_non_negative("embeddings_l2", embeddings_l2)
+        check_non_negative("table_l2", table_l2)
         super().__init__(**kwargs)
         self.features = features
         self.embedding_dim = embedding_dim

@@ -120,10 +120,21 @@ def _elementary_symmetric(v: Tensor, order: int) -> Tensor:
     """
     term = v  # t_1: (B, F, D)
     for _ in range(1, order):
-        prefix = ops.cumsum(term[:, :-1], axis=1)  # (B, F-1, D)
+        prefix = _cumsum_fields(term[:, :-1])  # (B, F-1, D)
         prefix = ops.pad(prefix, [(0, 0), (1, 0), (0, 0)])  # (B, F, D)
         term = v * prefix  # t_k: (B, F, D)
     return ops.sum(term, axis=1)  # (B, F, D) -> (B, D)
+
+
+def _cumsum_fields(x: Tensor) -> Tensor:
+    """Inclusive cumulative sum over axis 1, in `x`'s own dtype."""
+    if keras.backend.backend() == "torch":
+        # Keras 3.15's torch `cumsum` computes float64 input in float32
+        # (its `result_type("float64")` gives float32); torch's does not.
+        import torch
+
+        return torch.cumsum(x, dim=1)
+    return ops.cumsum(x, axis=1)
 
 
 def _check_mask_shape(

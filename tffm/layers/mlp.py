@@ -5,6 +5,7 @@ from typing import Any
 
 import keras
 
+from tffm.checks import check_non_negative
 from tffm.types import Tensor
 
 
@@ -51,10 +52,7 @@ class MLP(keras.layers.Layer):
             raise ValueError(
                 f"`dropout` must be in [0, 1). Received: dropout={dropout!r}"
             )
-        if not kernel_l2 >= 0:
-            raise ValueError(
-                f"`kernel_l2` must be >= 0. Received: kernel_l2={kernel_l2!r}"
-            )
+        check_non_negative("kernel_l2", kernel_l2)
         super().__init__(**kwargs)
         self.hidden_units = hidden_units
         self.activation = activation

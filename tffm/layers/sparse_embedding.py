@@ -5,6 +5,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tffm.checks import check_int
 from tffm.types import Tensor
 
 
@@ -43,19 +44,8 @@ class SparseEmbedding(keras.layers.Layer):
         embeddings_initializer: Any = None,
         **kwargs: Any,
     ) -> None:
-        for arg, value, low in (
-            ("num_features", num_features, 1),
-            ("embedding_dim", embedding_dim, 0),
-        ):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int)
-                or value < low
-            ):
-                raise ValueError(
-                    f"`{arg}` must be an integer >= {low}. "
-                    f"Received: {arg}={value!r}"
-                )
+        check_int("num_features", num_features, 1)
+        check_int("embedding_dim", embedding_dim, 0)
         super().__init__(**kwargs)
         self.num_features = num_features
         self.embedding_dim = embedding_dim

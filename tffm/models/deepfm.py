@@ -6,6 +6,7 @@ from typing import Any
 
 import keras
 
+from tffm.checks import check_int
 from tffm.features import Feature
 from tffm.features import normalize_features
 from tffm.layers.feature_embedding import FeatureEmbedding
@@ -69,13 +70,7 @@ class DeepFM(FactorizationModel):
         **kwargs: Any,
     ) -> None:
         validate_task(task)
-        if isinstance(embedding_dim, bool) or not (
-            isinstance(embedding_dim, int) and embedding_dim > 0
-        ):
-            raise ValueError(
-                "`embedding_dim` must be a positive integer. "
-                f"Received: embedding_dim={embedding_dim!r}"
-            )
+        check_int("embedding_dim", embedding_dim, 1)
         spec = normalize_features(features)
 
         # === Layers ===
