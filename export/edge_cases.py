@@ -9,7 +9,18 @@ LONG_STRING = "long-" + "x" * 10_000
 UNICODE = "日本語 ✓ ünïcödé 🚀"
 _STRING_EDGES = ("", "never-seen-value", UNICODE, LONG_STRING, " ")
 _INT_EDGES = (-1, 0, 2**62, -(2**62), 123_456_789)
-_NUMERIC_EDGES = (0.0, -0.0, -1.0, -1e6, 1e6, 1e9, 1e-30, float("nan"))
+_NUMERIC_EDGES = (
+    0.0,
+    -0.0,
+    -1.0,
+    -1e6,
+    1e6,
+    1e9,
+    3.0e38,  # near float32's largest: clipped, never an overflow to NaN
+    -3.0e38,
+    1e-30,
+    float("nan"),
+)
 
 
 def edge_case_batch(
@@ -19,8 +30,8 @@ def edge_case_batch(
 
     Categorical: missing, out-of-vocabulary, unicode, 10,000-character and
     whitespace strings (for integer vocabularies: -1, 0, +-2^62); numeric:
-    zero, negatives, 1e6 / 1e9, tiny and NaN; lists: empty, partly padded,
-    all out-of-vocabulary and longer than `max_len`. Remaining rows draw
+    zero, negatives, 1e6 / 1e9 / +-3e38, tiny and NaN; lists: empty, partly
+    padded, all out-of-vocabulary and longer than `max_len`. Remaining rows draw
     known values (and some random unknown ones).
 
     Args:

@@ -8,6 +8,7 @@ import numpy as np
 
 from tffm import constants
 from tffm.features import Feature
+from tffm.features import Numeric
 from tffm.features import check_raw
 from tffm.features import features_from_json
 from tffm.features import features_to_json
@@ -55,7 +56,7 @@ def export_saved_model(
     archive.track(composed)
 
     def serve(inputs: dict[str, Any]) -> Any:
-        return composed(inputs)
+        return composed(_refuse_infinite(model.features, inputs))
 
     archive.add_endpoint(
         constants.SIGNATURE_NAME,
@@ -70,6 +71,30 @@ def export_saved_model(
     if warmup_batch is not None:
         write_warmup(path, model_name or model.name, warmup_batch)
     return path
+
+
+def _refuse_infinite(features: Any, inputs: dict[str, Any]) -> Any:
+    """Fails the request on infinite numerics, naming the feature.
+
+    TF Serving parses JSON numbers beyond float32 as infinities, which
+    would come out as a NaN probability; the check refuses them as every
+    other tffm entry point does (NaN stays "missing").
+    """
+    import tensorflow as tf
+
+    checks = [
+        tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(tf.math.is_inf(inputs[f.name]))),
+            [
+                f"Feature {f.name!r}: infinite or beyond float32 (+-3.4e38) "
+                "values are refused; NaN means missing."
+            ],
+        )
+        for f in features
+        if isinstance(f, Numeric)
+    ]
+    with tf.control_dependencies(checks):
+        return {k: tf.identity(v) for k, v in inputs.items()}
 
 
 def input_signature(features: Any) -> dict[str, Any]:

@@ -4,8 +4,16 @@ The raw-input ONNX graph does every lookup itself except hashing, which
 standard ONNX cannot do the way TensorFlow does. For hashed features the
 graph takes FarmHash `fingerprint64` values (as int64 bits) and applies
 `1 + fingerprint % hash_bins` itself; this module computes the fingerprints
-(`pyfarmhash` equals TensorFlow's `to_hash_bucket_fast`). Inputs are
-checked by `tffm.features.check_raw`, so errors name the feature.
+of all hashed columns together in one vectorized call
+(`serving.fingerprint`, equal to TensorFlow's `to_hash_bucket_fast` hash).
+
+Two ways in:
+- `OnnxFeed.__call__(raw)`: any raw values (lists, numpy arrays, bytes),
+  checked by `tffm.features.check_raw`, so errors name the feature;
+- `OnnxFeed.columns(columns)`: numpy columns that already have the raw
+  dtypes (`str` object or `U` arrays, int64, float32); only names, ranks,
+  dtypes and batch sizes are checked, no per-element work besides hashing.
+`__call__` takes the columnar path by itself whenever the values allow it.
 """
 
 from collections.abc import Mapping
@@ -14,18 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from serving.fingerprint import fingerprint64
 from tffm import constants
 from tffm.features import Feature
 from tffm.features import check_raw
 from tffm.features import features_from_json
 
-
-def fingerprint64(values: np.ndarray) -> np.ndarray:
-    """FarmHash Fingerprint64 of each string (object array), as int64 bits."""
-    import farmhash
-
-    flat = [farmhash.fingerprint64(v) for v in values.reshape(-1)]
-    return np.array(flat, dtype=np.uint64).view(np.int64).reshape(values.shape)
+_KINDS = {"string": "OU", "int64": "i", "float32": "f"}
+_DTYPES: dict[str, Any] = {
+    "int64": np.dtype(np.int64),
+    "float32": np.dtype(np.float32),
+}
 
 
 class OnnxFeed:
@@ -38,9 +45,13 @@ class OnnxFeed:
 
     def __init__(self, features: Sequence[Feature]) -> None:
         self.features = tuple(features)
+        self.names = [f.name for f in self.features]
         self.hashed = [
             f.name for f in self.features if getattr(f, "hash_bins", None)
         ]
+        self._hashed_set = frozenset(self.hashed)
+        # (name, raw dtype, rank) per feature: what `columns` checks.
+        self._plan = [(f.name, f.dtype, 1 + len(f.shape)) for f in features]
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str]) -> "OnnxFeed":
@@ -61,7 +72,189 @@ class OnnxFeed:
         return cls(features_from_json(metadata[constants.ONNX_FEATURES]))
 
     def __call__(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        feeds = check_raw(self.features, raw)
-        for name in self.hashed:
-            feeds[name] = fingerprint64(feeds[name])
+        """Feeds for any raw values; errors name the feature.
+
+        Args:
+            raw: `{feature_name: values}`: lists or arrays, `(batch_size,)`
+                or `(batch_size, list_length)` per feature.
+
+        Returns:
+            `{input_name: numpy array}` for `InferenceSession.run`.
+        """
+        feeds = self._fast(raw)
+        if feeds is None:  # unusual values: the full check says what
+            return self.columns(check_raw(self.features, raw))
         return feeds
+
+    def _fast(self, raw: Mapping[str, Any]) -> dict[str, Any] | None:
+        """One pass over ordinary values; None where `check_raw` must look.
+
+        Takes flat (or rectangular nested) lists of `str` / numbers and
+        numpy arrays of the right kind; every hashed string goes into one
+        list, fingerprinted in one call. Anything else (bytes, wrong types,
+        ragged lists, missing or extra names, unequal batch sizes) returns
+        None and the caller runs the full check, whose errors name the
+        feature.
+        """
+        if len(raw) != len(self._plan):
+            return None
+        feeds: dict[str, Any] = {}
+        strings: list[Any] = []
+        hashed: list[tuple[str, tuple[int, ...]]] = []
+        batch_size = -1
+        for name, dtype, rank in self._plan:
+            value = raw.get(name)
+            if dtype == "string":
+                if isinstance(value, np.ndarray):
+                    if value.ndim != rank or value.dtype.kind not in "OU":
+                        return None
+                    shape = value.shape
+                    flat = value.reshape(-1).tolist()
+                elif isinstance(value, list) and value:
+                    if rank == 1:
+                        flat, shape = value, (len(value),)
+                    else:
+                        flat = _flatten(value)  # type: ignore[assignment]
+                        if flat is None:
+                            return None
+                        shape = (len(value), len(flat) // len(value))
+                else:
+                    return None
+                if name in self._hashed_set:
+                    strings += flat
+                    hashed.append((name, shape))
+                else:
+                    if not _all_str(flat):
+                        return None
+                    array = np.empty(len(flat), dtype=object)
+                    array[:] = flat
+                    feeds[name] = array.reshape(shape)
+            else:
+                try:
+                    array = np.asarray(value)
+                except ValueError:  # ragged
+                    return None
+                kinds = "iu" if dtype == "int64" else "fiu"
+                if array.ndim != rank or array.dtype.kind not in kinds:
+                    return None
+                feeds[name] = np.asarray(array, _DTYPES[dtype])
+                shape = array.shape
+            if batch_size < 0:
+                batch_size = shape[0]
+            elif shape[0] != batch_size:
+                return None
+        if hashed:
+            if not _all_str(strings):
+                return None
+            hashes = fingerprint64(strings)
+            offset = 0
+            for name, shape in hashed:
+                size = shape[0] * (shape[1] if len(shape) > 1 else 1)
+                feeds[name] = hashes[offset : offset + size].reshape(shape)
+                offset += size
+        return feeds
+
+    def columns(self, columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Feeds for numpy columns that already have the raw dtypes.
+
+        The columnar fast path: string features as `str` object arrays (or
+        numpy `U` arrays), integer-vocabulary features as int64, numeric
+        features as float32, each `(batch_size,)` or
+        `(batch_size, list_length)`. Names, ranks, dtypes and batch sizes
+        are checked (errors name the feature); values are not copied except
+        to hash.
+
+        Args:
+            columns: `{feature_name: numpy array}`.
+
+        Returns:
+            `{input_name: numpy array}` for `InferenceSession.run`.
+        """
+        if len(columns) != len(self._plan) or any(
+            name not in columns for name in self.names
+        ):
+            # The shared check words the missing / unknown names.
+            check_raw(self.features, {k: () for k in columns})
+        feeds: dict[str, Any] = {}
+        batch_size = None
+        for name, dtype, rank in self._plan:
+            value = columns[name]
+            if (
+                not isinstance(value, np.ndarray)
+                or value.ndim != rank
+                or value.dtype.kind not in _KINDS[dtype]
+                or (dtype != "string" and value.dtype != _DTYPES[dtype])
+            ):
+                raise ValueError(
+                    f"Feature {name!r}: the columnar path takes a "
+                    f"{rank}-D numpy array of {_describe(dtype)}. Received "
+                    f"{_received(value)}"
+                )
+            if batch_size is None:
+                batch_size = value.shape[0]
+            elif value.shape[0] != batch_size:
+                raise ValueError(
+                    f"Feature {name!r}: batch size {value.shape[0]} "
+                    f"differs from the other features' {batch_size}."
+                )
+            feeds[name] = value
+        if self.hashed:
+            self._hash(feeds)
+        for name, dtype, _ in self._plan:
+            if dtype == "string" and feeds[name].dtype.kind == "U":
+                feeds[name] = feeds[name].astype(object)  # ORT takes objects
+        return feeds
+
+    def _hash(self, feeds: dict[str, Any]) -> None:
+        """Replaces hashed columns by their fingerprints, in one call."""
+        columns = [
+            np.asarray(feeds[name], dtype=object) for name in self.hashed
+        ]
+        flat = np.concatenate([c.reshape(-1) for c in columns])
+        try:
+            hashes = fingerprint64(flat)
+        except (TypeError, ValueError):  # find and name the bad column
+            for name, column in zip(self.hashed, columns, strict=True):
+                try:
+                    fingerprint64(column)
+                except (TypeError, ValueError) as error:
+                    raise ValueError(
+                        f"Feature {name!r} takes strings (valid Unicode). "
+                        f"Received: {error}"
+                    ) from None
+            raise
+        offset = 0
+        for name, column in zip(self.hashed, columns, strict=True):
+            feeds[name] = hashes[offset : offset + column.size].reshape(
+                column.shape
+            )
+            offset += column.size
+
+
+def _flatten(rows: list[Any]) -> list[Any] | None:
+    """Row-major values of a rectangular list of lists, else None."""
+    if not all(isinstance(r, list) for r in rows):
+        return None
+    width = len(rows[0])
+    if width == 0 or any(len(r) != width for r in rows):
+        return None
+    return [v for r in rows for v in r]
+
+
+def _all_str(values: list[Any]) -> bool:
+    types = set(map(type, values))  # C-level loop, no per-row bytecode
+    return types == {str}
+
+
+def _describe(dtype: str) -> str:
+    return {
+        "string": "str (object or U dtype)",
+        "int64": "int64",
+        "float32": "float32",
+    }[dtype]
+
+
+def _received(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"dtype {value.dtype}, shape {value.shape}"
+    return f"{type(value).__name__}"

@@ -21,15 +21,30 @@ _METRICS: dict[str, dict[str, Callable[[Any, Any], float]]] = {
 
 def evaluate_files(
     model: Any, config: TrainConfig, files: list[str]
-) -> dict[str, float]:
-    """Metrics of `model` on raw data `files`, read as `config` says."""
+) -> dict[str, Any]:
+    """Metrics of `model` on raw data `files`, read as `config` says.
+
+    With `config.lenient`, `skipped_rows` says how many malformed rows were
+    left out, with examples of why.
+    """
     from tffm.encoder import FeatureEncoder
+    from tffm.training import has_label
     from tffm.training import open_source
 
-    dataset = FeatureEncoder(model.features).map_dataset(
-        open_source(config, files).dataset
+    source = open_source(config, files, scoring=True)
+    if not has_label(config, files):
+        raise ValueError(
+            f"{files[0]}: no label column {config.label!r} to evaluate "
+            "against; `tffm predict` scores unlabelled data."
+        )
+    # The encoder reads the spec's features ("#file", "#line" pass by).
+    dataset = FeatureEncoder(model.features).map_dataset(source.dataset)
+    metrics: dict[str, Any] = dict(
+        evaluate_dataset(model, dataset, config.task)
     )
-    return evaluate_dataset(model, dataset, config.task)
+    if config.lenient:
+        metrics["skipped_rows"] = source.log.summary()
+    return metrics
 
 
 def evaluate_dataset(model: Any, dataset: Any, task: str) -> dict[str, float]:

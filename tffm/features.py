@@ -27,6 +27,9 @@ MISSING_ID = 0
 OOV_ID = 1
 STRING_MISSING = ""
 INT_MISSING = -1
+# Standardized numeric values are clipped to +-this: finite float32 inputs
+# (up to 3.4e38) then never overflow the FM products into inf / NaN.
+NUMERIC_BOUND = 1e4
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _COMBINERS = ("mean", "sum")
@@ -134,8 +137,12 @@ class MultiCategorical(_Lookup):
 class Numeric:
     """A real-valued feature; it enters the FM as `x * v` (Guo et al. 2017).
 
-    The model computes `x' = (transform(x) - mean) / std` and uses `x' = 0`
-    where `x` is NaN (missing).
+    The model computes `x' = (transform(x) - mean) / std`, clipped to
+    `+-NUMERIC_BOUND` (10,000 standard deviations), and uses `x' = 0` where
+    `x` is NaN (missing). Raw values must be finite in float32: the readers,
+    predictors, servers and the SavedModel signature refuse infinities and
+    values beyond +-3.4e38; the clip keeps any other value's probability
+    finite.
 
     Args:
         name: str. Input name.
@@ -306,8 +313,11 @@ def check_raw(
 ) -> dict[str, np.ndarray]:
     """Checks raw feature values and returns them as numpy arrays.
 
-    Checks names (none missing, none unknown), rank, dtype kind and equal
-    batch sizes; every error names the feature. Returns, per feature, an
+    Checks names (none missing, none unknown), rank, dtype kind, equal
+    batch sizes, and that numbers are finite in float32 (NaN means
+    missing; infinities and values beyond +-3.4e38 are refused, as the data
+    readers and the SavedModel signature refuse them); every error names
+    the feature. Returns, per feature, an
     object array of `str` (string features; bytes are decoded as UTF-8),
     `int64` (integer vocabularies) or `float32` (numeric), shaped
     `(batch_size,)` or `(batch_size, list_length)`: what the SavedModel
@@ -364,7 +374,16 @@ def _raw_array(feature: Feature, value: Any) -> np.ndarray:
         raise ValueError(
             f"Feature {name!r} takes numbers. Received dtype {array.dtype}"
         )
-    return array.astype(np.float32)
+    with np.errstate(over="ignore"):
+        values = array.astype(np.float32)
+    infinite = np.isinf(values)
+    if infinite.any():
+        row = int(np.flatnonzero(infinite)[0])
+        raise ValueError(
+            f"Feature {name!r}: row {row} is infinite or beyond float32 "
+            f"(+-3.4e38): {array[row]!r}. NaN means missing."
+        )
+    return values
 
 
 def _strings(name: str, array: np.ndarray) -> np.ndarray:

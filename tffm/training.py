@@ -1,9 +1,12 @@
 """From data files to a trained model: config, vocabulary pass, fit, save."""
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
 import os
+import warnings
+from collections.abc import Iterator
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,8 +28,22 @@ def open_source(
     *,
     training: bool = False,
     holdout: bool | None = None,
+    scoring: bool = False,
+    keep: tuple[str, ...] = (),
 ) -> Any:
-    """A reader `Source` over `files` (`holdout` picks a line-split part)."""
+    """A reader `Source` over `files`, read as `config` says.
+
+    Args:
+        config: the `TrainConfig`.
+        files: files or globs.
+        training: bool. Shuffle (`config.shuffle_buffer`).
+        holdout: bool or None. Read only the holdout part (True), only the
+            rest (False), or everything (None).
+        scoring: bool. Rows in input order with their file and line
+            (`"#file"`, `"#line"`), and the label only if the data has one
+            (the label is then 0).
+        keep: columns to pass through as raw text (`"#<column>"`).
+    """
     from tffm import data
 
     if holdout is not None and config.format == "parquet":
@@ -41,20 +58,31 @@ def open_source(
         lenient=config.lenient,
         holdout_every=None if holdout is None else config.holdout_every,
         holdout=bool(holdout),
+        in_order=scoring,
+        with_position=scoring,
     )
+    binary = config.task == "binary"
+    label = config.label
+    if scoring and not has_label(config, files):
+        label = None
     if config.format == "criteo":
-        return data.read_criteo(files, options)
+        return data.read_criteo(
+            files, options, has_label=None if scoring else True, keep=keep
+        )
     if config.format == "libsvm":
         if not config.fields:
             raise ValueError(
                 "libsvm data needs `fields` (--fields: one name per idx:1 "
                 "entry of a row) for feature-spec models."
             )
+        if keep:
+            raise ValueError("libsvm rows have no named columns to keep.")
         return data.read_libsvm(
             files,
             options,
             fields=config.fields,
             binary_labels=config.binary_labels,
+            binary=binary,
         )
     kinds = column_kinds(config)
     max_len = {
@@ -64,18 +92,45 @@ def open_source(
     }
     if config.format == "parquet":
         return data.read_parquet(
-            files, options, kinds=kinds, label=config.label, max_len=max_len
+            files,
+            options,
+            kinds=kinds,
+            label=label,
+            max_len=max_len,
+            binary=binary,
+            keep=keep,
         )
     return data.read_csv(
         files,
         options,
         kinds=kinds,
-        label=config.label,
+        label=label,
         delimiter=config.delimiter,
         list_separator=config.list_separator,
         max_len=max_len,
         column_names=config.column_names,
+        binary=binary,
+        keep=keep,
     )
+
+
+def has_label(config: TrainConfig, files: list[str]) -> bool:
+    """Whether `files` hold the label column (scoring takes unlabelled data)."""
+    from tffm.data import lines
+
+    first = lines.resolve_files(files)[0]
+    if config.format == "libsvm":
+        return True
+    if config.format == "criteo":
+        return lines.first_line(first).count("\t") + 1 == 40
+    if config.format == "parquet":
+        import pyarrow.parquet as pq
+
+        return config.label in pq.read_schema(first).names
+    if config.column_names:
+        return config.label in config.column_names
+    header = lines.first_line(first).split(config.delimiter)
+    return config.label in [h.strip().strip('"') for h in header]
 
 
 def build_features(config: TrainConfig, scan: Any) -> list[Feature]:
@@ -211,13 +266,10 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
         for n in kinds
         if column_options(config, n).get("transform") == "log1p"
     }
-    scanned = scan_data(
-        open_source(
-            config, config.data, holdout=False if use_holdout else None
-        ).dataset,
-        kinds,
-        log_columns=log_columns,
+    scan_source = open_source(
+        config, config.data, holdout=False if use_holdout else None
     )
+    scanned = scan_data(scan_source.dataset, kinds, log_columns=log_columns)
     features = build_features(config, scanned)
     model = build_model(config, features)
     encoder = FeatureEncoder(features)
@@ -230,13 +282,10 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
         ).dataset
     )
     valid_files = config.data if use_holdout else config.validation_data
-    valid_ds = encoder.map_dataset(
-        open_source(
-            config,
-            list(valid_files or []),
-            holdout=True if use_holdout else None,
-        ).dataset
-    ).cache()
+    valid_source = open_source(
+        config, list(valid_files or []), holdout=True if use_holdout else None
+    )
+    valid_ds = encoder.map_dataset(valid_source.dataset).cache()
     monitor = config.monitor or (
         "val_auc" if config.task == "binary" else "val_loss"
     )
@@ -269,13 +318,15 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
             keras.callbacks.TensorBoard(os.path.join(output, "logs"))
         )
     os.makedirs(os.path.join(output, "checkpoints"), exist_ok=True)
-    history = model.fit(
-        train_ds,
-        validation_data=valid_ds,
-        epochs=config.epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-    ).history
+    with _quiet_fit():
+        history = model.fit(
+            train_ds,
+            validation_data=valid_ds,
+            epochs=config.epochs,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the reader shuffles (`shuffle_buffer`)
+        ).history
     metrics: dict[str, Any] = dict(
         evaluate_dataset(model, valid_ds, config.task)
     )
@@ -289,6 +340,13 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
         )
         metrics["refit_epochs"] = epochs
         metrics["selection"] = selection
+    if config.lenient:
+        # The scan read each training row once; the validation rows are
+        # cached, so each was read once too.
+        metrics["skipped_rows"] = {
+            "training": scan_source.log.summary(),
+            "validation": valid_source.log.summary(),
+        }
     model.save(os.path.join(output, "model.keras"))
     _write_outputs(output, config, features, history, metrics)
     return TrainResult(model, features, history, output, metrics)
@@ -315,13 +373,32 @@ def _refit(
     everything = FeatureEncoder(features).map_dataset(
         open_source(config, config.data, training=True).dataset
     )
-    model.fit(
-        everything,
-        epochs=best + 1,
-        callbacks=[keras.callbacks.LearningRateScheduler(lambda e: rates[e])],
-        verbose=verbose,
-    )
+    with _quiet_fit():
+        model.fit(
+            everything,
+            epochs=best + 1,
+            callbacks=[
+                keras.callbacks.LearningRateScheduler(lambda e: rates[e])
+            ],
+            verbose=verbose,
+            shuffle=False,
+        )
     return model, best + 1
+
+
+@contextlib.contextmanager
+def _quiet_fit() -> Iterator[None]:
+    """Silences Keras' warning for datasets of unknown length.
+
+    A streamed, filtered `tf.data` input has no known number of batches, so
+    Keras learns it when the first epoch ends and warns "Your input ran out
+    of data" although nothing is wrong.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Your input ran out of data", category=UserWarning
+        )
+        yield
 
 
 def _write_outputs(

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl.testing import parameterized
 
 from tffm import data
 from tffm import testing
@@ -332,3 +333,138 @@ class HoldoutTest(testing.TestCase):
                 parts.append(sorted(features["indices"][:, 0].tolist()))
         self.assertEqual(parts[1], [5, 10, 15, 20, 25, 30])
         self.assertEqual(sorted(parts[0] + parts[1]), list(range(1, 31)))
+
+
+class HostileFileTest(testing.TestCase):
+    """Files that are cut, mislabelled, or hold values a model cannot use."""
+
+    @pytest.fixture(autouse=True)
+    def _tmp(self, tmp_path):
+        self.tmp = tmp_path
+
+    def lines(self, n=200):
+        return [
+            criteo_line(i % 2, [i] + [0] * 12, [f"c{i % 7}"] * 26)
+            for i in range(n)
+        ]
+
+    def gzip_bytes(self, lines):
+        return gzip.compress(("\n".join(lines) + "\n").encode())
+
+    def test_gzip_cut_at_a_line_boundary_names_the_file(self):
+        whole = self.gzip_bytes(self.lines())
+        path = self.tmp / "cut.tsv.gz"
+        # Cut the compressed stream: what remains decodes to whole lines
+        # only by luck of where the cut falls, so cut at several places.
+        for cut in (len(whole) // 2, len(whole) - 8, len(whole) - 1):
+            path.write_bytes(whole[:cut])
+            with self.assertRaisesRegex(ValueError, r"cut\.tsv\.gz.*truncated"):
+                data.read_criteo(str(path))
+            # --lenient skips malformed rows, never a truncated file.
+            with self.assertRaisesRegex(ValueError, "truncated"):
+                data.read_criteo(str(path), data.ReadOptions(lenient=True))
+
+    def test_gzip_corrupt_and_not_gzip(self):
+        whole = bytearray(self.gzip_bytes(self.lines()))
+        whole[len(whole) // 2] ^= 0xFF
+        corrupt = self.tmp / "corrupt.tsv.gz"
+        corrupt.write_bytes(bytes(whole))
+        with self.assertRaisesRegex(ValueError, r"corrupt\.tsv\.gz: corrupt"):
+            data.read_criteo(str(corrupt))
+        fake = self.tmp / "plain.tsv.gz"
+        fake.write_text("\n".join(self.lines(3)) + "\n")
+        with self.assertRaisesRegex(ValueError, r"plain\.tsv\.gz: not a gzip"):
+            data.read_criteo(str(fake))
+
+    def test_gzip_without_suffix_and_multi_member_are_read(self):
+        lines = self.lines(10)
+        two = self.gzip_bytes(lines[:4]) + self.gzip_bytes(lines[4:])
+        path = self.tmp / "day_0"  # gzip, named without .gz
+        path.write_bytes(two)
+        _, labels = collect(data.read_criteo(str(path)))
+        self.assertLen(labels, 10)
+
+    @parameterized.named_parameters(
+        ("inf", "inf"), ("minus_inf", "-Infinity"), ("overflow", "1e308")
+    )
+    def test_infinite_numbers_name_file_line_and_column(self, value):
+        rows = self.lines(3)
+        cells = rows[1].split("\t")
+        cells[3] = value  # I3
+        rows[1] = "\t".join(cells)
+        path = self.tmp / "big.tsv"
+        path.write_text("\n".join(rows) + "\n")
+        with self.assertRaisesRegex(
+            tf.errors.InvalidArgumentError,
+            rf"big\.tsv:2: column I3: infinite or beyond float32.*{value}",
+        ):
+            collect(data.read_criteo(str(path)))
+        # NaN stays "missing", and the largest float32 values are numbers.
+        cells[3] = "nan"
+        rows[1] = "\t".join(cells)
+        cells = rows[2].split("\t")
+        cells[3] = "-3.4e38"
+        rows[2] = "\t".join(cells)
+        path.write_text("\n".join(rows) + "\n")
+        features, _ = collect(data.read_criteo(str(path)))
+        self.assertTrue(math.isnan(features["I3"][1]))
+        self.assertAllClose(features["I3"][2], -3.4e38, tol=(0, 1e-6))
+
+    def test_binary_labels_must_be_zero_or_one(self):
+        rows = self.lines(3)
+        rows[2] = "2" + rows[2][1:]
+        path = self.tmp / "labels.tsv"
+        path.write_text("\n".join(rows) + "\n")
+        with self.assertRaisesRegex(
+            tf.errors.InvalidArgumentError,
+            r"labels\.tsv:3: column label must be 0 or 1 for a binary task, "
+            r"got 2",
+        ):
+            collect(data.read_criteo(str(path)))
+        libsvm = self.tmp / "pm.libsvm"
+        libsvm.write_text("1 0:1 1:1\n-1 0:1 2:1\n")
+        with self.assertRaisesRegex(
+            tf.errors.InvalidArgumentError, r"pm\.libsvm:2:.*--binary-labels"
+        ):
+            collect(data.read_libsvm(str(libsvm), binary=True))
+        _, labels = collect(
+            data.read_libsvm(str(libsvm), binary=True, binary_labels=True)
+        )
+        self.assertAllEqual(labels, [1.0, 0.0])
+
+    def test_criteo_without_label_column(self):
+        rows = [line.split("\t", 1)[1] for line in self.lines(5)]
+        path = self.tmp / "test.txt"
+        path.write_text("\n".join(rows) + "\n")
+        with self.assertRaisesRegex(
+            tf.errors.InvalidArgumentError, r"expected 40 columns, got 39"
+        ):
+            collect(data.read_criteo(str(path)))
+        features, labels = collect(data.read_criteo(str(path), has_label=None))
+        self.assertAllEqual(features["I1"], [0, 1, 2, 3, 4])
+        self.assertAllEqual(labels, np.zeros(5))
+
+    def test_lenient_logs_why_and_positions_come_in_order(self):
+        rows = self.lines(6)
+        rows[1] = "short\tline"
+        rows[4] = rows[4].replace("\t0\t", "\tzero\t", 1)
+        a = self.tmp / "a.tsv"
+        b = self.tmp / "b.tsv"
+        a.write_text("\n".join(rows) + "\n")
+        b.write_text("\n".join(self.lines(3)) + "\n")
+        source = data.read_criteo(
+            [str(a), str(b)],
+            data.ReadOptions(
+                batch_size=4, lenient=True, in_order=True, with_position=True
+            ),
+        )
+        features, _ = collect(source)
+        self.assertAllEqual(features["#line"], [1, 3, 4, 6, 1, 2, 3])
+        self.assertEqual(
+            [p.decode().rsplit("/", 1)[1] for p in features["#file"]],
+            ["a.tsv"] * 4 + ["b.tsv"] * 3,
+        )
+        summary = source.log.summary()
+        self.assertEqual(summary["skipped"], 2)
+        self.assertRegex(summary["examples"][0], r"a\.tsv:2: expected 40")
+        self.assertRegex(summary["examples"][1], r"a\.tsv:5: column I\d+")

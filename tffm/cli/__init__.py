@@ -32,6 +32,8 @@ _EXTRAS = {
     "tensorflow_serving": ("tensorflow-serving-api", "export"),
     "matplotlib": ("matplotlib", "data"),
     "pyarrow": ("pyarrow", "data"),
+    "grpc": ("grpcio", "serving"),
+    "uvicorn": ("uvicorn", "serving"),
 }
 _NEEDS = {
     "demo": ("keras", "tensorflow", "tf2onnx", "onnx", "onnxruntime",
@@ -42,7 +44,14 @@ _NEEDS = {
     "export": ("keras", "tensorflow", "tf2onnx", "onnx", "onnxruntime",
                "farmhash", "tensorflow_serving"),
     "verify": ("keras", "tensorflow", "onnxruntime", "farmhash"),
+    "serve": ("onnxruntime", "farmhash", "grpc", "uvicorn"),
 }  # fmt: skip
+
+
+# `TrainConfig` fields that say how to read files: `evaluate` and
+# `predict` take them as flags too (test data may differ from training
+# data in these only, e.g. a headerless copy).
+READ_FIELDS = ("delimiter", "list_separator", "column_names", "lenient")
 
 
 class UsageError(ValueError):
@@ -122,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
         "--model", required=True, help="`tffm train` folder or its .keras"
     )
     evaluate.add_argument("--data", nargs="+", required=True)
+    add_config_flags(evaluate, READ_FIELDS)
     evaluate.set_defaults(run=_run_evaluate)
 
     predict = commands.add_parser(
@@ -145,6 +155,14 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--output", required=True, help="predictions .csv or .parquet"
     )
+    predict.add_argument(
+        "--keep-columns",
+        nargs="+",
+        default=[],
+        metavar="COLUMN",
+        help="input columns to copy into the output (e.g. a row id)",
+    )
+    add_config_flags(predict, READ_FIELDS)
     predict.set_defaults(run=_run_predict)
 
     export = commands.add_parser(
@@ -184,18 +202,48 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--atol", type=float, default=atol)
     verify.add_argument("--rtol", type=float, default=rtol)
     verify.set_defaults(run=_run_verify)
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="serve ONNX models over TF Serving's REST and gRPC APIs",
+        description="A TF Serving-compatible model server over onnxruntime "
+        "(no TensorFlow): TF Serving's flags, models.config, REST and gRPC "
+        "APIs, batching, health and Prometheus metrics. See "
+        "serving/README.md.",
+    )
+    _add_serve_arguments(serve)
     return parser
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    try:
+        from serving import cli as serving_cli
+    except ImportError:  # without the [serving] extra: say so when run
+        parser.add_argument("rest", nargs=argparse.REMAINDER)
+        parser.set_defaults(run=lambda args: 2)
+        return
+    serving_cli.add_arguments(parser)
+    parser.set_defaults(run=serving_cli.run)
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser, names: Sequence[str] | None = None
+) -> None:
     """One flag per `TrainConfig` field: `--embedding-dim`, `--refit`, ...
 
     Types, choices and help come from the field; every flag defaults to
     None ("not given"), so a config file's value stands unless overridden.
+
+    Args:
+        parser: where to add the flags.
+        names: the fields to add (default: every field with a flag).
     """
     for field in dataclasses.fields(TrainConfig):
         meta = field.metadata
-        if not meta.get("flag"):
+        if not meta.get("flag") or (
+            names is not None and field.name not in names
+        ):
             continue
         flag = "--" + field.name.replace("_", "-")
         base = _base_type(field.type)
@@ -224,14 +272,22 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The `TrainConfig` of `--config` (if any) with the flags given."""
-    overrides = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(TrainConfig)
-        if f.metadata.get("flag") and getattr(args, f.name) is not None
-    }
+    overrides = _flags_given(args)
     if args.config:
         return TrainConfig.from_file(args.config, **overrides)
     return TrainConfig.from_dict(overrides, source="command line")
+
+
+def _flags_given(
+    args: argparse.Namespace, names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The `TrainConfig` flags given on the command line (of `names`)."""
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if (names is None or f.name in names)
+        and getattr(args, f.name, None) is not None
+    }
 
 
 def _base_type(annotation: Any) -> Any:
@@ -304,29 +360,60 @@ def _run_train(args: argparse.Namespace) -> int:
     result = train(config, args.output)
     print(json.dumps(result.metrics, indent=2))
     print(f"Model: {os.path.join(args.output, 'model.keras')}")
+    for part, summary in result.metrics.get("skipped_rows", {}).items():
+        _report_skipped(summary, f"of the {part} data")
     return 0
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from tffm.evaluation import evaluate_files
 
-    config, model = load_trained(args.model)
-    print(json.dumps(evaluate_files(model, config, args.data), indent=2))
+    config, model = load_trained(args.model, _flags_given(args, READ_FIELDS))
+    metrics = evaluate_files(model, config, args.data)
+    print(json.dumps(metrics, indent=2))
+    if "skipped_rows" in metrics:
+        _report_skipped(metrics["skipped_rows"], "")
     return 0
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from tffm.cli.predict import write_predictions
 
-    config, model = load_trained(args.model)
-    rows = write_predictions(
-        config, model, args.data, args.output, artifact=args.artifact
+    config, model = load_trained(args.model, _flags_given(args, READ_FIELDS))
+    scored = write_predictions(
+        config,
+        model,
+        args.data,
+        args.output,
+        artifact=args.artifact,
+        keep=args.keep_columns,
     )
-    print(f"Wrote {rows:,} predictions to {args.output}")
+    labels = "with labels" if scored.labelled else "no label column"
+    print(f"Wrote {scored.rows:,} predictions to {args.output} ({labels}).")
+    if scored.skipped is not None:
+        _report_skipped(scored.skipped, "")
     return 0
 
 
-def load_trained(path: str) -> tuple[TrainConfig, Any]:
+def _report_skipped(summary: dict[str, Any], what: str) -> None:
+    """Says, at the end of a lenient run, what it skipped and why."""
+    count = summary["skipped"]
+    where = f" {what}" if what else ""
+    if not count:
+        print(f"Lenient: no malformed rows{where}.", file=sys.stderr)
+        return
+    print(
+        f"Lenient: skipped {count:,} malformed row"
+        f"{'s' if count != 1 else ''}{where}, e.g.:",
+        file=sys.stderr,
+    )
+    for example in summary["examples"]:
+        print(f"  {example}", file=sys.stderr)
+
+
+def load_trained(
+    path: str, overrides: dict[str, Any] | None = None
+) -> tuple[TrainConfig, Any]:
     """A `tffm train` output: its config and model, from the folder or .keras.
 
     Both the folder and the `model.keras` (or `checkpoints/*.keras`) inside
@@ -350,7 +437,8 @@ def load_trained(path: str) -> tuple[TrainConfig, Any]:
             f"{folder!r} is not a `tffm train` folder (no config.json): "
             "its config says how to read data."
         )
-    return TrainConfig.from_file(config_path), load_model(model_path)
+    config = TrainConfig.from_file(config_path, **(overrides or {}))
+    return config, load_model(model_path)
 
 
 def load_model(path: str) -> Any:

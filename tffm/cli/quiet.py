@@ -20,7 +20,7 @@ from collections.abc import Iterator
 # "I0000 00:00:1795543890.337211    4867 port.cc:153] ..." (severity, date,
 # time, thread, file:line), and Abseil's own notice before its init.
 _NATIVE_LOG = re.compile(
-    rb"^(?:[IWE]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [^\]]+\] |"
+    rb"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [^\]]+\] |"
     rb"WARNING: All log messages before absl::InitializeLog)"
 )
 # Python-side framework chatter that says nothing about the user's job.

@@ -5,6 +5,7 @@ import glob
 import gzip
 import os
 import weakref
+import zlib
 from collections.abc import Iterator
 from collections.abc import Sequence
 from typing import Any
@@ -12,9 +13,16 @@ from typing import Any
 AUTOTUNE = -1
 # Every live `RowLog`, so `raise_row_errors` can find the failed row's text.
 _LOGS: "weakref.WeakSet[RowLog]" = weakref.WeakSet()
+# Numbers as text. `inf` parses, so that `number_problem` can say what is
+# wrong with it (infinite values are rejected, NaN means missing).
 NUMBER_PATTERN = (
-    r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?(nan|NaN|inf|Inf)"
+    r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?"
+    r"|[-+]?(nan|NaN|NAN|inf|Inf|INF|infinity|Infinity)"
 )
+GZIP_MAGIC = b"\x1f\x8b"
+# Gzip files already read to the end, by (path, size, mtime): each is
+# checked once per process however many passes read it.
+_VERIFIED: set[tuple[str, int, int]] = set()
 
 
 def resolve_files(pattern: str | Sequence[str]) -> list[str]:
@@ -28,15 +36,75 @@ def resolve_files(pattern: str | Sequence[str]) -> list[str]:
         for path in matched:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"No such file: {path!r}.")
+            if is_gzip(path):
+                check_gzip(path)
             if _is_empty(path):
                 raise ValueError(f"{path}: the file is empty.")
         files += matched
     return files
 
 
+def is_gzip(path: str) -> bool:
+    """Whether `path` holds gzip data (by its first bytes, not its name).
+
+    A `.gz` file that is not gzip data is an error naming the file.
+    """
+    with open(path, "rb") as f:
+        magic = f.read(2) == GZIP_MAGIC
+    if path.endswith(".gz") and not magic and os.path.getsize(path) > 0:
+        raise ValueError(
+            f"{path}: not a gzip file (it ends in .gz but does not start "
+            "with the gzip header); rename it or re-compress it."
+        )
+    return magic
+
+
+def check_gzip(path: str) -> None:
+    """Reads a gzip file to its end; fails, naming it, if cut or corrupt.
+
+    TensorFlow's gzip reader stops quietly at a cut made between lines, so
+    a truncated download would train on part of a file; a cut inside a line
+    would surface as a misleading column-count error. Streaming zlib over
+    the file (every member, with its CRC and length checks) finds both.
+    """
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return
+    with open(path, "rb") as f:
+        data = f.read(1 << 20)
+        while data:
+            stream = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            try:
+                while data:
+                    stream.decompress(data)
+                    if stream.eof:
+                        break
+                    data = f.read(1 << 20)
+            except zlib.error as error:
+                raise ValueError(
+                    f"{path}: corrupt gzip data ({error}); re-download or "
+                    "re-compress the file."
+                ) from None
+            if not stream.eof:
+                raise ValueError(
+                    f"{path}: the gzip file is truncated (its compressed "
+                    "data ends early); re-download or re-compress it."
+                )
+            # A gzip file may hold several members, one after another.
+            data = stream.unused_data or f.read(1 << 20)
+            if data and not data.startswith(GZIP_MAGIC[: len(data)]):
+                if data.strip(b"\0"):
+                    raise ValueError(
+                        f"{path}: trailing bytes after the gzip data."
+                    )
+                break
+    _VERIFIED.add(key)
+
+
 def first_line(path: str) -> str:
     """The first line of a (possibly gzipped) text file, decoded as UTF-8."""
-    opener = gzip.open if path.endswith(".gz") else open
+    opener = gzip.open if is_gzip(path) else open
     with opener(path, "rb") as f:
         raw = f.readline()
     try:
@@ -45,19 +113,18 @@ def first_line(path: str) -> str:
         raise ValueError(f"{path}:1: not valid UTF-8 ({error})") from None
 
 
-def numbered_lines(files: Sequence[str]) -> Any:
+def numbered_lines(files: Sequence[str], *, in_order: bool = False) -> Any:
     """`tf.data` of `(path, line_number, line)` over all files, streamed.
 
-    Files are read in parallel (interleaved, deterministic order); gzip is
-    detected by the `.gz` suffix. No per-line Python or `map`: blank lines,
-    headers and the holdout split are masked per batch (`line_mask`).
+    Files are read in parallel (interleaved, deterministic order), or one
+    after another with `in_order` (scoring keeps the input's row order);
+    gzip is detected by the file's first bytes. No per-line Python or
+    `map`: blank lines, headers and the holdout split are masked per batch
+    (`line_mask`).
     """
     import tensorflow as tf
 
-    def read(path: Any) -> Any:
-        compression = tf.where(
-            tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", ""
-        )
+    def read(path: Any, compression: Any) -> Any:
         lines = tf.data.TextLineDataset(path, compression_type=compression)
         return tf.data.Dataset.zip(
             (
@@ -67,8 +134,10 @@ def numbered_lines(files: Sequence[str]) -> Any:
             )
         )
 
-    ds = tf.data.Dataset.from_tensor_slices(list(files))
-    if len(files) == 1:
+    ds = tf.data.Dataset.from_tensor_slices(
+        (list(files), ["GZIP" if is_gzip(f) else "" for f in files])
+    )
+    if len(files) == 1 or in_order:
         return ds.flat_map(read)
     return ds.interleave(
         read,
@@ -129,6 +198,9 @@ class RowLog:
             [""] * self.MAX_EXAMPLES, dtype=tf.string, trainable=False
         )
         self.error = tf.Variable("", dtype=tf.string, trainable=False)
+        # Readers whose checks run in Python (Parquet) log here instead.
+        self.python_error = ""
+        self.python_skipped: list[str] = []
         _LOGS.add(self)
 
     def check(self, paths: Any, line_numbers: Any, problems: Any) -> Any:
@@ -181,12 +253,26 @@ class RowLog:
             )
         return tf.ones_like(bad), assertion
 
+    def reject(self, problems: Sequence[str]) -> None:
+        """Python-side checks: fail on the first problem, or skip and log.
+
+        Args:
+            problems: `file:row: problem` texts of the bad rows of a batch.
+        """
+        if not problems:
+            return
+        if not self.lenient:
+            self.python_error = problems[0]
+            raise DataError(problems[0])
+        self.python_skipped.extend(problems)
+
     def summary(self) -> dict[str, Any]:
         """`{"skipped": n, "examples": [...]}` so far (lenient mode)."""
         examples = [e.decode("utf-8", "replace") for e in self.examples.numpy()]
+        examples = [e for e in examples if e] + self.python_skipped
         return {
-            "skipped": int(self.skipped.numpy()),
-            "examples": [e for e in examples if e],
+            "skipped": int(self.skipped.numpy()) + len(self.python_skipped),
+            "examples": examples[: self.MAX_EXAMPLES],
         }
 
 
@@ -205,11 +291,14 @@ def raise_row_errors() -> Iterator[None]:
 
     try:
         yield
-    except tf.errors.InvalidArgumentError:
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
         for log in list(_LOGS):
-            message = log.error.numpy().decode("utf-8", "replace")
+            message = log.python_error or log.error.numpy().decode(
+                "utf-8", "replace"
+            )
             if message:
                 log.error.assign("")
+                log.python_error = ""
                 raise DataError(message) from None
         raise
 
@@ -227,20 +316,55 @@ def utf8_problem(lines: Any) -> Any:
 def number_problem(
     cells: Any, columns: Sequence[str], allow_empty: bool
 ) -> Any:
-    """Per row, `"column c: bad number x"` for the first bad cell."""
+    """Per row, what is wrong with its first bad number, or `""`.
+
+    A number must parse and be finite in float32: `inf` and values beyond
+    +-3.4e38 (which float32 cannot hold) are refused, so a model never
+    computes with an infinity; NaN (or an empty cell, with `allow_empty`)
+    means missing.
+
+    Args:
+        cells: `(batch, columns)` string tensor.
+        columns: the columns' names.
+        allow_empty: bool. Whether an empty cell is allowed (missing).
+    """
     import tensorflow as tf
 
     pattern = NUMBER_PATTERN
     if allow_empty:
         pattern = f"({pattern})?"
-    ok = tf.strings.regex_full_match(tf.strings.strip(cells), pattern)
-    bad = tf.logical_not(ok)  # (B, C)
+    text = tf.strings.strip(cells)  # (B, C)
+    ok = tf.strings.regex_full_match(text, pattern)  # (B, C)
+    parsed = tf.strings.to_number(
+        tf.where(tf.logical_and(ok, text != ""), text, "0"), tf.float32
+    )  # (B, C); overflow parses as +-inf
+    infinite = tf.logical_and(ok, tf.math.is_inf(parsed))
+    bad = tf.logical_or(tf.logical_not(ok), infinite)  # (B, C)
     index = tf.argmax(tf.cast(bad, tf.int32), axis=1)  # (B,)
     cell = tf.gather(cells, index, axis=1, batch_dims=1)  # (B,)
     name = tf.gather(tf.constant(list(columns)), index)  # (B,)
+    why = tf.where(
+        tf.gather(infinite, index, axis=1, batch_dims=1),
+        ": infinite or beyond float32 (+-3.4e38): ",
+        ": bad number ",
+    )
     # No quotes: TensorFlow escapes them in assertion messages.
-    text = tf.strings.join(["column ", name, ": bad number ", cell])
-    return tf.where(tf.reduce_any(bad, axis=1), text, "")
+    message = tf.strings.join(["column ", name, why, cell])
+    return tf.where(tf.reduce_any(bad, axis=1), message, "")
+
+
+def binary_label_problem(labels: Any, column: str) -> Any:
+    """Per row, a problem where a binary task's label is not 0 or 1."""
+    import tensorflow as tf
+
+    ok = tf.logical_or(labels == 0.0, labels == 1.0)
+    message = tf.strings.join(
+        [
+            f"{column} must be 0 or 1 for a binary task, got ",
+            tf.strings.as_string(labels, shortest=True),
+        ]
+    )
+    return tf.where(ok, "", message)
 
 
 def first_problem(*problems: Any) -> Any:
@@ -270,7 +394,7 @@ def column_count_problem(counts: Any, expected: Sequence[int]) -> Any:
 def _is_empty(path: str) -> bool:
     if os.path.getsize(path) == 0:
         return True
-    if path.endswith(".gz"):
+    if is_gzip(path):
         with gzip.open(path, "rb") as f:
             return f.read(1) == b""
     return False

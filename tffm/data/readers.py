@@ -37,6 +37,10 @@ class ReadOptions:
         holdout_every: int. Split rows by line number: every N-th line is
             the holdout (validation) part (text formats only).
         holdout: bool. Read the holdout part (True) or the rest (False).
+        in_order: bool. Read files one after another, rows in file order
+            (scoring), instead of interleaving them.
+        with_position: bool. Add each row's file and line (Parquet: row
+            number, from 1) as features `"#file"` and `"#line"`.
     """
 
     batch_size: int = 1024
@@ -46,6 +50,8 @@ class ReadOptions:
     lenient: bool = False
     holdout_every: int | None = None
     holdout: bool = False
+    in_order: bool = False
+    with_position: bool = False
 
     def __post_init__(self) -> None:
         check_int("batch_size", self.batch_size, 1)
@@ -89,21 +95,29 @@ def read_criteo(
     pattern: str | Sequence[str],
     options: ReadOptions | None = None,
     *,
-    has_label: bool = True,
+    has_label: bool | None = True,
+    keep: Sequence[str] = (),
 ) -> Source:
     """Reads Criteo's TSV: label, I1..I13 (counts), C1..C26 (hex strings).
 
     Empty fields are missing: NaN for `I*`, `""` for `C*`. Without a label
-    column (`has_label=False`, as Kaggle's test file) labels are 0.
+    column (`has_label=False`, as Kaggle's `test.txt`) labels are 0;
+    `has_label=None` decides from the first line's column count (40 or 39).
+    Labels must be 0 or 1.
 
     Args:
-        pattern: file path, glob, or list of them (`.gz` read as gzip).
+        pattern: file path, glob, or list of them (gzip is detected).
         options: `ReadOptions`.
-        has_label: bool. Whether the first column is the label.
+        has_label: bool or None. Whether the first column is the label.
+        keep: columns (`I1`, `C3`, ...) to pass through as raw text, as
+            features `"#<column>"`.
 
     Returns:
         A `Source` with features `I1..I13` (float32) and `C1..C26` (string).
     """
+    files = L.resolve_files(pattern)
+    if has_label is None:
+        has_label = L.first_line(files[0]).count("\t") + 1 == 40
     label = "label" if has_label else None
     columns = ((label,) if label else ()) + tuple(constants.CRITEO_KINDS)
 
@@ -115,9 +129,11 @@ def read_criteo(
             label=label,
             delimiter="\t",
             quoted=False,
+            binary=True,
+            keep=keep,
         )
 
-    files = L.resolve_files(pattern)
+    _check_keep(keep, columns, files[0])
     return _pipeline(files, parse, options or ReadOptions(), header=False)
 
 
@@ -131,6 +147,8 @@ def read_csv(
     list_separator: str = "|",
     max_len: Mapping[str, int] | None = None,
     column_names: Sequence[str] | None = None,
+    binary: bool = False,
+    keep: Sequence[str] = (),
 ) -> Source:
     """Reads delimited text with a header line (or `column_names`).
 
@@ -151,6 +169,9 @@ def read_csv(
         max_len: dict `{column: int}` for `"list"` columns (default 16).
         column_names: list of str. Names of the columns of files that have
             no header line (then no line is skipped).
+        binary: bool. Labels must be 0 or 1 (a binary task).
+        keep: columns to pass through as raw text, as features
+            `"#<column>"` (row ids to join predictions back on).
 
     Returns:
         A `Source`.
@@ -159,13 +180,21 @@ def read_csv(
     files = L.resolve_files(pattern)
     header = column_names is None
     columns = _header(files, delimiter) if header else list(column_names or ())
-    for name in [*kinds, *([label] if label else [])]:
+    wanted = [*kinds, *([label] if label else [])]
+    for name in wanted:
         if name not in columns:
             role = "label" if name == label else "feature"
             where = f"{files[0]}:1: the header" if header else "column_names"
+            hint = ""
+            if header and not set(wanted) & set(columns):
+                hint = (
+                    " It names none of the expected columns: if the file "
+                    "has no header line, give its column names "
+                    "(column_names / --column-names)."
+                )
             raise ValueError(
                 f"{where} has no column {name!r} (the {role} {name!r}). "
-                f"Columns: {columns}"
+                f"Columns: {columns}.{hint}"
             )
 
     def parse(lines: Any) -> Any:
@@ -177,8 +206,11 @@ def read_csv(
             delimiter=delimiter,
             list_separator=list_separator,
             max_len=max_len,
+            binary=binary,
+            keep=keep,
         )
 
+    _check_keep(keep, columns, files[0])
     return _pipeline(files, parse, options or ReadOptions(), header=header)
 
 
@@ -191,6 +223,7 @@ def read_libsvm(
     fields: Sequence[str] | None = None,
     ffm: bool = False,
     binary_labels: bool = False,
+    binary: bool = False,
 ) -> Source:
     """Reads libsvm / libFM (`label idx:val ...`) and libFFM (`field:idx:val`).
 
@@ -214,6 +247,8 @@ def read_libsvm(
             ids, -1 padding).
         binary_labels: bool. Map labels `> 0` to 1 and others to 0 (for
             `-1/+1` or `0/1` files).
+        binary: bool. Labels must be 0 or 1 (a binary task), unless
+            `binary_labels` maps them.
 
     Returns:
         A `Source`.
@@ -228,6 +263,7 @@ def read_libsvm(
             fields=fields,
             ffm=ffm,
             binary_labels=binary_labels,
+            binary=binary,
         )
 
     return _pipeline(files, parse, options or ReadOptions(), header=False)
@@ -243,6 +279,8 @@ def parse_delimited(
     quoted: bool = True,
     list_separator: str = "|",
     max_len: Mapping[str, int] | None = None,
+    binary: bool = False,
+    keep: Sequence[str] = (),
 ) -> tuple[dict[str, Any], Any, Any]:
     """Parses a batch of delimited lines (CSV, TSV).
 
@@ -255,6 +293,8 @@ def parse_delimited(
         quoted: bool. RFC 4180 double quotes (CSV); False for TSV.
         list_separator: str. Separator inside `"list"` cells.
         max_len: `{column: int}` for `"list"` columns (default 16).
+        binary: bool. Labels must be 0 or 1.
+        keep: columns to output as raw text, as `"#<column>"`.
 
     Returns:
         `(features, labels, problems)`: `{column: (batch, ...)}`,
@@ -315,7 +355,16 @@ def parse_delimited(
         )
     problems = L.first_problem(*checks)
     bad = problems != ""
-    features = {}
+    if label:
+        y = tf.strings.to_number(tf.where(bad, "0", col(label)), tf.float32)
+        if binary:
+            problems = L.first_problem(
+                problems, L.binary_label_problem(y, f"column {label}")
+            )
+            bad = problems != ""
+    else:
+        y = tf.zeros_like(counts, dtype=tf.float32)
+    features = {f"#{name}": col(name) for name in keep}
     for name, kind in kinds.items():
         text = col(name)
         empty = tf.logical_or(text == "", bad)
@@ -334,11 +383,7 @@ def parse_delimited(
             )  # (B, max_len)
         else:
             features[name] = text
-    if label:
-        y = tf.strings.to_number(tf.where(bad, "0", col(label)), tf.float32)
-    else:
-        y = tf.zeros_like(counts, dtype=tf.float32)
-    return features, y, problems
+    return features, tf.where(bad, 0.0, y), problems
 
 
 def parse_libsvm(
@@ -349,6 +394,7 @@ def parse_libsvm(
     fields: Sequence[str] | None = None,
     ffm: bool = False,
     binary_labels: bool = False,
+    binary: bool = False,
 ) -> tuple[dict[str, Any], Any, Any]:
     """Parses a batch of libsvm / libFM / libFFM lines.
 
@@ -359,6 +405,7 @@ def parse_libsvm(
         fields: list of str. Field names, one `idx:1` entry each per row.
         ffm: bool. Also output libFFM `fields`.
         binary_labels: bool. Map labels `> 0` to 1, others to 0.
+        binary: bool. Labels must be 0 or 1 unless `binary_labels`.
 
     Returns:
         `(features, labels, problems)` as `parse_delimited` returns them.
@@ -422,6 +469,16 @@ def parse_libsvm(
     label = tf.strings.to_number(tf.where(bad, "0", label_text), tf.float32)
     if binary_labels:
         label = tf.cast(label > 0, tf.float32)
+    elif binary:
+        label_problem = L.binary_label_problem(label, "label")
+        hint = tf.where(
+            label_problem != "", " (for -1/+1 labels: --binary-labels)", ""
+        )
+        problems = L.first_problem(
+            problems, tf.strings.join([label_problem, hint])
+        )
+        bad = problems != ""
+        label = tf.where(bad, 0.0, label)
     if fields is not None:
         width = len(fields)
         ids = tf.pad(idx, [[0, 0], [0, width]])[:, :width]  # (B, F)
@@ -448,6 +505,15 @@ def parse_libsvm(
             for k, v in features.items()
         }
     return features, label, problems
+
+
+def _check_keep(keep: Sequence[str], columns: Sequence[str], path: str) -> None:
+    missing = [name for name in keep if name not in columns]
+    if missing:
+        raise ValueError(
+            f"{path}: no column {missing[0]!r} to keep (--keep-columns). "
+            f"Columns: {list(columns)}"
+        )
 
 
 def _header(files: list[str], delimiter: str) -> list[str]:
@@ -478,7 +544,7 @@ def _pipeline(
 
     lenient = options.lenient
     log = L.RowLog(lenient)
-    ds = L.numbered_lines(files)
+    ds = L.numbered_lines(files, in_order=options.in_order)
     if options.shuffle_buffer:
         ds = ds.shuffle(
             options.shuffle_buffer,
@@ -504,6 +570,9 @@ def _pipeline(
         with tf.control_dependencies([control]):
             features = {k: tf.identity(v) for k, v in features.items()}
             label = tf.identity(label)
+        if options.with_position:
+            features["#file"] = paths
+            features["#line"] = numbers
         if lenient:
             features = {
                 k: tf.boolean_mask(v, good) for k, v in features.items()

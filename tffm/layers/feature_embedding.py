@@ -10,6 +10,7 @@ from keras import ops
 from tffm.checks import check_int
 from tffm.checks import check_non_negative
 from tffm.features import MISSING_ID
+from tffm.features import NUMERIC_BOUND
 from tffm.features import OOV_ID
 from tffm.features import Categorical
 from tffm.features import Feature
@@ -37,7 +38,8 @@ class FeatureEmbedding(keras.layers.Layer):
     - `MultiCategorical`: mean or sum of `V[id]` over non-padding ids (an
       empty list gives zeros);
     - `Numeric`: `v = x' * V[field]`, `w = x' * W[field]`, with
-      `x' = (transform(x) - mean) / std` and `x' = 0` for NaN.
+      `x' = (transform(x) - mean) / std` clipped to `+-NUMERIC_BOUND` and
+      `x' = 0` for NaN.
 
     Ids outside a field's range are read as that field's out-of-vocabulary id
     (missing id for hashed fields), never as another field's rows.
@@ -206,4 +208,5 @@ def _numeric_value(feature: Numeric, x: Tensor, dtype: str) -> Tensor:
         # log(1 + x), not log1p: tf2onnx has no converter for Log1p.
         x = ops.log(ops.maximum(x, 0.0) + 1.0)
     x = (x - feature.mean) / feature.std
+    x = ops.clip(x, -NUMERIC_BOUND, NUMERIC_BOUND)  # (B,), see `Numeric`
     return ops.where(missing, 0.0, x)

@@ -1,4 +1,9 @@
-"""A TF Serving-compatible REST endpoint over onnxruntime (no TensorFlow).
+"""The old REST server (stdlib `http.server`, one global lock): a baseline.
+
+Kept unchanged from `serving/rest_server.py` (replaced by `tffm serve`) so
+`benchmarks/serving_load.py` measures it in the same run as the new server.
+
+A TF Serving-compatible REST endpoint over onnxruntime (no TensorFlow).
 
 Speaks the subset of TF Serving's REST API that predict clients use:
 - `GET  /v1/models/<name>`: version status;
@@ -8,7 +13,7 @@ Speaks the subset of TF Serving's REST API that predict clients use:
 Bad input is answered with HTTP 400 and `{"error": "..."}` naming the
 feature, as TF Serving does.
 
-Run: `python -m serving.rest_server --model exported/onnx/ctr-1.onnx
+Run: `python benchmarks/baseline_rest_server.py --model exported/onnx/ctr-1.onnx
 --name ctr --port 8501` (binds 127.0.0.1 unless `--host` says otherwise).
 """
 

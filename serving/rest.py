@@ -1,0 +1,287 @@
+"""TF Serving's REST API as an ASGI app, served by uvicorn.
+
+Routes (TF Serving's `http_rest_api_util.cc` regexes, case-insensitive):
+- `POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict`
+  (`:classify` / `:regress` answer that the model has no such signature);
+- `GET /v1/models/{name}[/versions/{v}|/labels/{l}]`: model status;
+- `GET /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata`;
+- any other method or path under `/v1/`: 400 `Malformed request: ...`.
+Beside them: `GET /healthz` (liveness), `GET /readyz` (readiness: 200 once
+every model has a version loaded and warmed up, 503 before and while
+shutting down), `GET /metrics` and `/monitoring/prometheus/metrics`
+(Prometheus). Every error is `{"error": "..."}` with TF Serving's status
+code. Bodies over `max_body_bytes` get 413 without being read; a body that
+stalls longer than `read_timeout` gets 408.
+"""
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf import json_format
+
+from serving import protos
+from serving import rest_json
+from serving.errors import ServingError
+from serving.errors import invalid
+from serving.service import SIGNATURE_DEF
+from serving.service import Service
+
+_PREDICT = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
+    r":(classify|regress|predict)",
+    re.IGNORECASE,
+)
+_STATUS = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
+    r"(?:/(metadata))?",
+    re.IGNORECASE,
+)
+_MODEL = re.compile(r"/v1/models/([^/:]+)", re.IGNORECASE)
+_JSON = [(b"content-type", b"application/json")]
+ACCESS_LOG = logging.getLogger("tffm.serve.access")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RestApp:
+    """The ASGI application.
+
+    Args:
+        service: the shared `Service`.
+        max_body_bytes: int. Larger request bodies get HTTP 413.
+        read_timeout: float. Seconds a body may take between chunks.
+    """
+
+    def __init__(
+        self, service: Service, *, max_body_bytes: int, read_timeout: float
+    ) -> None:
+        self.service = service
+        self.max_body_bytes = max_body_bytes
+        self.read_timeout = read_timeout
+        self.shutting_down = False
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        start = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        model, api, code = "", "other", "OK"
+        try:
+            if path.lower().startswith("/v1/"):
+                named = _MODEL.match(path)
+                model = named.group(1) if named else ""
+                model, api, status, body = await self._tf_serving(
+                    scope, receive, method, path
+                )
+            else:
+                status, body, headers = self._operations(method, path)
+                await _respond(send, status, body, headers)
+                _log(scope, status, len(body), start, "", "")
+                return
+        except ServingError as error:
+            code, status = error.code, error.http_status
+            body = _error(error.message)
+        except _BodyTooLarge:
+            code, status = "RESOURCE_EXHAUSTED", 413
+            body = _error(
+                f"Request body exceeds the limit of {self.max_body_bytes} "
+                "bytes (--rest_api_max_body_bytes)"
+            )
+        except TimeoutError:
+            code, status = "DEADLINE_EXCEEDED", 408
+            body = _error(
+                f"Request body not received within {self.read_timeout:g} s"
+            )
+        await _respond(send, status, body, _JSON)
+        seconds = time.perf_counter() - start
+        if model:
+            self.service.metrics.observe(model, api, "rest", code, seconds)
+        _log(scope, status, len(body), start, model, code)
+
+    async def _tf_serving(
+        self, scope: Scope, receive: Receive, method: str, path: str
+    ) -> tuple[str, str, int, bytes]:
+        match = _PREDICT.fullmatch(path) if method == "POST" else None
+        if match:
+            name, version, label, verb = match.groups()
+            body = await self._read_body(scope, receive)
+            if verb.lower() != "predict":
+                raise invalid(
+                    f"Expected {verb.lower()} signature method_name to be "
+                    f"tensorflow/serving/{verb.lower()}. Was: "
+                    "tensorflow/serving/predict"
+                )
+            return (
+                name,
+                "predict",
+                200,
+                await self._predict(name, _version(version), label, body),
+            )
+        match = _STATUS.fullmatch(path) if method == "GET" else None
+        if match:
+            name, version, label, metadata = match.groups()
+            if not name:
+                raise invalid("Missing model name in request.")
+            if metadata:
+                response = self.service.metadata(
+                    name, _version(version), label, [SIGNATURE_DEF]
+                )
+                return name, "metadata", 200, _metadata_json(response)
+            response = self.service.status(name, _version(version), label)
+            text = json_format.MessageToJson(
+                response, always_print_fields_with_no_presence=True
+            )
+            return name, "status", 200, text.encode()
+        raise invalid(f"Malformed request: {method} {path}")
+
+    async def _predict(
+        self, name: str, version: int | None, label: str | None, body: bytes
+    ) -> bytes:
+        document = rest_json.parse_body(body)
+        servable = self.service.manager.resolve(name, version, label)
+        rest_json.check_signature(document)
+        raw, rows = rest_json.columns_from_request(document, servable.features)
+        future = self.service.submit(servable, "", raw)
+        outputs = await asyncio.wrap_future(future)
+        return rest_json.response_json(outputs, rows)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise invalid("Invalid Content-Length header") from None
+                if declared > self.max_body_bytes:
+                    raise _BodyTooLarge()
+        chunks = []
+        size = 0
+        more = True
+        while more:
+            message = await asyncio.wait_for(receive(), self.read_timeout)
+            if message["type"] == "http.disconnect":
+                raise ServingError("CANCELLED", "Client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _BodyTooLarge()
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    def _operations(
+        self, method: str, path: str
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        if method not in ("GET", "HEAD"):
+            return 405, _error(f"Method {method} not allowed on {path}"), _JSON
+        manager = self.service.manager
+        if path in ("/healthz", "/livez"):
+            return 200, b'{"status": "alive"}', _JSON
+        if path == "/readyz":
+            if manager.ready and not self.shutting_down:
+                return 200, b'{"status": "ready"}', _JSON
+            why = "shutting down" if self.shutting_down else "loading models"
+            return 503, json.dumps({"status": why}).encode(), _JSON
+        if path in ("/metrics", "/monitoring/prometheus/metrics"):
+            return (
+                200,
+                self.service.metrics.render(),
+                [(b"content-type", b"text/plain; version=0.0.4")],
+            )
+        return 404, _error(f"Not found: {method} {path}"), _JSON
+
+
+def _version(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:  # beyond int64 in TF Serving
+        raise invalid(
+            f"Failed to convert version: {text} to numeric."
+        ) from None
+
+
+def _metadata_json(response: Any) -> bytes:
+    """TF Serving's metadata JSON: `model_spec` and the signature map."""
+    options = {
+        "always_print_fields_with_no_presence": True,
+        "preserving_proto_field_name": True,
+    }
+    signatures = protos.SignatureDefMap()
+    response.metadata[SIGNATURE_DEF].Unpack(signatures)
+    body = {
+        "model_spec": json_format.MessageToDict(response.model_spec, **options),
+        "metadata": {
+            SIGNATURE_DEF: json_format.MessageToDict(signatures, **options)
+        },
+    }
+    return json.dumps(body, indent=1).encode()
+
+
+def _error(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _log(
+    scope: Scope, status: int, size: int, start: float, model: str, code: str
+) -> None:
+    if not ACCESS_LOG.isEnabledFor(logging.INFO):
+        return
+    client = scope.get("client") or ("", 0)
+    ACCESS_LOG.info(
+        json.dumps(
+            {
+                "time": round(time.time(), 6),
+                "transport": "rest",
+                "remote": f"{client[0]}:{client[1]}",
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "code": code or ("OK" if status < 400 else ""),
+                "model": model,
+                "bytes_out": size,
+                "ms": round((time.perf_counter() - start) * 1e3, 3),
+            }
+        )
+    )
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

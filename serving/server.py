@@ -1,0 +1,260 @@
+"""One `tffm serve` process: models, REST (uvicorn) and gRPC (grpcio).
+
+Startup: the ports open at once (liveness answers), models load and warm up
+in the background, then readiness turns 200 and gRPC health SERVING.
+SIGTERM / SIGINT: readiness turns 503, both servers stop taking new work,
+in-flight requests finish (up to `grace` seconds), batchers drain, exit 0.
+"""
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from serving.grpc_service import GrpcServer
+from serving.manager import ModelManager
+from serving.metrics import Metrics
+from serving.model_config import BatchingParameters
+from serving.model_config import ModelConfig
+from serving.rest import RestApp
+from serving.service import Service
+
+LOG = logging.getLogger("tffm.serve")
+
+
+@dataclasses.dataclass
+class ServerOptions:
+    """Everything `tffm serve` can be told (see `serving.cli` for flags)."""
+
+    models: list[ModelConfig]
+    host: str = "0.0.0.0"  # noqa: S104 (a server; --host narrows it)
+    grpc_port: int | None = 8500  # None: no gRPC; 0: any free port
+    rest_port: int | None = 8501  # None: no REST; 0: any free port
+    batching: BatchingParameters | None = None
+    session_threads: int = 1
+    workers: int = dataclasses.field(
+        default_factory=lambda: os.cpu_count() or 1
+    )
+    grpc_workers: int = 16
+    poll_seconds: float = 1.0
+    max_body_bytes: int = 16 << 20
+    read_timeout: float = 30.0
+    keep_alive: float = 15.0
+    max_connections: int = 2048
+    request_timeout: float = 30.0
+    grace: float = 10.0
+    access_log: bool = True
+
+
+def serve(options: ServerOptions) -> int:
+    """Runs the server until SIGTERM / SIGINT; returns the exit status."""
+    _configure_logging(options.access_log)
+    metrics = Metrics()
+    executor = concurrent.futures.ThreadPoolExecutor(
+        options.workers, thread_name_prefix="predict"
+    )
+    manager = ModelManager(
+        options.models,
+        executor=executor,
+        threads=options.session_threads,
+        batching=options.batching,
+        on_batch=lambda model, rows: metrics.batch_size.labels(model).observe(
+            rows
+        ),
+    )
+    service = Service(manager, metrics)
+    grpc_server = None
+    if options.grpc_port is not None:
+        grpc_server = GrpcServer(
+            service,
+            _join(options.host, options.grpc_port),
+            max_workers=options.grpc_workers,
+            max_message_bytes=options.max_body_bytes,
+            timeout=options.request_timeout,
+        )
+        grpc_server.start()
+    app = RestApp(
+        service,
+        max_body_bytes=options.max_body_bytes,
+        read_timeout=options.read_timeout,
+    )
+    sock = None
+    if options.rest_port is not None:
+        sock = _bind(options.host, options.rest_port)
+    ports = {
+        "grpc_port": grpc_server.port if grpc_server else None,
+        "rest_port": sock.getsockname()[1] if sock else None,
+    }
+    print(f"tffm serve: listening {ports}", flush=True)
+
+    def load() -> None:
+        manager.start(options.poll_seconds)
+        if grpc_server is not None and manager.ready:
+            grpc_server.set_serving(True)
+        LOG.info("ready: %s", manager.ready)
+
+    loader = threading.Thread(target=load, daemon=True, name="loader")
+    loader.start()
+    try:
+        asyncio.run(_run(app, sock, options, grpc_server, manager))
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop(options.grace)
+        manager.stop()
+        executor.shutdown(wait=True)
+    LOG.info("stopped")
+    return 0
+
+
+async def _run(
+    app: RestApp,
+    sock: socket.socket | None,
+    options: ServerOptions,
+    grpc_server: GrpcServer | None,
+    manager: ModelManager,
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    uvicorn_server = None
+
+    def begin_shutdown() -> None:
+        LOG.info("shutting down")
+        app.shutting_down = True
+        if grpc_server is not None:
+            grpc_server.set_serving(False)
+        if uvicorn_server is not None:
+            uvicorn_server.should_exit = True
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, begin_shutdown)
+    if sock is None:
+        await stop.wait()
+        return
+    uvicorn_server = _uvicorn_server(app, options)
+    # Readiness for gRPC health once loading is done (polled cheaply).
+    watcher = asyncio.ensure_future(_watch_ready(manager, grpc_server, stop))
+    await uvicorn_server.serve(sockets=[sock])
+    watcher.cancel()
+
+
+async def _watch_ready(
+    manager: ModelManager, grpc_server: GrpcServer | None, stop: asyncio.Event
+) -> None:
+    while not stop.is_set():
+        if manager.ready and grpc_server is not None:
+            grpc_server.set_serving(True)
+            return
+        await asyncio.sleep(0.1)
+
+
+def _uvicorn_server(app: RestApp, options: ServerOptions) -> Any:
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        http=_protocol_class(options.read_timeout),
+        loop="auto",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=int(options.keep_alive),
+        timeout_graceful_shutdown=int(options.grace),
+        limit_concurrency=options.max_connections,
+        backlog=4096,
+        server_header=False,
+        date_header=False,
+    )
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # ours are installed
+            yield
+
+    return Server(config)
+
+
+def _protocol_class(header_timeout: float) -> Any:
+    """Uvicorn's httptools protocol with a deadline for request headers.
+
+    uvicorn times out idle keep-alive connections but not a client that
+    connects and sends nothing (or half a header): here every request's
+    headers must arrive within `header_timeout` seconds of its first byte
+    (or of the connection), else the connection is closed.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class Protocol(HttpToolsProtocol):  # type: ignore[misc]
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(
+                header_timeout, self._expire
+            )
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _expire(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return Protocol
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _configure_logging(access_log: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger("tffm.serve.access")
+    access.handlers[:] = [handler]
+    access.propagate = False
+    access.setLevel(logging.INFO if access_log else logging.WARNING)
+    main = logging.getLogger("tffm.serve")
+    if not main.handlers:
+        main_handler = logging.StreamHandler(sys.stderr)
+        main_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        main.addHandler(main_handler)
+    main.setLevel(logging.INFO)

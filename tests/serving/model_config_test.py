@@ -1,0 +1,154 @@
+import concurrent.futures
+import threading
+import time
+
+import numpy as np
+
+from serving.batching import Batcher
+from serving.errors import ServingError
+from serving.model_config import BatchingParameters
+from serving.model_config import parse_text_proto
+from serving.model_config import read_batching_parameters
+from serving.model_config import read_model_config
+from tffm import testing
+
+
+class ModelConfigTest(testing.TestCase):
+    def write(self, text, name="models.config"):
+        path = self.tmp / name
+        path.write_text(text)
+        return str(path)
+
+    def setUp(self):
+        super().setUp()
+        import pathlib
+        import tempfile
+
+        self.tmp = pathlib.Path(tempfile.mkdtemp())
+
+    def test_reads_what_export_writes_and_policies(self):
+        path = self.write(
+            """
+            # a comment
+            model_config_list {
+              config {
+                name: "ctr"
+                base_path: "/models/ctr"
+                model_platform: "tensorflow"
+                model_version_policy { specific { versions: 1 versions: 3 } }
+                version_labels { key: 'stable' value: 1 }
+                version_labels { key: "canary" value: 3 }
+              }
+              config: { name: 'b' base_path: "rel" model_version_policy:
+                        { latest: { num_versions: 2 } } }
+              config { name: "c" base_path: "/c"
+                       model_version_policy { all {} } }
+            }
+            """
+        )
+        ctr, b, c = read_model_config(path)
+        self.assertEqual(ctr.labels, {"stable": 1, "canary": 3})
+        self.assertEqual(ctr.wanted([1, 2, 3, 4]), [1, 3])
+        self.assertEqual(b.wanted([1, 2, 3, 4]), [3, 4])
+        self.assertTrue(b.base_path.endswith("/rel"))
+        self.assertEqual(c.wanted([2, 1]), [1, 2])
+
+    def test_errors_name_the_problem(self):
+        for text, message in (
+            (
+                "model_config_list { config { name: 'a' } }",
+                "needs a `base_path`",
+            ),
+            (
+                "model_config_list { config { nme: 'a' } }",
+                r"unknown field\(s\) \['nme'\]",
+            ),
+            (
+                "model_config_list { config { name: 'a' base_path: 'b' }",
+                "missing '}'",
+            ),
+            (
+                "model_config_list { config { name: 'a' base_path: 'b' ",
+                "missing",
+            ),
+            ("model_config_list { config { name: @ } }", "cannot parse"),
+        ):
+            with self.assertRaisesRegex(ValueError, message):
+                read_model_config(self.write(text))
+
+    def test_batching_parameters(self):
+        path = self.write(
+            "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 500 }\n"  # noqa: E501
+            "max_enqueued_batches { value: 4 }\nnum_batch_threads { value: 2 }\n"  # noqa: E501
+            "allowed_batch_sizes: 8\nallowed_batch_sizes: 64\n",
+            "batching.config",
+        )
+        params = read_batching_parameters(path)
+        self.assertEqual(
+            (params.max_batch_size, params.batch_timeout_micros),
+            (64, 500),
+        )
+        self.assertEqual(params.allowed_batch_sizes, (8, 64))
+        self.assertEqual(
+            parse_text_proto("a: [1, 2] b { c: 'x\\'y' } d: true"),
+            {"a": [1, 2], "b": [{"c": ["x'y"]}], "d": [True]},
+        )
+        with self.assertRaisesRegex(ValueError, "max_batch_size"):
+            read_batching_parameters(
+                self.write("max_batch_size { value: 0 }", "bad.config")
+            )
+
+
+class BatcherTest(testing.TestCase):
+    def test_batches_concurrent_requests_and_splits_results(self):
+        seen = []
+
+        def run(feeds):
+            seen.append(len(feeds["x"]))
+            time.sleep(0.01)
+            return {"y": feeds["x"][:, :1] * 2.0}
+
+        params = BatchingParameters(
+            max_batch_size=32, batch_timeout_micros=20_000,
+            max_enqueued_batches=100, num_batch_threads=1,
+        )  # fmt: skip
+        batcher = Batcher(run, params, {"x": -1.0})
+        futures = []
+        for i in range(20):
+            width = 1 + i % 3  # list inputs of different lengths get padded
+            x = np.full((2, width), float(i), np.float32)
+            futures.append((i, batcher.submit({"x": x}, 2)))
+        for i, future in futures:
+            self.assertAllEqual(future.result(10)["y"], [[2.0 * i]] * 2)
+        batcher.close()
+        self.assertLess(len(seen), 20)  # requests were merged
+        self.assertLessEqual(max(seen), 32)
+
+    def test_full_queue_and_oversized_requests_are_refused_at_once(self):
+        release = threading.Event()
+
+        def run(feeds):
+            release.wait(10)
+            return {"y": feeds["x"]}
+
+        params = BatchingParameters(
+            max_batch_size=4, batch_timeout_micros=0,
+            max_enqueued_batches=2, num_batch_threads=1,
+        )  # fmt: skip
+        batcher = Batcher(run, params, {"x": 0.0})
+        x = np.zeros((4, 1), np.float32)
+        with self.assertRaisesRegex(ServingError, "larger than maximum"):
+            batcher.submit({"x": np.zeros((5, 1), np.float32)}, 5)
+        accepted = [batcher.submit({"x": x}, 4)]
+        time.sleep(0.1)  # the worker holds the first batch
+        accepted += [batcher.submit({"x": x}, 4) for _ in range(2)]
+        start = time.monotonic()
+        with self.assertRaises(ServingError) as error:
+            batcher.submit({"x": x}, 4)
+        self.assertLess(time.monotonic() - start, 0.5)  # no hang
+        self.assertEqual(error.exception.code, "UNAVAILABLE")
+        self.assertIn("queue", error.exception.message)
+        release.set()
+        done, _ = concurrent.futures.wait(accepted, 10)
+        self.assertLen(done, 3)
+        batcher.close()

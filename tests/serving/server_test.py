@@ -1,0 +1,477 @@
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+
+import keras
+import numpy as np
+import pytest
+from absl.testing import parameterized
+
+from tffm import testing
+
+from .conftest import FEATURES
+from .conftest import MAX_BATCH_SIZE
+from .conftest import keras_outputs
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="export and serving tests run under TensorFlow",
+)
+DTYPES = {"string": "DT_STRING", "int64": "DT_INT64", "float32": "DT_FLOAT"}
+
+
+def http(url, body=None, method=None, timeout=30):
+    """(status, parsed JSON body) of one request; errors included."""
+    data = body if isinstance(body, bytes | type(None)) else json.dumps(body)
+    if isinstance(data, str):
+        data = data.encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def batch(size, seed):
+    from export.edge_cases import edge_case_batch
+
+    return edge_case_batch(FEATURES, size, seed=seed)
+
+
+def rows(raw):
+    size = len(next(iter(raw.values())))
+    return [
+        {k: np.asarray(v[i]).tolist() for k, v in raw.items()}
+        for i in range(size)
+    ]
+
+
+@pytest.mark.usefixtures("server", "trained")
+class ServerTest(testing.TestCase):
+    @pytest.fixture(autouse=True)
+    def _setup(self, server, trained):
+        self.server = server
+        self.model = trained
+        self.url = server["url"]
+
+    def assert_still_serving(self):
+        raw = batch(3, seed=1)
+        status, body = http(
+            self.url + "/v1/models/ctr/versions/3:predict",
+            {"inputs": {k: v.tolist() for k, v in raw.items()}},
+        )
+        self.assertEqual(status, 200, body)
+        self.assertAllClose(
+            body["outputs"]["probability"],
+            keras_outputs(self.model, raw)["probability"],
+            tol=testing.ORT,
+        )
+
+    def test_rest_columns_and_rows_match_keras(self):
+        from serving import Client
+
+        raw = batch(40, seed=9)
+        expected = keras_outputs(self.model, raw)
+        client = Client(self.server["rest"], "ctr", version=3)
+        out = client.predict(raw)
+        for name in ("probability", "logit"):
+            self.assertAllClose(out[name], expected[name], tol=testing.ORT)
+            self.assertEqual(out[name].shape, (40, 1))
+        status, body = http(
+            self.url + "/v1/models/ctr/versions/3:predict",
+            {"instances": rows(raw)},
+        )
+        self.assertEqual(status, 200, body)
+        self.assertAllClose(
+            [p["probability"] for p in body["predictions"]],
+            expected["probability"],
+            tol=testing.ORT,
+        )
+        self.assertAllClose(
+            [p["logit"] for p in body["predictions"]],
+            expected["logit"],
+            tol=testing.ORT,
+        )
+
+    def test_b64_strings_and_signature_name(self):
+        import base64
+
+        raw = batch(4, seed=2)
+        expected = keras_outputs(self.model, raw)
+        inputs = {k: v.tolist() for k, v in raw.items()}
+        inputs["city"] = [
+            {"b64": base64.b64encode(v.encode()).decode()}
+            for v in inputs["city"]
+        ]
+        status, body = http(
+            self.url + "/v1/models/ctr/labels/none:predict",
+            {"signature_name": "serving_default", "inputs": inputs},
+        )
+        self.assertEqual(status, 400)  # no such label in models.config
+        status, body = http(
+            self.url + "/v1/models/ctr/versions/3:predict",
+            {"signature_name": "serving_default", "inputs": inputs},
+        )
+        self.assertEqual(status, 200, body)
+        self.assertAllClose(
+            body["outputs"]["probability"],
+            expected["probability"],
+            tol=testing.ORT,
+        )
+
+    def test_official_grpc_stub_matches_keras(self):
+        import grpc
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        raw = batch(25, seed=4)
+        expected = keras_outputs(self.model, raw)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "ctr"
+        request.model_spec.version.value = 3  # a later test adds version 4
+        request.model_spec.signature_name = "serving_default"
+        for name, values in raw.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(values))
+        with grpc.insecure_channel(self.server["grpc"]) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response = stub.Predict(request, timeout=30)
+            self.assertEqual(response.model_spec.version.value, 3)
+            for name in ("probability", "logit"):
+                got = tf.make_ndarray(response.outputs[name])
+                self.assertEqual(got.dtype, np.float32)
+                self.assertAllClose(got, expected[name], tol=testing.ORT)
+            # An error is a gRPC status with TF Serving's wording.
+            request.model_spec.name = "nope"
+            with self.assertRaises(grpc.RpcError) as error:
+                stub.Predict(request, timeout=30)
+            self.assertEqual(error.exception.code(), grpc.StatusCode.NOT_FOUND)
+            self.assertIn("Specific(nope, 3)", error.exception.details())
+
+    def test_client_grpc_transport(self):
+        from serving import Client
+        from serving import ServingError
+
+        raw = batch(7, seed=5)
+        expected = keras_outputs(self.model, raw)
+        client = Client(self.server["grpc"], "ctr", transport="grpc", version=3)
+        out = client.predict(raw)
+        self.assertAllClose(
+            out["probability"], expected["probability"], tol=testing.ORT
+        )
+        self.assertEqual(client.status()[0]["state"], "AVAILABLE")
+        self.assertEqual(
+            set(client.metadata()["inputs"]), {f.name for f in FEATURES}
+        )
+        bad = dict(raw, city=np.array([1.5] * 7))
+        with self.assertRaises(ServingError) as error:
+            client.predict(bad)
+        self.assertEqual(error.exception.code, "INVALID_ARGUMENT")
+        self.assertIn("'city'", error.exception.message)
+        client.close()
+
+    def test_metadata_lists_every_feature(self):
+        import grpc
+        from tensorflow_serving.apis import get_model_metadata_pb2
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        status, body = http(self.url + "/v1/models/ctr/metadata")
+        self.assertEqual(status, 200, body)
+        self.assertIn(body["model_spec"]["version"], ("3", "4"))
+        signature = body["metadata"]["signature_def"]["signature_def"][
+            "serving_default"
+        ]
+        self.assertEqual(signature["method_name"], "tensorflow/serving/predict")
+        for feature in FEATURES:
+            info = signature["inputs"][feature.name]
+            self.assertEqual(info["dtype"], DTYPES[feature.dtype])
+            dims = [d["size"] for d in info["tensor_shape"]["dim"]]
+            self.assertEqual(dims, ["-1"] * (1 + len(feature.shape)))
+        self.assertEqual(set(signature["outputs"]), {"probability", "logit"})
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            metadata_field=["signature_def"]
+        )
+        request.model_spec.name = "ctr"
+        with grpc.insecure_channel(self.server["grpc"]) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response = stub.GetModelMetadata(request, timeout=30)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signatures)
+        inputs = signatures.signature_def["serving_default"].inputs
+        self.assertEqual(set(inputs), {f.name for f in FEATURES})
+
+    def test_status_health_and_metrics(self):
+        import grpc
+        from grpc_health.v1 import health_pb2
+        from grpc_health.v1 import health_pb2_grpc
+        from tensorflow_serving.apis import get_model_status_pb2
+        from tensorflow_serving.apis import model_service_pb2_grpc
+
+        status, body = http(self.url + "/v1/models/ctr/versions/3")
+        self.assertEqual(status, 200)
+        self.assertEqual(
+            body["model_version_status"][0],
+            {
+                "version": "3",
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            },
+        )
+        with grpc.insecure_channel(self.server["grpc"]) as channel:
+            request = get_model_status_pb2.GetModelStatusRequest()
+            request.model_spec.name = "ctr"
+            stub = model_service_pb2_grpc.ModelServiceStub(channel)
+            response = stub.GetModelStatus(request, timeout=30)
+            self.assertEqual(response.model_version_status[0].state, 30)
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=10
+            )
+            self.assertEqual(
+                health.status, health_pb2.HealthCheckResponse.SERVING
+            )
+        self.assertEqual(http(self.url + "/healthz")[0], 200)
+        self.assertEqual(http(self.url + "/readyz")[0], 200)
+        with urllib.request.urlopen(self.url + "/metrics") as response:
+            text = response.read().decode()
+        self.assertIn('tffm_serving_requests_total{api="status"', text)
+        self.assertIn("tffm_serving_request_latency_seconds_bucket", text)
+        self.assertIn("tffm_serving_batch_size_bucket", text)
+
+    @parameterized.named_parameters(
+        (
+            "malformed_json",
+            "POST",
+            ":predict",
+            b'{"inputs": ',
+            400,
+            "JSON Parse error",
+        ),
+        ("array_body", "POST", ":predict", b"[1, 2]", 400, "Is not object"),
+        ("string_body", "POST", ":predict", b'"abc"', 400, "Is not object"),
+        ("empty_body", "POST", ":predict", b"", 400, "document is empty"),
+        (
+            "missing_feature",
+            "POST",
+            ":predict",
+            "drop:price",
+            400,
+            "Missing named input: price",
+        ),
+        (
+            "extra_feature",
+            "POST",
+            ":predict",
+            "add:colour",
+            400,
+            "Sent extra: {colour}",
+        ),
+        (
+            "wrong_type",
+            "POST",
+            ":predict",
+            "set:city=1.5",
+            400,
+            "'city' takes strings",
+        ),
+        (
+            "wrong_rank",
+            "POST",
+            ":predict",
+            "set:tags=x",
+            400,
+            "'tags' must have shape",
+        ),
+        (
+            "empty_instances",
+            "POST",
+            ":predict",
+            b'{"instances": []}',
+            400,
+            "No values in 'instances'",
+        ),
+        (
+            "both_forms",
+            "POST",
+            ":predict",
+            b'{"instances": [{}], "inputs": {}}',
+            400,
+            "only one of 'inputs' or 'instances'",
+        ),
+        (
+            "row_keys",
+            "POST",
+            ":predict",
+            b'{"instances": [{"city": "a"}]}',
+            400,
+            "keys must be equal to",
+        ),
+        ("bad_b64", "POST", ":predict", "set:city=b64", 400, "base64"),
+        (
+            "unknown_model",
+            "POST",
+            "/v1/models/nope:predict",
+            "good",
+            404,
+            "Servable not found for request: Latest(nope)",
+        ),
+        (
+            "unknown_version",
+            "POST",
+            "/v1/models/ctr/versions/7:predict",
+            "good",
+            404,
+            "Specific(ctr, 7)",
+        ),
+        (
+            "unknown_version_status",
+            "GET",
+            "/v1/models/ctr/versions/7",
+            None,
+            404,
+            "Could not find version 7 of model ctr",
+        ),
+        (
+            "unknown_signature",
+            "POST",
+            ":predict",
+            "signature:nope",
+            400,
+            'Serving signature name: "nope" not found',
+        ),
+        (
+            "over_max_batch_size",
+            "POST",
+            ":predict",
+            "big",
+            400,
+            f"larger than maximum input batch size {MAX_BATCH_SIZE}",
+        ),
+        (
+            "put",
+            "PUT",
+            "/v1/models/ctr",
+            b"{}",
+            400,
+            "Malformed request: PUT /v1/models/ctr",
+        ),
+        (
+            "delete",
+            "DELETE",
+            "/v1/models/ctr",
+            None,
+            400,
+            "Malformed request: DELETE",
+        ),
+        ("get_predict", "GET", ":predict", None, 400, "Malformed request: GET"),
+        (
+            "classify",
+            "POST",
+            "/v1/models/ctr:classify",
+            "good",
+            400,
+            "classify signature",
+        ),
+        ("unknown_path", "GET", "/nothing", None, 404, "Not found"),
+    )
+    def test_bad_request(self, method, path, body, status, message):
+        raw = batch(3, seed=1)
+        good = {"inputs": {k: v.tolist() for k, v in raw.items()}}
+        if path == ":predict":
+            path = "/v1/models/ctr:predict"
+        if isinstance(body, str):
+            action, _, arg = body.partition(":")
+            document = json.loads(json.dumps(good))
+            if action == "drop":
+                del document["inputs"][arg]
+            elif action == "add":
+                document["inputs"][arg] = ["red"] * 3
+            elif action == "set":
+                name, value = arg.split("=")
+                document["inputs"][name] = (
+                    [{"b64": "!!!"}] * 3
+                    if value == "b64"
+                    else [1.5 if value == "1.5" else value] * 3
+                )
+            elif action == "signature":
+                document["signature_name"] = arg
+            elif action == "big":
+                big = batch(MAX_BATCH_SIZE + 1, seed=2)
+                document = {"inputs": {k: v.tolist() for k, v in big.items()}}
+            body = json.dumps(document).encode()
+        got, answer = http(self.url + path, body, method=method)
+        self.assertEqual(got, status, answer)
+        self.assertEqual(list(answer), ["error"])
+        self.assertIn(message, answer["error"])
+        self.assert_still_serving()
+
+    def test_50_mb_body_is_refused_and_memory_stays_bounded(self):
+        import http.client
+
+        connection = http.client.HTTPConnection(
+            self.server["rest"].split(":")[0],
+            int(self.server["rest"].split(":")[1]),
+            timeout=30,
+        )
+        size = 50 << 20
+        connection.putrequest("POST", "/v1/models/ctr:predict")
+        connection.putheader("Content-Length", str(size))
+        connection.endheaders()
+        try:  # the server answers without reading: sending may fail
+            connection.send(b" " * (1 << 20))
+        except OSError:
+            pass
+        response = connection.getresponse()
+        self.assertEqual(response.status, 413)
+        self.assertIn("exceeds the limit", json.loads(response.read())["error"])
+        connection.close()
+        rss_kb = _rss_kb(self.server["process"].pid)
+        self.assertLess(rss_kb, 1_500_000)
+        self.assert_still_serving()
+
+    def test_new_version_directory_is_served_without_restart(self):
+        import tffm
+        from export import export_onnx
+
+        keras.utils.set_random_seed(1)
+        other = tffm.DeepFM(FEATURES, embedding_dim=4, hidden_units=[8])
+        staging = str(self.server["base"] / "staging.onnx")
+        export_onnx(other, staging, version=4)
+        os.makedirs(self.server["base"] / "ctr" / "4")
+        os.replace(staging, self.server["base"] / "ctr" / "4" / "model.onnx")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status, body = http(self.url + "/v1/models/ctr/versions/4")
+            if (
+                status == 200
+                and body["model_version_status"][0]["state"] == "AVAILABLE"
+            ):
+                break
+            time.sleep(0.2)
+        raw = batch(10, seed=8)
+        status, body = http(
+            self.url + "/v1/models/ctr:predict",
+            {"inputs": {k: v.tolist() for k, v in raw.items()}},
+        )
+        self.assertEqual(status, 200, body)
+        self.assertAllClose(
+            body["outputs"]["probability"],
+            keras_outputs(other, raw)["probability"],
+            tol=testing.ORT,
+        )
+        # Version 3 is still served (latest { num_versions: 2 }).
+        status, _ = http(
+            self.url + "/v1/models/ctr/versions/3:predict",
+            {"inputs": {k: v.tolist() for k, v in raw.items()}},
+        )
+        self.assertEqual(status, 200)
+
+
+def _rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
