@@ -14,6 +14,7 @@ from tffm.features import Numeric
 from tffm.features import features_to_json
 
 _ML_OPSET = 2  # ai.onnx.ml LabelEncoder with keys_*/values_* attributes
+_LOWEST_OPSET = 11  # CumSum (the FM interaction) and uint64 Mod
 _EMPTY_STRING = ""
 
 
@@ -61,6 +62,15 @@ def export_onnx(
             "`model` must be a tffm model with a feature spec. "
             f"Received: {type(model).__name__}"
         )
+    highest = _highest_opset()
+    if isinstance(opset, bool) or opset not in range(
+        _LOWEST_OPSET, highest + 1
+    ):
+        raise ValueError(
+            f"`opset` must be an integer from {_LOWEST_OPSET} (the FM's "
+            f"CumSum) to {highest} (the highest tf2onnx converts). "
+            f"Received: opset={opset!r}"
+        )
     proto = _export_core(model, opset)
     if raw_inputs:
         _add_raw_front(proto, features)
@@ -81,6 +91,12 @@ def export_onnx(
     if quantize:
         _quantize_dnn(path, metadata)
     return path
+
+
+def _highest_opset() -> int:
+    import tf2onnx.constants
+
+    return max(tf2onnx.constants.OPSET_TO_IR_VERSION)
 
 
 def _quantize_dnn(path: str, metadata: dict[str, str]) -> None:

@@ -86,7 +86,8 @@ def _refuse_infinite(features: Any, inputs: dict[str, Any]) -> Any:
         tf.debugging.Assert(
             tf.logical_not(tf.reduce_any(tf.math.is_inf(inputs[f.name]))),
             [
-                f"Feature {f.name!r}: infinite or beyond float32 (+-3.4e38) "
+                # No quotes: TensorFlow escapes them in assertion messages.
+                f"Feature {f.name}: infinite or beyond float32 (+-3.4e38) "
                 "values are refused; NaN means missing."
             ],
         )

@@ -137,7 +137,11 @@ class OnnxFeed:
                 kinds = "iu" if dtype == "int64" else "fiu"
                 if array.ndim != rank or array.dtype.kind not in kinds:
                     return None
-                feeds[name] = np.asarray(array, _DTYPES[dtype])
+                with np.errstate(over="ignore"):
+                    array = np.asarray(array, _DTYPES[dtype])
+                if dtype == "float32" and np.isinf(array).any():
+                    return None  # refused, by name, in `check_raw`
+                feeds[name] = array
                 shape = array.shape
             if batch_size < 0:
                 batch_size = shape[0]
@@ -196,6 +200,10 @@ class OnnxFeed:
                 raise ValueError(
                     f"Feature {name!r}: batch size {value.shape[0]} "
                     f"differs from the other features' {batch_size}."
+                )
+            if dtype == "float32" and np.isinf(value).any():
+                check_raw(
+                    [f for f in self.features if f.name == name], {name: value}
                 )
             feeds[name] = value
         if self.hashed:

@@ -188,6 +188,10 @@ class TrainConfig:
                 raise ValueError(
                     f"{source}: unknown key {key!r}{_did_you_mean(key, known)}"
                 )
+        values = dict(values)
+        for key in ("data", "validation_data"):  # one file needs no list
+            if isinstance(values.get(key), str):
+                values[key] = [values[key]]
         check_values(values, source=source)
         return cls(**values)
 

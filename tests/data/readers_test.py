@@ -468,3 +468,40 @@ class HostileFileTest(testing.TestCase):
         self.assertEqual(summary["skipped"], 2)
         self.assertRegex(summary["examples"][0], r"a\.tsv:2: expected 40")
         self.assertRegex(summary["examples"][1], r"a\.tsv:5: column I\d+")
+
+
+class ParquetHostileTest(testing.TestCase):
+    @pytest.fixture(autouse=True)
+    def _tmp(self, tmp_path):
+        self.tmp = tmp_path
+
+    def test_infinite_values_and_bad_labels_name_file_and_row(self):
+        pa = pytest.importorskip("pyarrow")
+        pq = pytest.importorskip("pyarrow.parquet")
+        path = str(self.tmp / "x.parquet")
+        table = pa.table(
+            {
+                "price": [1.0, float("inf"), 3.0, 1e300],
+                "click": [0.0, 1.0, 2.0, 1.0],
+            }
+        )
+        pq.write_table(table, path)
+        read = dict(kinds={"price": "numeric"}, label="click", binary=True)
+        with self.assertRaisesRegex(
+            data.DataError,
+            r"x\.parquet:row 2: column price: infinite or beyond float32",
+        ):
+            with data.raise_row_errors():
+                collect(data.read_parquet(path, **read))
+        source = data.read_parquet(
+            path, data.ReadOptions(lenient=True, with_position=True), **read
+        )
+        features, labels = collect(source)
+        self.assertAllEqual(features["#line"], [1])
+        self.assertAllEqual(labels, [0.0])
+        summary = source.log.summary()
+        self.assertEqual(summary["skipped"], 3)
+        self.assertIn(
+            "x.parquet:row 3: column click must be 0 or 1",
+            summary["examples"][1],
+        )

@@ -217,6 +217,42 @@ class ExportTest(testing.TestCase):
             self.assertEqual(out["probability"].shape[1], 1)
             self.assertTrue(np.isfinite(out["probability"].numpy()).all())
 
+    def test_infinite_numbers_are_refused_by_every_artifact(self):
+        import tensorflow as tf
+
+        from export import SavedModelPredictor
+        from export.edge_cases import edge_case_batch
+        from serving import OnnxPredictor
+        from tffm.encoder import KerasPredictor
+
+        predictors = [
+            KerasPredictor(self.model),
+            OnnxPredictor(self.result.onnx),
+            SavedModelPredictor(self.result.saved_model),
+        ]
+        sig = tf.saved_model.load(self.result.saved_model).signatures[
+            "serving_default"
+        ]
+        raw = edge_case_batch(FEATURES, 4, seed=8)
+        for bad in (np.inf, -np.inf, 1e300):  # 1e300: beyond float32
+            raw["price"] = np.array([1.0, bad, 2.0, 3.0])
+            for predictor in predictors:
+                with self.assertRaisesRegex(
+                    ValueError, "Feature 'price': row 1 is infinite or beyond"
+                ):
+                    predictor.predict(raw)
+            # TF Serving runs the bare signature: it refuses them too.
+            with self.assertRaisesRegex(
+                tf.errors.InvalidArgumentError, "Feature price: infinite"
+            ):
+                sig(**to_tf(dict(raw, price=raw["price"].astype("float32"))))
+        # NaN is "missing", and the largest finite float32 gives a finite
+        # probability.
+        raw["price"] = np.array([np.nan, 3.4e38, -3.4e38, 0.0], "float32")
+        for predictor in predictors:
+            out = predictor.predict(raw)["probability"]
+            self.assertTrue(np.isfinite(out).all())
+
     def test_bad_input_names_the_feature(self):
         import tensorflow as tf
 
@@ -273,6 +309,16 @@ class ExportRefusalTest(testing.TestCase):
                 self.model, str(out), model_name="ctr", tolerance=(-1.0, 0.0)
             )
         self.assertEqual(os.listdir(out), [])
+
+    def test_unsupported_opset_is_refused_before_converting(self):
+        from export import export_onnx
+
+        for opset in (9, 10, 99, True):
+            with self.assertRaisesRegex(
+                ValueError, r"`opset` must be an integer from 11 .* to 1\d"
+            ):
+                export_onnx(self.model, str(self.tmp / "x.onnx"), opset=opset)
+        self.assertFalse(os.path.exists(self.tmp / "x.onnx"))
 
     def test_cli_export_and_verify(self):
         from tffm.cli import main
