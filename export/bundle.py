@@ -51,7 +51,10 @@ def export_for_serving(
 
     Layout under `output`:
     - `saved_model/<model_name>/<version>/`: SavedModel with warmup records
-      (TF Serving's `base_path` is `saved_model/<model_name>`);
+      (TF Serving's `base_path` is `saved_model/<model_name>`), and the
+      raw-input ONNX as `model.onnx` beside it (TF Serving ignores it;
+      `tffm serve` reads it), so one mounted directory and one
+      `models.config` serve both servers;
     - `models.config`: TF Serving model config for it;
     - `onnx/<model_name>-<version>.onnx`: raw-input ONNX;
     - `onnx/<model_name>-<version>.ids.onnx`: ids-in core ONNX;
@@ -123,6 +126,10 @@ def export_for_serving(
                 "w",
             ) as f:
                 f.write(report.table() + "\n")
+        shutil.copyfile(
+            os.path.join(staging, onnx_rel),
+            os.path.join(staging, sm_rel, constants.ONNX_MODEL_FILE),
+        )
         config_rel = "models.config"
         write_models_config(
             os.path.join(staging, config_rel),

@@ -36,7 +36,7 @@ from serving.onnx_predictor import OnnxPredictor
 from tffm import constants
 from tffm.features import Feature
 
-MODEL_FILE = "model.onnx"
+MODEL_FILE = constants.ONNX_MODEL_FILE
 LOG = logging.getLogger("tffm.serve")
 
 

@@ -39,6 +39,9 @@ ONNX_PRECISION = "tffm.precision"
 # The string hash of hashed features: TensorFlow's `to_hash_bucket_fast`.
 HASH_NAME = "farmhash.fingerprint64"
 DEFAULT_OPSET = 17
+# The raw-input ONNX in a version directory (`<base>/<version>/model.onnx`),
+# beside the SavedModel: what `tffm serve` loads.
+ONNX_MODEL_FILE = "model.onnx"
 
 # === Parity ===
 # (atol, rtol): float32 ONNX Runtime / SavedModel vs Keras.
