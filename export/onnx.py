@@ -96,7 +96,7 @@ def export_onnx(
 def _highest_opset() -> int:
     import tf2onnx.constants
 
-    return max(tf2onnx.constants.OPSET_TO_IR_VERSION)
+    return int(max(tf2onnx.constants.OPSET_TO_IR_VERSION))
 
 
 def _quantize_dnn(path: str, metadata: dict[str, str]) -> None:

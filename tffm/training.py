@@ -2,7 +2,6 @@
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import os
 import warnings
@@ -250,8 +249,9 @@ def train(
 
 
 def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
-    import keras
 
+    from tffm.callbacks import fit_callbacks
+    from tffm.callbacks import monitor_of
     from tffm.data.vocab import scan as scan_data
     from tffm.encoder import FeatureEncoder
     from tffm.evaluation import evaluate_dataset
@@ -286,38 +286,12 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
         config, list(valid_files or []), holdout=True if use_holdout else None
     )
     valid_ds = encoder.map_dataset(valid_source.dataset).cache()
-    monitor = config.monitor or (
-        "val_auc" if config.task == "binary" else "val_loss"
-    )
-    mode = "max" if monitor.endswith("auc") else "min"
+    monitor = monitor_of(config)
     refit = config.refit and use_holdout
     chosen = os.path.join(
         output, "checkpoints", "selection.keras" if refit else "best.keras"
     )
-    callbacks = [
-        # Adam's constant step leaves a noise floor; a smaller step once
-        # the validation metric stalls gets closer to the optimum.
-        keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, mode=mode, factor=0.2, patience=0, min_lr=1e-5
-        ),
-        keras.callbacks.EarlyStopping(
-            monitor=monitor,
-            mode=mode,
-            patience=config.patience,
-            restore_best_weights=True,
-        ),
-        keras.callbacks.ModelCheckpoint(
-            chosen,
-            monitor=monitor,
-            mode=mode,
-            save_best_only=True,
-        ),
-    ]
-    if importlib.util.find_spec("tensorboard") is not None:
-        callbacks.append(
-            keras.callbacks.TensorBoard(os.path.join(output, "logs"))
-        )
-    os.makedirs(os.path.join(output, "checkpoints"), exist_ok=True)
+    callbacks = fit_callbacks(config, monitor, checkpoint=chosen, logs=output)
     with _quiet_fit():
         history = model.fit(
             train_ds,
@@ -362,11 +336,12 @@ def _refit(
     """Trains a fresh model on all rows for the best epoch count."""
     import keras
 
+    from tffm.callbacks import mode_of
     from tffm.encoder import FeatureEncoder
 
     scores = np.asarray(history[monitor])
     best = int(
-        np.argmax(scores) if monitor.endswith("auc") else np.argmin(scores)
+        np.argmax(scores) if mode_of(monitor) == "max" else np.argmin(scores)
     )
     rates = [float(r) for r in history["learning_rate"]]
     model = build_model(config, features)

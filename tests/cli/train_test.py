@@ -260,21 +260,21 @@ class DemoTest(testing.TestCase):
     def test_demo_reaches_planted_optimum_and_reruns_cleanly(self):
         import tempfile
 
-        with tempfile.TemporaryDirectory() as cwd:
-            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
-            for _ in range(2):  # a second run replaces the first cleanly
-                done = subprocess.run(
-                    [sys.executable, "-m", "tffm.cli", "demo"],
-                    cwd=cwd,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=600,
-                )
-                self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+        def demo(cwd, *extra):
+            done = subprocess.run(
+                [sys.executable, "-m", "tffm.cli", "demo", *extra],
+                cwd=cwd,
+                env=dict(os.environ, PYTHONPATH=ROOT),
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            self.assertEqual(done.returncode, 0, done.stderr[-3000:])
             out = os.path.join(cwd, "tffm-demo")
-            self.assertEqual(os.listdir(cwd), ["tffm-demo"])
-            report = json.load(open(os.path.join(out, "report.json")))
+            return out, json.load(open(os.path.join(out, "report.json")))
+
+        with tempfile.TemporaryDirectory() as cwd:
+            out, report = demo(cwd)
             self.assertTrue(report["parity_ok"])
             self.assertLess(report["optimum_auc"] - report["test_auc"], 0.01)
             for name in (
@@ -287,6 +287,14 @@ class DemoTest(testing.TestCase):
             text = open(os.path.join(out, "report.md")).read()
             self.assertIn("planted optimum", text)
             self.assertIn("| edge-10000 | onnx | probability |", text)
+            # A second (small) run replaces the first cleanly.
+            open(os.path.join(out, "model", "stale.txt"), "w").close()
+            out, report = demo(cwd, "--rows", "20000", "--epochs", "1")
+            self.assertEqual(os.listdir(cwd), ["tffm-demo"])
+            self.assertEqual(report["rows"]["train"], 16000)
+            self.assertFalse(
+                os.path.exists(os.path.join(out, "model", "stale.txt"))
+            )
 
     def test_demo_refuses_foreign_folder(self):
         import tempfile
