@@ -8,6 +8,7 @@ from typing import Any
 
 from export.edge_cases import edge_case_batch
 from export.onnx import export_onnx
+from export.onnx_data import copy_onnx
 from export.parity import ParityReport
 from export.parity import verify_parity
 from export.saved_model import export_saved_model
@@ -46,6 +47,7 @@ def export_for_serving(
     opset: int = constants.DEFAULT_OPSET,
     verify: bool = True,
     tolerance: tuple[float, float] = constants.PARITY_TOLERANCE,
+    external_data: bool | None = None,
 ) -> ExportResult:
     """Exports, verifies and only then publishes a model's artifacts.
 
@@ -59,6 +61,10 @@ def export_for_serving(
     - `onnx/<model_name>-<version>.onnx`: raw-input ONNX;
     - `onnx/<model_name>-<version>.ids.onnx`: ids-in core ONNX;
     - `onnx/<model_name>-<version>.parity.md`: the parity table.
+    A model whose weights exceed 1 GiB (or any, with `external_data=True`)
+    keeps each ONNX file's weights in a data file beside it
+    (`<file>.onnx.data`, ONNX external data; `model.onnx.data` in the
+    version directory); the `.onnx` file does not load without it.
 
     Everything is written to a staging directory first; if parity fails
     (`verify=True`), the staging directory is removed and `ParityError`
@@ -72,6 +78,8 @@ def export_for_serving(
         opset: int. ONNX opset.
         verify: bool. Run the parity check (default) before publishing.
         tolerance: `(atol, rtol)` for the parity check.
+        external_data: bool or None. ONNX weights in data files (see
+            `export.export_onnx`); `None`: for models over 1 GiB.
 
     Returns:
         An `ExportResult`.
@@ -100,7 +108,11 @@ def export_for_serving(
             warmup_batch=edge_case_batch(model.features, 8),
         )
         export_onnx(
-            model, os.path.join(staging, onnx_rel), opset=opset, version=version
+            model,
+            os.path.join(staging, onnx_rel),
+            opset=opset,
+            version=version,
+            external_data=external_data,
         )
         export_onnx(
             model,
@@ -108,6 +120,7 @@ def export_for_serving(
             opset=opset,
             version=version,
             raw_inputs=False,
+            external_data=external_data,
         )
         report = None
         if verify:
@@ -126,7 +139,7 @@ def export_for_serving(
                 "w",
             ) as f:
                 f.write(report.table() + "\n")
-        shutil.copyfile(
+        copy_onnx(  # with its data file, if it has one
             os.path.join(staging, onnx_rel),
             os.path.join(staging, sm_rel, constants.ONNX_MODEL_FILE),
         )

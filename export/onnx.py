@@ -7,15 +7,17 @@ from typing import Any
 
 import numpy as np
 
+from export.onnx_data import EXTERNAL_DATA_BYTES
+from export.onnx_data import convert_core
+from export.onnx_data import weight_bytes
+from export.onnx_front import add_raw_front
 from tffm import constants
 from tffm.features import Feature
 from tffm.features import MultiCategorical
 from tffm.features import Numeric
 from tffm.features import features_to_json
 
-_ML_OPSET = 2  # ai.onnx.ml LabelEncoder with keys_*/values_* attributes
 _LOWEST_OPSET = 11  # CumSum (the FM interaction) and uint64 Mod
-_EMPTY_STRING = ""
 
 
 def export_onnx(
@@ -26,6 +28,7 @@ def export_onnx(
     version: int = 1,
     raw_inputs: bool = True,
     quantize: bool = False,
+    external_data: bool | None = None,
 ) -> str:
     """Writes a tffm model as ONNX that runs in plain onnxruntime.
 
@@ -50,6 +53,11 @@ def export_onnx(
             (`MatMul`/`Gemm`; embeddings stay float32) for a smaller edge
             model. Its outputs differ from Keras: measure the change with
             `export.parity.accuracy_change`, never assume it.
+        external_data: bool. Keep the weights in `<path>.data` beside the
+            `.onnx` file (ONNX external data; onnxruntime loads it from
+            there, so the two files travel together). Defaults to `None`:
+            only when the weights exceed 1 GiB (a protobuf, hence a plain
+            `.onnx` file, cannot exceed 2 GB).
 
     Returns:
         `path`.
@@ -71,9 +79,20 @@ def export_onnx(
             f"CumSum) to {highest} (the highest tf2onnx converts). "
             f"Received: opset={opset!r}"
         )
-    proto = _export_core(model, opset)
+    if external_data is None:
+        external_data = weight_bytes(model) > EXTERNAL_DATA_BYTES
+    if external_data and quantize:
+        raise ValueError(
+            "`quantize=True` is for small edge models; this export keeps "
+            "its weights in external data (`external_data`). Received: "
+            f"quantize=True, external_data=True ({weight_bytes(model):,} "
+            "bytes of weights)"
+        )
+    proto = _export_core(
+        model, opset, data_path=path if external_data else None
+    )
     if raw_inputs:
-        _add_raw_front(proto, features)
+        add_raw_front(proto, features)
     outputs = [o.name for o in proto.graph.output]
     metadata = {
         constants.ONNX_FEATURES: features_to_json(features),
@@ -86,6 +105,10 @@ def export_onnx(
     del proto.metadata_props[:]
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
+    if external_data:  # the data file is written: save the graph beside it
+        onnx.save(proto, path)
+        onnx.checker.check_model(path)  # a path: the data is checked too
+        return path
     onnx.checker.check_model(proto)
     onnx.save(proto, path)
     if quantize:
@@ -119,18 +142,29 @@ def _quantize_dnn(path: str, metadata: dict[str, str]) -> None:
     onnx.save(proto, path)
 
 
-def _export_core(model: Any, opset: int) -> Any:
-    """The ids-in model through Keras' own ONNX export (tf2onnx)."""
+def _export_core(model: Any, opset: int, *, data_path: str | None) -> Any:
+    """The ids-in model as an ONNX `ModelProto` (tf2onnx).
+
+    Through Keras' own `model.export(format="onnx")`; with `data_path`,
+    through `export.onnx_data.convert_core`, which writes the large weights
+    to the data file beside `data_path` (Keras' export holds the weights
+    in a protobuf, which cannot exceed 2 GB).
+    """
     import onnx
 
     from tffm.encoder import output_model
 
     core = output_model(model)
     core(_dummy_ids(model.features))  # Keras exports only called models.
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "core.onnx")
-        core.export(path, format="onnx", opset_version=opset, verbose=False)
-        proto = onnx.load(path)
+    if data_path is not None:
+        proto = convert_core(
+            core, _input_specs(model.features), opset, data_path
+        )
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "core.onnx")
+            core.export(path, format="onnx", opset_version=opset, verbose=False)
+            proto = onnx.load(path)
     # Order outputs as the metadata promises: head first, then logit.
     by_name = {o.name: o for o in proto.graph.output}
     ordered = [by_name[constants.HEAD[model.task]], by_name[constants.LOGIT]]
@@ -139,115 +173,16 @@ def _export_core(model: Any, opset: int) -> Any:
     return proto
 
 
-def _add_raw_front(proto: Any, features: tuple[Feature, ...]) -> None:
-    """Replaces id inputs with raw-value inputs and lookup nodes."""
-    from onnx import TensorProto
-    from onnx import helper
+def _input_specs(features: tuple[Feature, ...]) -> dict[str, Any]:
+    """`{name: tf.TensorSpec}` of the ids-in inputs (`feature_inputs`)."""
+    import tensorflow as tf
 
-    graph = proto.graph
-    tensor_types = {
-        "string": TensorProto.STRING,
-        "int64": TensorProto.INT64,
-        "float32": TensorProto.FLOAT,
+    return {
+        f.name: tf.TensorSpec(
+            (None, *f.shape), tf.float32 if isinstance(f, Numeric) else tf.int32
+        )
+        for f in features
     }
-    inputs = {i.name: i for i in graph.input}
-    new_inputs = []
-    front = []
-    for feature in features:
-        name = feature.name
-        if isinstance(feature, Numeric):
-            new_inputs.append(inputs[name])
-            continue
-        dims = ["batch_size"] + ([f"{name}_length"] if feature.shape else [])
-        ids = f"{name}__ids"
-        for node in graph.node:
-            node.input[:] = [ids if x == name else x for x in node.input]
-        dtype: str = feature.dtype
-        if feature.hash_bins is not None:
-            front += _hash_nodes(name, ids, feature.hash_bins)
-            dtype = "int64"  # fingerprints
-        else:
-            front += _lookup_nodes(
-                name, ids, list(feature.vocabulary or ()), dtype
-            )
-        new_inputs.append(
-            helper.make_tensor_value_info(name, tensor_types[dtype], dims)
-        )
-    del graph.input[:]
-    graph.input.extend(new_inputs)
-    nodes = front + list(graph.node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    if not any(o.domain == "ai.onnx.ml" for o in proto.opset_import):
-        proto.opset_import.append(helper.make_opsetid("ai.onnx.ml", _ML_OPSET))
-
-
-def _lookup_nodes(
-    name: str, ids: str, vocabulary: list[Any], dtype: str
-) -> list[Any]:
-    from onnx import TensorProto
-    from onnx import helper
-
-    values = [0] + list(range(2, len(vocabulary) + 2))
-    keys: dict[str, Any]
-    if dtype == "string":
-        keys = {"keys_strings": [_EMPTY_STRING] + list(vocabulary)}
-    else:
-        keys = {"keys_int64s": [-1] + list(vocabulary)}
-    return [
-        helper.make_node(
-            "LabelEncoder",
-            [name],
-            [f"{name}__ids64"],
-            domain="ai.onnx.ml",
-            values_int64s=values,
-            default_int64=1,  # out of vocabulary
-            name=f"{name}__lookup",
-            **keys,
-        ),
-        helper.make_node(
-            "Cast", [f"{name}__ids64"], [ids], to=TensorProto.INT32
-        ),
-    ]
-
-
-def _hash_nodes(name: str, ids: str, hash_bins: int) -> list[Any]:
-    """`0 if fp == fingerprint64("") else 1 + uint64(fp) % hash_bins`."""
-    import farmhash
-    from onnx import TensorProto
-    from onnx import helper
-
-    empty = int(
-        np.array([farmhash.fingerprint64("")], np.uint64).view(np.int64)[0]
-    )
-
-    def const(suffix: str, dtype: int, value: int) -> Any:
-        return helper.make_node(
-            "Constant",
-            [],
-            [f"{name}__{suffix}"],
-            value=helper.make_tensor(f"{name}__{suffix}", dtype, [], [value]),
-        )
-
-    p = f"{name}__"
-    return [
-        const("bins", TensorProto.UINT64, hash_bins),
-        const("empty", TensorProto.INT64, empty),
-        const("one", TensorProto.INT64, 1),
-        const("zero", TensorProto.INT64, 0),
-        # Cast int64 -> uint64 keeps the bits: the unsigned fingerprint.
-        helper.make_node("Cast", [name], [p + "fp"], to=TensorProto.UINT64),
-        helper.make_node("Mod", [p + "fp", p + "bins"], [p + "bucket_u"]),
-        helper.make_node(
-            "Cast", [p + "bucket_u"], [p + "bucket"], to=TensorProto.INT64
-        ),
-        helper.make_node("Add", [p + "bucket", p + "one"], [p + "hashed"]),
-        helper.make_node("Equal", [name, p + "empty"], [p + "missing"]),
-        helper.make_node(
-            "Where", [p + "missing", p + "zero", p + "hashed"], [p + "ids64"]
-        ),
-        helper.make_node("Cast", [p + "ids64"], [ids], to=TensorProto.INT32),
-    ]
 
 
 def _dummy_ids(features: tuple[Feature, ...]) -> dict[str, np.ndarray]:

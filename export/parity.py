@@ -93,22 +93,28 @@ def verify_parity(
             for n in constants.PARITY_BATCH_SIZES
         }
     reference = KerasPredictor(model)
-    runners: dict[str, Any] = {}
+    expected = {label: reference.predict(raw) for label, raw in batches.items()}
+    loaders: dict[str, Any] = {}
     if saved_model is not None:
-        runners["saved_model"] = SavedModelPredictor(saved_model)
+        loaders["saved_model"] = lambda: SavedModelPredictor(saved_model)
     if onnx is not None:
-        runners["onnx"] = OnnxPredictor(onnx)
+        loaders["onnx"] = lambda: OnnxPredictor(onnx)
     rows = []
-    for label, raw in batches.items():
-        expected = reference.predict(raw)
-        for artifact, runner in runners.items():
+    # One artifact loaded at a time: a large model's weights are then in
+    # memory twice at most (Keras and one artifact), not three times.
+    for artifact, load in loaders.items():
+        runner = load()
+        for label, raw in batches.items():
             actual = runner.predict(raw)
-            for name, want in expected.items():
+            for name, want in expected[label].items():
                 rows.append(
                     _compare(
                         label, artifact, name, actual.get(name), want, tolerance
                     )
                 )
+        del runner
+    order = {label: i for i, label in enumerate(batches)}
+    rows.sort(key=lambda r: order[r.batch])  # by batch, as before
     return ParityReport(tuple(rows), tolerance)
 
 

@@ -53,7 +53,12 @@ def export_saved_model(
     encoder = FeatureEncoder(model.features)
     composed = encoder.compose(model, with_logit=True)
     archive = keras.export.ExportArchive()
-    archive.track(composed)
+    # Track the lookup tables only: the endpoint's variables are tracked by
+    # `add_endpoint`, and tracking the whole model too would save every
+    # weight twice (Keras 3.15 checkpoints both its `variables` and its
+    # `_all_variables`: a 2.5 GB table took 5 GB on disk).
+    for layer in encoder.layers.values():
+        archive.track(layer)
 
     def serve(inputs: dict[str, Any]) -> Any:
         return composed(_refuse_infinite(model.features, inputs))

@@ -1,6 +1,7 @@
 """Raw features in, probabilities out, with onnxruntime and no TensorFlow."""
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,6 +10,9 @@ import numpy as np
 from serving.feed import OnnxFeed
 from tffm import constants
 from tffm.features import Feature
+
+# onnxruntime's message for an external data file that is not there.
+_MISSING_DATA = re.compile(r'External data path does not exist: "?([^"]+)"?')
 
 
 class OnnxPredictor:
@@ -19,6 +23,9 @@ class OnnxPredictor:
     hash), everything else happens inside the ONNX graph. Inputs are checked
     first, and errors name the feature. `predict` is safe to call from
     several threads at once (onnxruntime sessions are).
+
+    A model exported with external data (weights over 1 GiB) loads its
+    weights from `<path>.data` beside the file.
 
     Args:
         path: str. A `.onnx` file written by `export.export_onnx`.
@@ -59,11 +66,22 @@ class OnnxPredictor:
             session_options.inter_op_num_threads = 1
             session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.path = path
-        self.session = ort.InferenceSession(
-            path,
-            session_options,
-            providers=providers or ["CPUExecutionProvider"],
-        )
+        try:
+            self.session = ort.InferenceSession(
+                path,
+                session_options,
+                providers=providers or ["CPUExecutionProvider"],
+            )
+        except Exception as error:  # onnxruntime raises its own classes
+            missing = _MISSING_DATA.search(str(error))
+            if missing is None:
+                raise
+            raise FileNotFoundError(
+                f"{path}: its weights are in the external data file "
+                f"{missing.group(1)}, which does not exist. Keep the data "
+                f"file (`<name>.onnx{constants.ONNX_DATA_SUFFIX}`) beside "
+                "the .onnx file and copy them together."
+            ) from None
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.feed = OnnxFeed.from_metadata(metadata)
         self.version = int(metadata.get(constants.ONNX_VERSION, "0"))

@@ -69,7 +69,14 @@ _LAZY = {
 
 
 # Submodules reachable as attributes (`tffm.metrics.roc_auc`).
-_SUBMODULES = ("constants", "features", "metrics", "synthetic", "testing")
+_SUBMODULES = (
+    "constants",
+    "features",
+    "metrics",
+    "optimizers",
+    "synthetic",
+    "testing",
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,31 +1,58 @@
 """What watches a fit: the metric, LR schedule, early stopping, checkpoints.
 
-Also the best checkpoint and TensorBoard logs.
+A factorization model starts slowly: for several epochs its factors grow
+from small random values while the validation metric sits at logistic
+regression's level. A schedule that cuts the learning rate at the first flat
+epoch freezes it there, so here nothing (neither the learning-rate decay nor
+early stopping) acts before `warmup_epochs`, and the plateau decay waits
+`decay_patience` flat epochs.
 """
 
 import importlib.util
+import math
 import os
 from typing import Any
 
+import keras
+
 from tffm.config import TrainConfig
+from tffm.models.log_loss import LogLoss
+
+# Monitors computed here from Keras' own validation metrics.
+AUC_LOGLOSS = "val_auc_logloss"  # val_auc - val_logloss (FuxiCTR's monitor)
 
 
 def monitor_of(config: TrainConfig) -> str:
-    """The validation metric early stopping and checkpoints watch."""
+    """The validation metric schedules, early stopping and checkpoints watch.
+
+    Default: `val_auc` for binary tasks (the ranking; the probabilities are
+    calibrated afterwards by Platt scaling on the same rows, which on
+    Frappe kept DeepFM's AUC 0.006 above choosing by `val_auc_logloss` and
+    its logloss 0.02 below), `val_rmse` (the metric, without the L2
+    penalty that `val_loss` holds) for regression. `val_auc_logloss` (AUC
+    minus logloss, FuxiCTR's monitor) is available.
+    """
     if config.monitor:
         return config.monitor
-    return "val_auc" if config.task == "binary" else "val_loss"
+    return "val_auc" if config.task == "binary" else "val_rmse"
 
 
 def mode_of(monitor: str) -> str:
     """`"max"` for metrics that grow when better (AUC), else `"min"`."""
-    return "max" if monitor.endswith("auc") else "min"
+    return "max" if monitor.endswith(("auc", "auc_logloss")) else "min"
+
+
+def compile_metrics(task: str) -> list[Any]:
+    """The metrics a model is compiled with: what the monitors read."""
+    if task == "binary":
+        return [keras.metrics.AUC(name="auc"), LogLoss()]
+    return [keras.metrics.RootMeanSquaredError(name="rmse")]
 
 
 def fit_callbacks(
     config: TrainConfig, monitor: str, *, checkpoint: str, logs: str
 ) -> list[Any]:
-    """The callbacks of `tffm train`'s fit.
+    """The callbacks of `tffm train`'s fit, in the order they must run.
 
     Args:
         config: the `TrainConfig`.
@@ -34,21 +61,19 @@ def fit_callbacks(
         logs: str. Folder whose `logs/` receives TensorBoard logs (when
             `tensorboard` is installed: the `[data]` extra).
     """
-    import keras
-
     mode = mode_of(monitor)
     os.makedirs(os.path.dirname(checkpoint), exist_ok=True)
-    callbacks = [
-        # Adam's constant step leaves a noise floor; a smaller step once
-        # the validation metric stalls gets closer to the optimum.
-        keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, mode=mode, factor=0.2, patience=0, min_lr=1e-5
-        ),
+    callbacks: list[Any] = [DerivedMetrics()]  # first: others read its keys
+    schedule = learning_rate_schedule(config, monitor)
+    if schedule is not None:
+        callbacks.append(schedule)
+    callbacks += [
         keras.callbacks.EarlyStopping(
             monitor=monitor,
             mode=mode,
             patience=config.patience,
             restore_best_weights=True,
+            start_from_epoch=config.warmup_epochs,
         ),
         keras.callbacks.ModelCheckpoint(
             checkpoint, monitor=monitor, mode=mode, save_best_only=True
@@ -59,3 +84,113 @@ def fit_callbacks(
             keras.callbacks.TensorBoard(os.path.join(logs, "logs"))
         )
     return callbacks
+
+
+def learning_rate_schedule(config: TrainConfig, monitor: str) -> Any:
+    """The `config.schedule` callback, or None for a constant rate."""
+    if config.schedule == "plateau":
+        return PlateauDecay(
+            monitor,
+            factor=config.decay_factor,
+            patience=config.decay_patience,
+            start_from_epoch=config.warmup_epochs,
+        )
+    if config.schedule == "cosine":
+        return CosineDecay(config.learning_rate, config.epochs)
+    return None
+
+
+class DerivedMetrics(keras.callbacks.Callback):
+    """Adds the derived monitors and the learning rate to the epoch logs.
+
+    `val_auc_logloss = val_auc - val_logloss`, and the epoch's
+    `learning_rate` (what a refit replays).
+    """
+
+    def on_epoch_end(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
+        if logs is None:
+            return
+        logs["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
+        if "val_auc" in logs and "val_logloss" in logs:
+            logs[AUC_LOGLOSS] = float(logs["val_auc"]) - float(
+                logs["val_logloss"]
+            )
+
+
+class PlateauDecay(keras.callbacks.Callback):
+    """Multiplies the learning rate by `factor` after `patience` flat epochs.
+
+    Like `keras.callbacks.ReduceLROnPlateau`, but it neither decays nor
+    counts flat epochs before `start_from_epoch` (a factorization model's
+    slow start), and after a decay it waits `patience` epochs again.
+
+    Args:
+        monitor: str. The metric in the epoch logs.
+        factor: float. Multiplier of the rate at each decay, in (0, 1).
+        patience: int. Flat epochs before a decay.
+        start_from_epoch: int. Epochs before any decay.
+        min_learning_rate: float. The rate never goes below this.
+    """
+
+    def __init__(
+        self,
+        monitor: str,
+        *,
+        factor: float,
+        patience: int,
+        start_from_epoch: int = 0,
+        min_learning_rate: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.factor = factor
+        self.patience = patience
+        self.start_from_epoch = start_from_epoch
+        self.min_learning_rate = min_learning_rate
+        self.sign = 1.0 if mode_of(monitor) == "max" else -1.0
+        self.best = -math.inf
+        self.wait = 0
+
+    def on_epoch_end(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        score = self.sign * float(value)
+        if score > self.best:
+            self.best, self.wait = score, 0
+            return
+        if epoch < self.start_from_epoch:
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            rate = float(self.model.optimizer.learning_rate)
+            new = max(rate * self.factor, self.min_learning_rate)
+            self.model.optimizer.learning_rate = new
+            self.wait = 0
+
+
+class CosineDecay(keras.callbacks.Callback):
+    """Cosine decay of the learning rate over the epoch budget, per epoch.
+
+    Args:
+        learning_rate: float. The starting rate.
+        epochs: int. The epoch budget the rate decays over (to 1% of it).
+    """
+
+    def __init__(self, learning_rate: float, epochs: int) -> None:
+        super().__init__()
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+
+    def on_epoch_begin(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
+        progress = min(epoch / max(self.epochs - 1, 1), 1.0)
+        scale = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+        self.model.optimizer.learning_rate = self.learning_rate * scale

@@ -30,6 +30,18 @@ _COLUMN_CHOICES = {
     "transform": ("identity", "log1p"),
     "combiner": ("mean", "sum"),
 }
+# Where `tffm train` runs (`tffm.distribute`): one device, a
+# `tf.distribute` strategy (TensorFlow backend) or a `keras.distribution`
+# (JAX backend).
+DISTRIBUTIONS = (
+    "none",
+    "mirrored",
+    "multi-worker",
+    "parameter-server",
+    "data-parallel",
+    "model-parallel",
+)
+BATCH_SCALING = ("global", "linear", "sqrt")
 _COLUMN_MINIMUM = {
     "hash_bins": 1,
     "min_frequency": 1,
@@ -142,7 +154,35 @@ class TrainConfig:
         2, "early stopping: epochs without improvement", minimum=0
     )
     monitor: str | None = option(
-        None, "metric early stopping watches (default: val_auc / val_loss)"
+        None,
+        "metric the schedule, early stopping and checkpoints watch "
+        "(default: val_auc for binary tasks, val_rmse for regression; also "
+        "val_auc_logloss, val_logloss, val_loss)",
+    )
+    schedule: str = option(
+        "plateau",
+        "learning-rate schedule",
+        choices=("constant", "plateau", "cosine"),
+    )
+    warmup_epochs: int = option(
+        3,
+        "epochs before the schedule or early stopping may act (a "
+        "factorization model's slow start)",
+        minimum=0,
+    )
+    decay_patience: int = option(
+        2, "plateau schedule: flat epochs before a decay", minimum=1
+    )
+    decay_factor: float = option(
+        0.3,
+        "plateau schedule: rate multiplier at a decay",
+        minimum=0.0,
+        below=1.0,
+    )
+    calibrate: bool = option(
+        True,
+        "binary tasks: fit Platt scaling of the logit on the validation rows "
+        "after training (AUC unchanged, probabilities calibrated)",
     )
     refit: bool = option(
         False, "after early stopping on the holdout, retrain on all rows"
@@ -159,6 +199,26 @@ class TrainConfig:
         100_000, "rows in the shuffle buffer", minimum=0
     )
     seed: int = option(0, "seed of shuffling and initialization")
+    # === Distribution and fault tolerance (`tffm.distribute`, `tffm.resume`)
+    distribution: str = option(
+        "none",
+        "devices / hosts to train on (README: several GPUs and hosts)",
+        choices=DISTRIBUTIONS,
+    )
+    batch_scaling: str = option(
+        "global",
+        "with N replicas: batch_size is the global batch (global), or per "
+        "replica with the learning rate times N (linear) or sqrt(N) (sqrt)",
+        choices=BATCH_SCALING,
+    )
+    resume: bool = option(
+        True, "resume a killed run from <output>/backup (same command)"
+    )
+    checkpoint_every: int = option(
+        0,
+        "steps between resume checkpoints (0: at the end of each epoch)",
+        minimum=0,
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):

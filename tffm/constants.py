@@ -42,6 +42,9 @@ DEFAULT_OPSET = 17
 # The raw-input ONNX in a version directory (`<base>/<version>/model.onnx`),
 # beside the SavedModel: what `tffm serve` loads.
 ONNX_MODEL_FILE = "model.onnx"
+# A model too large for one protobuf keeps its tensors in `<file>.data`
+# beside the `.onnx` file (ONNX external data); the two travel together.
+ONNX_DATA_SUFFIX = ".data"
 
 # === Parity ===
 # (atol, rtol): float32 ONNX Runtime / SavedModel vs Keras.

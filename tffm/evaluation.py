@@ -47,7 +47,7 @@ def evaluate_files(
     return metrics
 
 
-def evaluate_dataset(model: Any, dataset: Any, task: str) -> dict[str, float]:
+def evaluate_dataset(model: Any, dataset: Any, task: str) -> dict[str, Any]:
     """Metrics of `model` on an encoded `(features, label)` dataset."""
     labels, predictions = predict_dataset(model, dataset)
     return evaluate_predictions(labels, predictions, task)
@@ -70,10 +70,61 @@ def predict_dataset(model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def evaluate_predictions(
     labels: np.ndarray, predictions: np.ndarray, task: str
-) -> dict[str, float]:
-    """AUC / logloss (binary) or RMSE / MAE (regression), with bootstrap std."""
-    out: dict[str, float] = {"rows": float(len(labels))}
+) -> dict[str, Any]:
+    """AUC / logloss (binary) or RMSE / MAE (regression), with bootstrap std.
+
+    Binary tasks also get the expected calibration error (`ece`) and the
+    reliability table (`calibration`, `tffm.metrics.calibration_table`).
+    """
+    out: dict[str, Any] = {"rows": float(len(labels))}
     for name, fn in _METRICS[task].items():
         out[name] = fn(labels, predictions)
         out[f"{name}_std"] = metrics.bootstrap_std(fn, labels, predictions)
+    if task == "binary":
+        out["ece"] = metrics.expected_calibration_error(labels, predictions)
+        out["calibration"] = metrics.calibration_table(labels, predictions)
     return out
+
+
+def write_reliability_plot(
+    table: list[dict[str, float]], path: str, *, title: str = ""
+) -> str | None:
+    """Draws a reliability diagram (observed rate vs mean prediction).
+
+    Args:
+        table: `tffm.metrics.calibration_table`'s bins.
+        path: str. The PNG to write.
+        title: str. The plot's title.
+
+    Returns:
+        `path`, or None when matplotlib (the `[data]` extra) is absent.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
+    ax.plot(
+        [b["mean_probability"] for b in table],
+        [b["observed_rate"] for b in table],
+        "o-",
+        label="model",
+    )
+    ax.set(
+        xlabel="mean predicted probability",
+        ylabel="observed click rate",
+        title=title or "Reliability",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

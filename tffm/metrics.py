@@ -75,3 +75,55 @@ def bootstrap_std(
         rows = rng.integers(0, len(y), len(y))
         values.append(metric(y[rows], p[rows]))
     return float(np.nanstd(values))
+
+
+def calibration_table(
+    labels: ArrayLike, probabilities: ArrayLike, *, num_bins: int = 10
+) -> list[dict[str, float]]:
+    """Reliability table: equal-width probability bins, observed rates.
+
+    Args:
+        labels: `(num_rows,)` of 0/1.
+        probabilities: `(num_rows,)` predicted probabilities.
+        num_bins: int. Bins over [0, 1].
+
+    Returns:
+        One dict per non-empty bin: `low`, `high`, `rows`, `mean_probability`
+        (average prediction) and `observed_rate` (average label). A
+        calibrated model has the two equal in every bin.
+    """
+    y = np.asarray(labels, np.float64).reshape(-1)
+    p = np.asarray(probabilities, np.float64).reshape(-1)
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    index = np.clip(
+        np.searchsorted(edges, p, side="right") - 1, 0, num_bins - 1
+    )
+    table = []
+    for b in range(num_bins):
+        rows = index == b
+        if rows.any():
+            table.append(
+                {
+                    "low": float(edges[b]),
+                    "high": float(edges[b + 1]),
+                    "rows": float(rows.sum()),
+                    "mean_probability": float(p[rows].mean()),
+                    "observed_rate": float(y[rows].mean()),
+                }
+            )
+    return table
+
+
+def expected_calibration_error(
+    labels: ArrayLike, probabilities: ArrayLike, *, num_bins: int = 10
+) -> float:
+    """Row-weighted mean |observed rate - mean probability| over the bins."""
+    table = calibration_table(labels, probabilities, num_bins=num_bins)
+    total = sum(b["rows"] for b in table)
+    return float(
+        sum(
+            b["rows"] * abs(b["observed_rate"] - b["mean_probability"])
+            for b in table
+        )
+        / total
+    )

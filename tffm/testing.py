@@ -199,6 +199,21 @@ def gradients(
     raise NotImplementedError(f"gradients() does not support {backend!r}")
 
 
+def fused_table(layer: Any) -> np.ndarray:
+    """A `FeatureEmbedding`'s rows as one float64 `(num_rows, D + 1)` array.
+
+    Columns `[:D]` are the embeddings, the last the linear weight: the
+    layout tests index with a field's row offset.
+    """
+    weights: np.ndarray = to_numpy(layer.linear_weights).astype(np.float64)
+    weights = weights[:, None]
+    if layer.embeddings is None:
+        return weights
+    embeddings = to_numpy(layer.embeddings).astype(np.float64)
+    fused: np.ndarray = np.concatenate([embeddings, weights], axis=1)
+    return fused
+
+
 def _symbolic(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _symbolic(v) for k, v in x.items()}

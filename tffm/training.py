@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -29,6 +30,8 @@ def open_source(
     holdout: bool | None = None,
     scoring: bool = False,
     keep: tuple[str, ...] = (),
+    shard: tuple[int, int] | None = None,
+    order: Any = None,
 ) -> Any:
     """A reader `Source` over `files`, read as `config` says.
 
@@ -42,13 +45,17 @@ def open_source(
             (`"#file"`, `"#line"`), and the label only if the data has one
             (the label is then 0).
         keep: columns to pass through as raw text (`"#<column>"`).
+        shard: `(count, index)`: only every `count`-th line from the
+            `index`-th (a worker's part; `tffm.distribute.shard_files`).
+        order: `tffm.resume.InputOrder` fixing each epoch's order.
     """
     from tffm import data
 
-    if holdout is not None and config.format == "parquet":
+    if config.format == "parquet" and (holdout is not None or shard):
         raise ValueError(
-            "Parquet data has no line numbers to hold out by: give "
-            "`validation_data` (--validation-data)."
+            "Parquet data has no line numbers to hold out or shard by: "
+            "give `validation_data` (--validation-data), and at least one "
+            "file per worker."
         )
     options = data.ReadOptions(
         batch_size=config.batch_size,
@@ -59,6 +66,8 @@ def open_source(
         holdout=bool(holdout),
         in_order=scoring,
         with_position=scoring,
+        shard=shard,
+        order=order,
     )
     binary = config.task == "binary"
     label = config.label
@@ -132,6 +141,15 @@ def has_label(config: TrainConfig, files: list[str]) -> bool:
     return config.label in [h.strip().strip('"') for h in header]
 
 
+def log_columns(config: TrainConfig) -> set[str]:
+    """Numeric columns whose statistics are taken after `log1p`."""
+    return {
+        name
+        for name in column_kinds(config)
+        if column_options(config, name).get("transform") == "log1p"
+    }
+
+
 def build_features(config: TrainConfig, scan: Any) -> list[Feature]:
     """The feature spec: vocabularies and numeric statistics from `scan`."""
     features: list[Feature] = []
@@ -181,6 +199,8 @@ def build_model(config: TrainConfig, features: list[Feature]) -> Any:
     """A compiled FM / DeepFM / logistic regression for `config`."""
     import keras
 
+    from tffm import optimizers
+    from tffm.callbacks import compile_metrics
     from tffm.models import FM
     from tffm.models import DeepFM
 
@@ -207,11 +227,9 @@ def build_model(config: TrainConfig, features: list[Feature]) -> Any:
         )
     binary = config.task == "binary"
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=optimizers.Adam(config.learning_rate),
         loss="binary_crossentropy" if binary else "mean_squared_error",
-        metrics=[keras.metrics.AUC(name="auc")]
-        if binary
-        else [keras.metrics.RootMeanSquaredError(name="rmse")],
+        metrics=compile_metrics(config.task),
     )
     return model
 
@@ -250,37 +268,57 @@ def train(
 
 def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
 
+    from tffm import distribute
+    from tffm import resume
     from tffm.callbacks import fit_callbacks
     from tffm.callbacks import monitor_of
+    from tffm.data.lines import resolve_files
     from tffm.data.vocab import scan as scan_data
     from tffm.encoder import FeatureEncoder
     from tffm.evaluation import evaluate_dataset
 
     if not config.data:
         raise ValueError("No training data: set `data` (or --data).")
+    # First: multi-worker collectives must be set up before any TF op.
+    plan = distribute.plan(config)
+    if plan.num_replicas > 1 or config.batch_scaling != "global":
+        print(f"tffm train: {plan.note}", file=sys.stderr)
+    # What the model and the readers use: the global batch, scaled rate.
+    run = dataclasses.replace(
+        config, batch_size=plan.batch_size, learning_rate=plan.learning_rate
+    )
+    if not plan.is_chief:  # the chief writes `output`, others beside it
+        output = os.path.join(output, f"worker-{plan.worker}")
     os.makedirs(output, exist_ok=True)
     use_holdout = not config.validation_data
-    kinds = column_kinds(config)
-    log_columns = {
-        n
-        for n in kinds
-        if column_options(config, n).get("transform") == "log1p"
-    }
     scan_source = open_source(
         config, config.data, holdout=False if use_holdout else None
     )
-    scanned = scan_data(scan_source.dataset, kinds, log_columns=log_columns)
-    features = build_features(config, scanned)
-    model = build_model(config, features)
-    encoder = FeatureEncoder(features)
-    train_ds = encoder.map_dataset(
-        open_source(
-            config,
-            config.data,
-            training=True,
-            holdout=False if use_holdout else None,
-        ).dataset
+    scanned = scan_data(
+        scan_source.dataset,
+        column_kinds(config),
+        log_columns=log_columns(config),
     )
+    features = build_features(config, scanned)
+    plan.check(features)
+    encoder = FeatureEncoder(features)
+    # Each epoch's order depends on (seed, epoch) only, so a resumed run
+    # reads what an uninterrupted one would (Parquet: whole epochs).
+    order = None if config.format == "parquet" else resume.InputOrder()
+
+    def build(files: list[str], batch: int, shard: Any) -> Any:
+        return encoder.map_dataset(
+            open_source(
+                dataclasses.replace(run, batch_size=batch),
+                files,
+                training=True,
+                holdout=False if use_holdout else None,
+                shard=shard,
+                order=order,
+            ).dataset
+        )
+
+    train_ds = plan.training_input(resolve_files(config.data), build)
     valid_files = config.data if use_holdout else config.validation_data
     valid_source = open_source(
         config, list(valid_files or []), holdout=True if use_holdout else None
@@ -292,28 +330,46 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
         output, "checkpoints", "selection.keras" if refit else "best.keras"
     )
     callbacks = fit_callbacks(config, monitor, checkpoint=chosen, logs=output)
-    with _quiet_fit():
-        history = model.fit(
+    backup = resume.ResumeCheckpoint(
+        os.path.join(output, "backup"),
+        every=config.checkpoint_every,
+        order=order,
+        lines_per_step=plan.lines_per_step,
+    )
+    if not config.resume:
+        backup.clear()
+    elif backup.state() is not None:
+        print(f"tffm train: {backup.describe(config.epochs)}", file=sys.stderr)
+    with plan.scope(), quiet_fit():
+        model = build_model(run, features)
+        plan.prepare(model)
+        history = resume.fit(
+            model,
             train_ds,
-            validation_data=valid_ds,
+            checkpoint=backup,
             epochs=config.epochs,
             callbacks=callbacks,
+            validation_data=plan.validation_input(valid_ds),
             verbose=verbose,
             shuffle=False,  # the reader shuffles (`shuffle_buffer`)
-        ).history
+        )
     metrics: dict[str, Any] = dict(
         evaluate_dataset(model, valid_ds, config.task)
     )
     metrics["evaluated_on"] = "holdout" if use_holdout else "validation_data"
     if refit:
         selection = dict(metrics, epochs=len(history["loss"]))
-        model, epochs = _refit(config, features, history, monitor, verbose)
+        model, epochs = _refit(
+            run, features, history, monitor, verbose, plan, output
+        )
         metrics = dict(evaluate_dataset(model, valid_ds, config.task))
         metrics["evaluated_on"] = (
             "holdout, which the refit model also trained on (optimistic)"
         )
         metrics["refit_epochs"] = epochs
         metrics["selection"] = selection
+    if config.calibrate and config.task == "binary":
+        _calibrate(model, valid_ds, metrics, config.task)
     if config.lenient:
         # The scan read each training row once; the validation rows are
         # cached, so each was read once too.
@@ -323,7 +379,27 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
         }
     model.save(os.path.join(output, "model.keras"))
     _write_outputs(output, config, features, history, metrics)
+    # The run is saved: a new command starts afresh.
+    resume.ResumeCheckpoint(os.path.join(output, "backup", "refit")).clear()
+    backup.clear()
     return TrainResult(model, features, history, output, metrics)
+
+
+def _calibrate(
+    model: Any, dataset: Any, metrics: dict[str, Any], task: str
+) -> None:
+    """Platt scaling on the validation rows; metrics before and after."""
+    from tffm.calibration import calibrate
+    from tffm.evaluation import evaluate_dataset
+
+    before = {k: metrics[k] for k in ("logloss", "ece") if k in metrics}
+    parameters = calibrate(model, dataset)
+    metrics.update(evaluate_dataset(model, dataset, task))
+    metrics["calibration_fit"] = dict(
+        parameters,
+        fitted_on=metrics["evaluated_on"],
+        **{f"{k}_before": v for k, v in before.items()},
+    )
 
 
 def _refit(
@@ -332,11 +408,15 @@ def _refit(
     history: Mapping[str, list[float]],
     monitor: str,
     verbose: int | str,
+    plan: Any,
+    output: str,
 ) -> tuple[Any, int]:
     """Trains a fresh model on all rows for the best epoch count."""
     import keras
 
+    from tffm import resume
     from tffm.callbacks import mode_of
+    from tffm.data.lines import resolve_files
     from tffm.encoder import FeatureEncoder
 
     scores = np.asarray(history[monitor])
@@ -344,13 +424,36 @@ def _refit(
         np.argmax(scores) if mode_of(monitor) == "max" else np.argmin(scores)
     )
     rates = [float(r) for r in history["learning_rate"]]
-    model = build_model(config, features)
-    everything = FeatureEncoder(features).map_dataset(
-        open_source(config, config.data, training=True).dataset
+    encoder = FeatureEncoder(features)
+    order = None if config.format == "parquet" else resume.InputOrder()
+
+    def build(files: list[str], batch: int, shard: Any) -> Any:
+        return encoder.map_dataset(
+            open_source(
+                dataclasses.replace(config, batch_size=batch),
+                files,
+                training=True,
+                shard=shard,
+                order=order,
+            ).dataset
+        )
+
+    everything = plan.training_input(resolve_files(config.data), build)
+    backup = resume.ResumeCheckpoint(
+        os.path.join(output, "backup", "refit"),
+        every=config.checkpoint_every,
+        order=order,
+        lines_per_step=plan.lines_per_step,
     )
-    with _quiet_fit():
-        model.fit(
+    if not config.resume:
+        backup.clear()
+    with plan.scope(), quiet_fit():
+        model = build_model(config, features)
+        plan.prepare(model)
+        resume.fit(
+            model,
             everything,
+            checkpoint=backup,
             epochs=best + 1,
             callbacks=[
                 keras.callbacks.LearningRateScheduler(lambda e: rates[e])
@@ -362,7 +465,7 @@ def _refit(
 
 
 @contextlib.contextmanager
-def _quiet_fit() -> Iterator[None]:
+def quiet_fit() -> Iterator[None]:
     """Silences Keras' warning for datasets of unknown length.
 
     A streamed, filtered `tf.data` input has no known number of batches, so
@@ -395,3 +498,11 @@ def _write_outputs(
         json.dump({k: [float(x) for x in v] for k, v in history.items()}, f)
     with open(os.path.join(output, "metrics.json"), "w") as f:
         json.dump(dict(metrics), f, indent=2)
+    if "calibration" in metrics:
+        from tffm.evaluation import write_reliability_plot
+
+        write_reliability_plot(
+            metrics["calibration"],
+            os.path.join(output, "calibration.png"),
+            title=f"Reliability on the {metrics['evaluated_on']}",
+        )

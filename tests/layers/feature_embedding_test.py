@@ -39,19 +39,20 @@ class FeatureEmbeddingTest(testing.TestCase):
             {"features": FEATURES, "embedding_dim": 3},
             self.inputs(),
             ((4, 5, 3), (4, 5)),
-            expect_trainable_weights=1,
+            expect_trainable_weights=2,
         )
 
     def test_fused_layout_and_shared_table(self):
         layer = build_layer()
         # city 3+2, ad 6+1, tags 2+2, price 1; liked shares city's rows.
         self.assertEqual(layer.num_rows, 5 + 7 + 4 + 1)
-        self.assertEqual(tuple(layer.table.shape), (17, 4))
-        self.assertLen(layer.trainable_weights, 1)
+        self.assertEqual(tuple(layer.embeddings.shape), (17, 3))
+        self.assertEqual(tuple(layer.linear_weights.shape), (17,))
+        self.assertLen(layer.trainable_weights, 2)
 
     def test_values_match_numpy(self):
         layer = build_layer()
-        table = testing.to_numpy(layer.table).astype(np.float64)
+        table = testing.fused_table(layer)
         emb, lin = layer(self.inputs())
         emb, lin = testing.to_numpy(emb), testing.to_numpy(lin)
         self.assertEqual(emb.shape, (4, 5, 3))
@@ -74,7 +75,7 @@ class FeatureEmbeddingTest(testing.TestCase):
 
     def test_out_of_range_ids_read_reserved_row(self):
         layer = build_layer()
-        table = testing.to_numpy(layer.table).astype(np.float64)
+        table = testing.fused_table(layer)
         x = self.inputs()
         x["city"] = np.array([5, -3, 99, 1])  # vocab field: OOV row 1
         x["ad"] = np.array([7, -1, 2, 100])  # hashed field: missing row 0
@@ -89,7 +90,7 @@ class FeatureEmbeddingTest(testing.TestCase):
         layer = build_layer(embeddings_l2=0.5)
         x = self.inputs()
         layer(x)
-        table = testing.to_numpy(layer.table).astype(np.float64)
+        table = testing.fused_table(layer)
         rows = []
         for b in range(4):
             read = [table[x["city"][b]], table[5 + x["ad"][b]]]
@@ -101,9 +102,13 @@ class FeatureEmbeddingTest(testing.TestCase):
 
     def test_table_l2_penalizes_whole_table(self):
         layer = build_layer(table_l2=0.25)
-        table = testing.to_numpy(layer.table).astype(np.float64)
-        self.assertLen(layer.losses, 1)
-        self.assertAllClose(layer.losses[0], 0.25 * np.sum(table**2))
+        table = testing.fused_table(layer)
+        # One L2 term per variable of the table (embeddings, weights).
+        self.assertLen(layer.losses, 2)
+        self.assertAllClose(
+            sum(testing.to_numpy(loss) for loss in layer.losses),
+            0.25 * np.sum(table**2),
+        )
 
     def test_embedding_dim_zero_keeps_linear(self):
         layer = build_layer(embedding_dim=0)

@@ -55,9 +55,12 @@ class DeepFMTest(testing.TestCase):
     def test_one_table_feeds_fm_linear_and_dnn(self):
         model = self.model
         emb = model.get_layer("feature_embedding")
-        tables = [w for w in model.weights if w.path.endswith("table")]
-        self.assertLen(tables, 1)
-        self.assertIs(tables[0], emb.table)
+        # One fused table (embeddings and linear weights of every field)
+        # is all the feature-side state.
+        self.assertEqual(
+            [w.path for w in emb.weights],
+            [emb.embeddings.path, emb.linear_weights.path],
+        )
         # The FM and the DNN read the very same embedding tensor.
         fm_input = model.get_layer("fm_interaction").input
         dnn_input = model.get_layer("flatten").input
@@ -68,7 +71,7 @@ class DeepFMTest(testing.TestCase):
     def test_output_is_sigmoid_of_three_parts(self):
         model = self.model
         x = encoded_batch(self.rng)
-        table = testing.to_numpy(model.get_layer("feature_embedding").table)
+        table = testing.fused_table(model.get_layer("feature_embedding"))
         rows = [x["city"], 5 + x["ad"]]
         v = np.zeros((8, 4, 5))
         v[:, 0], v[:, 1] = table[rows[0]], table[rows[1]]
@@ -86,7 +89,7 @@ class DeepFMTest(testing.TestCase):
 
     def test_fm_and_dnn_both_move_the_embeddings(self):
         model = self.model
-        table = model.get_layer("feature_embedding").table
+        table = model.get_layer("feature_embedding").embeddings
         x = encoded_batch(self.rng)
         for layer_name in ("fm_interaction", "dnn"):
             branch = keras.Model(

@@ -159,7 +159,9 @@ class FMFeatureSpecTest(testing.TestCase):
         # A spec FM is Rendle's FM on x = [one-hot(city), one-hot(ad), price].
         model = tffm.FM(self.FEATURES, embedding_dim=3, task="regression")
         emb = model.get_layer("feature_embedding")
-        emb.table.assign(self.rng.normal(size=(11, 4)).astype("float32"))
+        table = self.rng.normal(size=(11, 4)).astype("float32")
+        emb.embeddings.assign(table[:, :3])
+        emb.linear_weights.assign(table[:, 3])
         model.get_layer("linear").bias.assign([-0.2])
         inputs = {
             "city": np.array([2, 0, 3]),
@@ -171,7 +173,7 @@ class FMFeatureSpecTest(testing.TestCase):
             x[b, inputs["city"][b]] = 1.0
             x[b, 4 + inputs["ad"][b]] = 1.0
             x[b, 10] = inputs["price"][b]
-        table = testing.to_numpy(emb.table).astype(np.float64)
+        table = testing.fused_table(emb)
         expected = seed_formula(x, -0.2, table[:, -1], table[:, :-1])
         out = model.predict(inputs, verbose=0)[:, 0]
         self.assertAllClose(out, expected, tol=testing.FM_TRICK)

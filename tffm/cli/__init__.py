@@ -32,6 +32,8 @@ _EXTRAS = {
     "tensorflow_serving": ("tensorflow-serving-api", "export"),
     "matplotlib": ("matplotlib", "data"),
     "pyarrow": ("pyarrow", "data"),
+    "keras_tuner": ("keras-tuner", "tune"),
+    "sklearn": ("scikit-learn", "tune"),
     "grpc": ("grpcio", "serving"),
     "uvicorn": ("uvicorn", "serving"),
 }
@@ -45,6 +47,7 @@ _NEEDS = {
                "farmhash", "tensorflow_serving"),
     "verify": ("keras", "tensorflow", "onnxruntime", "farmhash"),
     "serve": ("onnxruntime", "farmhash", "grpc", "uvicorn"),
+    "tune": ("keras", "tensorflow", "keras_tuner", "sklearn"),
 }  # fmt: skip
 
 
@@ -119,6 +122,37 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--output", default="tffm-model", help="output folder")
     add_config_flags(train)
     train.set_defaults(run=_run_train)
+
+    tune = commands.add_parser(
+        "tune",
+        parents=[common],
+        help="search hyperparameters on the holdout (KerasTuner)",
+        description="Search the model's hyperparameters (embedding size, "
+        "learning rate, L2, batch size; DeepFM: DNN widths, dropout, batch "
+        "norm) with KerasTuner, scoring each trial on the holdout of the "
+        "training data (or --validation-data): no test file is read. "
+        "Writes results.md, trials.jsonl and best_config.json, which "
+        "`tffm train --config` reads. Other flags and --config fix what is "
+        "not searched.",
+    )
+    tune.add_argument("--config", help="JSON or TOML config file")
+    tune.add_argument("--output", default="tffm-tune", help="output folder")
+    tune.add_argument(
+        "--max-trials", type=int, default=20, help="most trials (default: 20)"
+    )
+    tune.add_argument(
+        "--time-budget",
+        type=_duration,
+        help="no new trial after this long, e.g. 45m, 2h, 600 (seconds)",
+    )
+    tune.add_argument(
+        "--algorithm",
+        choices=("bayesian", "random", "hyperband"),
+        default="bayesian",
+        help="search algorithm (default: bayesian)",
+    )
+    add_config_flags(tune)
+    tune.set_defaults(run=_run_tune)
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -304,6 +338,18 @@ def _show(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 45m, 2h or 600, got {text!r}"
+        ) from None
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
@@ -362,6 +408,31 @@ def _run_train(args: argparse.Namespace) -> int:
     print(f"Model: {os.path.join(args.output, 'model.keras')}")
     for part, summary in result.metrics.get("skipped_rows", {}).items():
         _report_skipped(summary, f"of the {part} data")
+    return 0
+
+
+def _run_tune(args: argparse.Namespace) -> int:
+    from tffm.tuning import results_table
+    from tffm.tuning import search_space
+    from tffm.tuning import tune
+
+    config = config_from_args(args)
+    result = tune(
+        config,
+        args.output,
+        max_trials=args.max_trials,
+        time_budget=args.time_budget,
+        algorithm=args.algorithm,
+    )
+    print()
+    print(
+        results_table(result.trials, search_space(config.model), result.monitor)
+    )
+    print(f"\nBest config: {result.best_config}")
+    print(
+        f"Train with it: tffm train --config {result.best_config} "
+        "--output tffm-model"
+    )
     return 0
 
 

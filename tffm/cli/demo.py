@@ -40,6 +40,7 @@ def run_demo(
     """
     from export.bundle import export_for_serving
     from tffm.evaluation import evaluate_files
+    from tffm.evaluation import write_reliability_plot
     from tffm.metrics import log_loss
     from tffm.metrics import roc_auc
     from tffm.training import train
@@ -81,6 +82,11 @@ def run_demo(
     result = train(config, os.path.join(output, "model"), verbose=verbose)
     trained = time.time()
     test_metrics = evaluate_files(result.model, config, [paths["test"]])
+    write_reliability_plot(
+        test_metrics["calibration"],
+        os.path.join(output, "calibration.png"),
+        title="Reliability on the test rows",
+    )
     optimum_auc = roc_auc(test_part.labels, test_part.probabilities)
     optimum_logloss = log_loss(test_part.labels, test_part.probabilities)
     exported = export_for_serving(
@@ -95,6 +101,7 @@ def run_demo(
         "test_auc": test_metrics["auc"],
         "test_auc_std": test_metrics["auc_std"],
         "test_logloss": test_metrics["logloss"],
+        "test_ece": test_metrics["ece"],
         "optimum_auc": optimum_auc,
         "optimum_logloss": optimum_logloss,
         "epochs_run": len(result.history["loss"]),
@@ -218,12 +225,14 @@ def _write_report(
         f"| logloss | {report['test_logloss']:.4f} | "
         f"{report['optimum_logloss']:.4f} | "
         f"{report['test_logloss'] - report['optimum_logloss']:.4f} |",
+        f"| expected calibration error | {report['test_ece']:.4f} | | |",
         "",
         f"Epochs run: {report['epochs_run']}. Time: "
         f"{report['seconds']['total']} s (training "
         f"{report['seconds']['train']} s).",
         "",
         "![training curves](training_curves.png)",
+        "![reliability](calibration.png)",
         "",
         "## Export",
         "",

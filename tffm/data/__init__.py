@@ -4,6 +4,10 @@ The readers need TensorFlow (imported when a reader is called, whatever the
 Keras backend: tf.data feeds JAX and torch too); Parquet needs `pyarrow`.
 """
 
+from tffm.data.encode import encode_files
+from tffm.data.encode import write_encoded
+from tffm.data.encoded import EncodedData
+from tffm.data.encoded import read_encoded
 from tffm.data.lines import DataError
 from tffm.data.lines import RowLog
 from tffm.data.lines import raise_row_errors
@@ -18,14 +22,18 @@ from tffm.data.readers import read_libsvm
 
 __all__ = [
     "DataError",
+    "EncodedData",
     "ReadOptions",
     "RowLog",
     "Source",
+    "encode_files",
     "parse_delimited",
     "parse_libsvm",
     "read_criteo",
     "read_csv",
+    "read_encoded",
     "read_libsvm",
     "raise_row_errors",
     "read_parquet",
+    "write_encoded",
 ]

@@ -267,13 +267,25 @@ class RowLog:
         self.python_skipped.extend(problems)
 
     def summary(self) -> dict[str, Any]:
-        """`{"skipped": n, "examples": [...]}` so far (lenient mode)."""
+        """`{"skipped": n, "examples": [...]}` so far (lenient mode).
+
+        Examples are in file and line order (batches are checked in
+        parallel, so they are logged in no fixed order).
+        """
         examples = [e.decode("utf-8", "replace") for e in self.examples.numpy()]
         examples = [e for e in examples if e] + self.python_skipped
+        examples.sort(key=_position)
         return {
             "skipped": int(self.skipped.numpy()) + len(self.python_skipped),
             "examples": examples[: self.MAX_EXAMPLES],
         }
+
+
+def _position(example: str) -> tuple[str, int]:
+    """`("file", line)` of a `file:line: problem` text, for sorting."""
+    path, _, rest = example.partition(":")
+    line = rest.partition(":")[0].removeprefix("row ").strip()
+    return path, int(line) if line.isdigit() else 0
 
 
 class DataError(ValueError):

@@ -41,6 +41,12 @@ class ReadOptions:
             (scoring), instead of interleaving them.
         with_position: bool. Add each row's file and line (Parquet: row
             number, from 1) as features `"#file"` and `"#line"`.
+        shard: `(count, index)`: read only every `count`-th line, from the
+            `index`-th (one worker's part of the records; text formats).
+        order: a `tffm.resume.InputOrder`: shuffle each pass in an order
+            fixed by `(seed, epoch)` and skip the lines a resumed epoch
+            already trained on, instead of `shuffle_buffer`'s own
+            reshuffling (text formats).
     """
 
     batch_size: int = 1024
@@ -52,6 +58,8 @@ class ReadOptions:
     holdout: bool = False
     in_order: bool = False
     with_position: bool = False
+    shard: tuple[int, int] | None = None
+    order: Any = None
 
     def __post_init__(self) -> None:
         check_int("batch_size", self.batch_size, 1)
@@ -545,7 +553,11 @@ def _pipeline(
     lenient = options.lenient
     log = L.RowLog(lenient)
     ds = L.numbered_lines(files, in_order=options.in_order)
-    if options.shuffle_buffer:
+    if options.shard is not None:
+        ds = ds.shard(*options.shard)
+    if options.order is not None:
+        ds = options.order.arrange(ds, options.shuffle_buffer, options.seed)
+    elif options.shuffle_buffer:
         ds = ds.shuffle(
             options.shuffle_buffer,
             seed=options.seed,

@@ -1,5 +1,6 @@
 """Keras layers of tffm (all written in `keras.ops`)."""
 
+from tffm.layers.calibration import LogitCalibration
 from tffm.layers.feature_embedding import FeatureEmbedding
 from tffm.layers.fm_interaction import FMInteraction
 from tffm.layers.linear import LinearTerm
@@ -10,6 +11,7 @@ __all__ = [
     "FMInteraction",
     "FeatureEmbedding",
     "LinearTerm",
+    "LogitCalibration",
     "MLP",
     "SparseEmbedding",
 ]

@@ -14,7 +14,6 @@ from tffm.features import NUMERIC_BOUND
 from tffm.features import OOV_ID
 from tffm.features import Categorical
 from tffm.features import Feature
-from tffm.features import Lookup
 from tffm.features import MultiCategorical
 from tffm.features import Numeric
 from tffm.features import normalize_features
@@ -28,10 +27,13 @@ class FeatureEmbedding(keras.layers.Layer):
     """Field embeddings and linear weights from one fused table.
 
     Every field is logically its own table but all live, at fixed offsets, in
-    one variable of shape `(num_rows, embedding_dim + 1)`: columns
-    `[:embedding_dim]` are the FM/DNN vectors `v`, the last column is the
-    linear weight `w` (the layout HugeCTR uses). One gather serves all
-    single-valued fields; features that name the same `table` share rows.
+    one table: the variable `embeddings` of shape `(num_rows,
+    embedding_dim)` holds the FM/DNN vectors `v`, and `linear_weights`,
+    `(num_rows,)`, the linear weights `w` of the same rows. One gather per
+    variable serves all single-valued fields; features that name the same
+    `table` share rows. (Two variables rather than one `(num_rows,
+    embedding_dim + 1)` array: slicing `v` and `w` out of one gathered
+    array costs a gradient copy of the batch's rows every step.)
 
     Per field:
     - `Categorical`: `v = V[id]`, `w = W[id]`;
@@ -42,22 +44,24 @@ class FeatureEmbedding(keras.layers.Layer):
       `x' = 0` for NaN.
 
     Ids outside a field's range are read as that field's out-of-vocabulary id
-    (missing id for hashed fields), never as another field's rows.
+    (missing id for hashed fields), never as another field's rows. The range
+    check, the offsets and the numeric transforms are vectorized over fields
+    (a few ops per batch, not a few per field).
 
     Args:
         features: list of tffm features (or their dicts).
         embedding_dim: int. Size of each field vector (`>= 0`; 0 leaves only
             the linear weights, i.e. logistic regression).
-        embeddings_initializer: Initializer of the fused table. Defaults to
+        embeddings_initializer: Initializer of both variables. Defaults to
             `RandomNormal(stddev=0.01)`.
         embeddings_l2: float. L2 penalty on the rows a batch reads (their
-            squared norms, summed over fields, averaged over the batch):
-            the untouched rows get no gradient, unlike a full-table
-            regularizer. Defaults to 0.
+            squared norms, `v` and `w`, summed over fields, averaged over
+            the batch): the untouched rows get no gradient, unlike a
+            full-table regularizer. Defaults to 0.
         table_l2: float. L2 penalty on the whole table, every step
-            (`table_l2 * sum(table ** 2)`): rare values are held back as
-            much as frequent ones, which small data sets need; costs a dense
-            update of the table. Defaults to 0.
+            (`table_l2 * (sum(V ** 2) + sum(W ** 2))`): rare values are held
+            back as much as frequent ones, which small data sets need;
+            costs a dense update of the table. Defaults to 0.
         **kwargs: Base `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -95,10 +99,21 @@ class FeatureEmbedding(keras.layers.Layer):
         self.table_l2 = float(table_l2)
         layout = table_layout(features)
         self.num_rows = sum(rows for _, rows in layout.values())
+        offsets = {f.name: layout[f.table_name][0] for f in features}
         self._single = [f for f in features if isinstance(f, Categorical)]
         self._multi = [f for f in features if isinstance(f, MultiCategorical)]
         self._numeric = [f for f in features if isinstance(f, Numeric)]
-        self._offsets = {f.name: layout[f.table_name][0] for f in features}
+        # Per single-valued field: first row, rows, the row out-of-range ids
+        # read (OOV; "missing" for hashed fields).
+        self._plan = {
+            f.name: (
+                offsets[f.name],
+                f.num_ids,
+                MISSING_ID if f.hash_bins is not None else OOV_ID,
+            )
+            for f in self._single + self._multi
+        }
+        self._numeric_rows = [offsets[f.name] for f in self._numeric]
         # Fields are emitted grouped by kind; this restores `features` order.
         grouped = [f.name for f in self._single + self._multi + self._numeric]
         self._order = [grouped.index(f.name) for f in features]
@@ -110,48 +125,57 @@ class FeatureEmbedding(keras.layers.Layer):
                 f"Missing inputs for features {missing}. "
                 f"Received inputs: {sorted(inputs_shape)}"
             )
-        self.table = self.add_weight(
-            name="table",
-            shape=(self.num_rows, self.embedding_dim + 1),
+        regularizer = (
+            keras.regularizers.L2(self.table_l2) if self.table_l2 else None
+        )
+        self.embeddings = (
+            self.add_weight(
+                name="embeddings",
+                shape=(self.num_rows, self.embedding_dim),
+                initializer=self.embeddings_initializer,
+                regularizer=regularizer,
+            )
+            if self.embedding_dim
+            else None
+        )
+        self.linear_weights = self.add_weight(
+            name="linear_weights",
+            shape=(self.num_rows,),
             initializer=self.embeddings_initializer,
-            regularizer=keras.regularizers.L2(self.table_l2)
-            if self.table_l2
-            else None,
+            regularizer=regularizer,
         )
 
     def call(self, inputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-        parts = []
-        penalty = None
+        vectors, linear = [], []  # per kind: (B, F_kind, D), (B, F_kind)
+        penalty = None  # (B,): squared norms of the rows read
         if self._single:
-            rows = ops.stack(
-                [self._rows(f, inputs[f.name]) for f in self._single], axis=1
-            )  # (B, Fc)
-            gathered = ops.take(self.table, rows, axis=0)  # (B, Fc, D+1)
-            parts.append(gathered)
-            penalty = ops.sum(ops.square(gathered), axis=(1, 2))  # (B,)
-        for feature in self._multi:
-            pooled, sq = self._pool(feature, inputs[feature.name])
-            parts.append(ops.expand_dims(pooled, 1))  # (B, 1, D+1)
-            penalty = sq if penalty is None else penalty + sq
-        if self._numeric:
-            x = ops.stack(
-                [
-                    _numeric_value(f, inputs[f.name], self.table.dtype)
-                    for f in self._numeric
-                ],
+            ids = ops.stack(
+                [ops.cast(inputs[f.name], "int32") for f in self._single],
                 axis=1,
-            )  # (B, Fn)
-            offsets = [self._offsets[f.name] for f in self._numeric]
-            weights = ops.take(self.table, offsets, axis=0)  # (Fn, D+1)
-            parts.append(x[:, :, None] * weights[None])  # (B, Fn, D+1)
-        fused = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)
+            )  # (B, Fc)
+            rows = self._rows(ids, [f.name for f in self._single])  # (B, Fc)
+            v, w = self._read(rows)  # (B, Fc, D), (B, Fc)
+            vectors.append(v)
+            linear.append(w)
+            penalty = _squared_norms(v, w, axes=(1, 2))
+        for feature in self._multi:
+            v, w, squared = self._pool(feature, inputs[feature.name])
+            vectors.append(ops.expand_dims(v, 1))  # (B, 1, D)
+            linear.append(ops.expand_dims(w, 1))  # (B, 1)
+            penalty = squared if penalty is None else penalty + squared
+        if self._numeric:
+            x = self._numeric_values(inputs)  # (B, Fn)
+            v, w = self._read(ops.convert_to_tensor(self._numeric_rows))
+            vectors.append(x[:, :, None] * v[None])  # (B, Fn, D)
+            linear.append(x * w[None])  # (B, Fn)
+        embeddings = _concat(vectors, axis=1)  # (B, F, D), grouped by kind
+        linear_out = _concat(linear, axis=1)  # (B, F)
         if self._order != sorted(self._order):
-            fused = ops.take(fused, self._order, axis=1)  # (B, F, D+1)
+            embeddings = ops.take(embeddings, self._order, axis=1)
+            linear_out = ops.take(linear_out, self._order, axis=1)
         if self.embeddings_l2 and penalty is not None:
             self.add_loss(self.embeddings_l2 * ops.mean(penalty))
-        embeddings = fused[:, :, : self.embedding_dim]  # (B, F, D)
-        linear = fused[:, :, self.embedding_dim]  # (B, F)
-        return embeddings, linear
+        return embeddings, linear_out
 
     def compute_output_shape(
         self, inputs_shape: Mapping[str, Any]
@@ -175,38 +199,69 @@ class FeatureEmbedding(keras.layers.Layer):
         )
         return config
 
-    def _rows(self, feature: Lookup, ids: Tensor) -> Tensor:
-        """Maps a field's ids to rows of the fused table."""
-        ids = ops.cast(ids, "int32")
-        fallback = MISSING_ID if feature.hash_bins is not None else OOV_ID
-        in_range = ops.logical_and(ids >= 0, ids < feature.num_ids)
-        ids = ops.where(in_range, ids, fallback)
-        return ids + self._offsets[feature.name]
+    def _rows(self, ids: Tensor, names: Sequence[str]) -> Tensor:
+        """Ids of fields `names` (last axis) -> rows of the fused table."""
+        first, size, fallback = (
+            ops.convert_to_tensor([self._plan[n][k] for n in names], "int32")
+            for k in range(3)
+        )  # (F,) each
+        in_range = ops.logical_and(ids >= 0, ids < size)  # (B, ..., F)
+        return ops.where(in_range, ids, fallback) + first
+
+    def _read(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """`(V[rows], W[rows])`: `rows.shape + (D,)` and `rows.shape`."""
+        w = ops.take(self.linear_weights, rows, axis=0)
+        if self.embeddings is None:  # embedding_dim == 0
+            return ops.zeros_like(w)[..., None][..., :0], w
+        return ops.take(self.embeddings, rows, axis=0), w
 
     def _pool(
         self, feature: MultiCategorical, ids: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """Masked pooling; returns `(pooled, squared_norm_of_read_rows)`."""
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Masked pooling: `(v, w, squared norms of the rows read)`."""
         ids = ops.cast(ids, "int32")  # (B, L)
-        keep = ops.cast(ids > MISSING_ID, self.table.dtype)  # (B, L)
-        gathered = ops.take(
-            self.table, self._rows(feature, ids), axis=0
-        )  # (B, L, D+1)
-        gathered = gathered * keep[:, :, None]  # (B, L, D+1)
-        pooled = ops.sum(gathered, axis=1)  # (B, L, D+1) -> (B, D+1)
+        keep = ops.cast(ids > MISSING_ID, self.linear_weights.dtype)  # (B, L)
+        # Every slot of a list is the same field: its plan, broadcast.
+        rows = self._rows(ids[:, :, None], [feature.name])[:, :, 0]  # (B, L)
+        v, w = self._read(rows)  # (B, L, D), (B, L)
+        v = v * keep[:, :, None]
+        w = w * keep
+        squared = _squared_norms(v, w, axes=(1, 2))  # (B,)
+        v = ops.sum(v, axis=1)  # (B, L, D) -> (B, D)
+        w = ops.sum(w, axis=1)  # (B, L) -> (B,)
         if feature.combiner == "mean":
-            count = ops.sum(keep, axis=1, keepdims=True)  # (B, 1)
-            pooled = pooled / ops.maximum(count, 1.0)
-        return pooled, ops.sum(ops.square(gathered), axis=(1, 2))
+            count = ops.maximum(ops.sum(keep, axis=1), 1.0)  # (B,)
+            v = v / count[:, None]
+            w = w / count
+        return v, w, squared
+
+    def _numeric_values(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        """`x' = clip((transform(x) - mean) / std)`, 0 for NaN: `(B, Fn)`."""
+        dtype = self.linear_weights.dtype
+        x = ops.stack(
+            [ops.cast(inputs[f.name], dtype) for f in self._numeric], axis=1
+        )  # (B, Fn)
+        missing = ops.isnan(x)
+        x = ops.where(missing, 0.0, x)
+        log = [f.transform == "log1p" for f in self._numeric]
+        if any(log):
+            # log(1 + x), not log1p: tf2onnx has no converter for Log1p.
+            logged = ops.log(ops.maximum(x, 0.0) + 1.0)
+            x = (
+                logged
+                if all(log)
+                else ops.where(ops.convert_to_tensor(log), logged, x)
+            )
+        mean = ops.convert_to_tensor([f.mean for f in self._numeric], dtype)
+        std = ops.convert_to_tensor([f.std for f in self._numeric], dtype)
+        x = ops.clip((x - mean) / std, -NUMERIC_BOUND, NUMERIC_BOUND)
+        return ops.where(missing, 0.0, x)  # (B, Fn), see `Numeric`
 
 
-def _numeric_value(feature: Numeric, x: Tensor, dtype: str) -> Tensor:
-    x = ops.cast(x, dtype)  # (B,)
-    missing = ops.isnan(x)
-    x = ops.where(missing, 0.0, x)
-    if feature.transform == "log1p":
-        # log(1 + x), not log1p: tf2onnx has no converter for Log1p.
-        x = ops.log(ops.maximum(x, 0.0) + 1.0)
-    x = (x - feature.mean) / feature.std
-    x = ops.clip(x, -NUMERIC_BOUND, NUMERIC_BOUND)  # (B,), see `Numeric`
-    return ops.where(missing, 0.0, x)
+def _squared_norms(v: Tensor, w: Tensor, axes: tuple[int, int]) -> Tensor:
+    """Per example, the squared norms of the rows read: `(B,)`."""
+    return ops.sum(ops.square(v), axis=axes) + ops.sum(ops.square(w), axis=1)
+
+
+def _concat(parts: list[Tensor], axis: int) -> Tensor:
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)

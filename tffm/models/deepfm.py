@@ -15,6 +15,7 @@ from tffm.layers.linear import LinearTerm
 from tffm.layers.mlp import MLP
 from tffm.models.base import FactorizationModel
 from tffm.models.base import feature_inputs
+from tffm.models.base import numeric_fields
 from tffm.models.base import output_head
 from tffm.models.base import validate_task
 
@@ -96,7 +97,11 @@ class DeepFM(FactorizationModel):
         inputs = feature_inputs(spec)
         v, w = embedding(inputs)  # (B, F, D), (B, F)
         y_linear = LinearTerm(name="linear", dtype=dtype)(w)  # (B, 1)
-        y_fm = FMInteraction(name="fm_interaction", dtype=dtype)(v)  # (B, 1)
+        y_fm = FMInteraction(
+            exact_fields=numeric_fields(spec),
+            name="fm_interaction",
+            dtype=dtype,
+        )(v)  # (B, 1)
         flat = keras.layers.Flatten(name="flatten", dtype=dtype)(v)  # (B, F*D)
         y_dnn = dnn(flat)  # (B, 1)
         outputs = output_head([y_linear, y_fm, y_dnn], task)

@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import keras
 
@@ -14,6 +14,7 @@ from tffm.layers.linear import LinearTerm
 from tffm.layers.sparse_embedding import SparseEmbedding
 from tffm.models.base import FactorizationModel
 from tffm.models.base import feature_inputs
+from tffm.models.base import numeric_fields
 from tffm.models.base import output_head
 from tffm.models.base import validate_task
 
@@ -118,8 +119,18 @@ class FM(FactorizationModel):
                     shape=(None,), dtype="float32", name="values"
                 ),
             }
+        # Numeric fields (or every slot of a real-valued design-matrix row)
+        # may dominate the others: see `FMInteraction`'s `exact_fields`.
+        exact: list[int] | Literal["all"] = (
+            "all" if spec is None else numeric_fields(spec)
+        )
         interactions = [
-            FMInteraction(order=t, name=f"fm_interaction_{t}", dtype=dtype)
+            FMInteraction(
+                order=t,
+                exact_fields=exact,
+                name=f"fm_interaction_{t}",
+                dtype=dtype,
+            )
             for t in range(2, order + 1)
         ]
 

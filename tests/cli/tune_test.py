@@ -1,0 +1,120 @@
+import contextlib
+import io
+import json
+import os
+
+import keras
+import pytest
+
+import tffm
+from tffm import testing
+from tffm.cli import main
+from tffm.config import TrainConfig
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the CLI trains with the TensorFlow backend",
+)
+
+
+class TuneTest(testing.TestCase):
+    @pytest.fixture(autouse=True)
+    def _tmp(self, tmp_path):
+        self.tmp = tmp_path
+
+    def test_search_on_the_holdout_writes_a_trainable_best_config(self):
+        pytest.importorskip("keras_tuner")
+        from tffm.cli.demo import _write_csv
+
+        data = tffm.synthetic.make_planted_ctr(
+            1500, num_categorical=2, vocabulary_size=8, seed=3
+        )
+        _write_csv(data, str(self.tmp / "train.csv"))
+        config = {
+            "format": "csv",
+            "label": "label",
+            "model": "fm",
+            "epochs": 1,
+            "columns": {
+                "c0": {"kind": "categorical"},
+                "c1": {"kind": "categorical", "hash_bins": 16},
+                "n0": {"kind": "numeric"},
+                "n1": {"kind": "numeric"},
+                "tags": {"kind": "list", "max_len": 4},
+            },
+        }
+        (self.tmp / "config.json").write_text(json.dumps(config))
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            code = main(
+                [
+                    "tune",
+                    "--data",
+                    str(self.tmp / "train.csv"),
+                    "--config",
+                    str(self.tmp / "config.json"),
+                    "--output",
+                    str(self.tmp / "tune"),
+                    "--max-trials",
+                    "3",
+                    "--algorithm",
+                    "random",
+                ]
+            )
+        self.assertEqual(code, 0)
+        trials = [
+            json.loads(line)
+            for line in open(self.tmp / "tune" / "trials.jsonl")
+        ]
+        self.assertLen(trials, 3)
+        scores = [t["score"] for t in trials]
+        self.assertEqual(scores, sorted(scores, reverse=True))  # best first
+        # One progress line per trial, then the table.
+        self.assertEqual(printed.getvalue().count("trial "), 3)
+        self.assertIn("| rank | val_auc |", printed.getvalue())
+        best = TrainConfig.from_file(
+            str(self.tmp / "tune" / "best_config.json")
+        )
+        for name in ("embedding_dim", "learning_rate", "batch_size"):
+            self.assertEqual(getattr(best, name), trials[0][name])
+        self.assertEqual(best.columns, config["columns"])  # fixed options
+        code = main(
+            [
+                "train",
+                "--config",
+                str(self.tmp / "tune" / "best_config.json"),
+                "--output",
+                str(self.tmp / "model"),
+            ]
+        )
+        self.assertEqual(code, 0)
+        self.assertTrue(os.path.exists(self.tmp / "model" / "model.keras"))
+
+    def test_time_budget_stops_new_trials(self):
+        pytest.importorskip("keras_tuner")
+        from tffm.cli.demo import _write_csv
+
+        data = tffm.synthetic.make_planted_ctr(
+            600, num_categorical=2, vocabulary_size=8, seed=4
+        )
+        _write_csv(data, str(self.tmp / "train.csv"))
+        config = TrainConfig(
+            data=[str(self.tmp / "train.csv")],
+            format="csv",
+            model="lr",
+            epochs=1,
+            columns={"c0": {"kind": "categorical"}, "n0": {"kind": "numeric"}},
+        )
+        from tffm.tuning import tune
+
+        lines = []
+        result = tune(
+            config,
+            str(self.tmp / "budget"),
+            max_trials=50,
+            time_budget=0.0,
+            algorithm="random",
+            report=lines.append,
+        )
+        self.assertLen(result.trials, 1)  # the first trial, then no more
+        self.assertLen(lines, 1)

@@ -1,0 +1,114 @@
+import keras
+import numpy as np
+import pytest
+from absl.testing import parameterized
+
+import tffm
+from tffm import optimizers
+from tffm import testing
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="sparse (IndexedSlices) gradients exist on the TensorFlow backend",
+)
+
+
+def numpy_adam(
+    variable, gradient, m, v, step, lr=0.01, b1=0.9, b2=0.999, eps=1e-7
+):
+    """One step of dense Adam (Kingma & Ba, Keras' epsilon placement)."""
+    m = m + (gradient - m) * (1 - b1)
+    v = v + (gradient**2 - v) * (1 - b2)
+    alpha = lr * np.sqrt(1 - b2**step) / (1 - b1**step)
+    return variable - alpha * m / (np.sqrt(v) + eps), m, v
+
+
+class SparseOptimizerTest(testing.TestCase):
+    def sparse_step(self, optimizer, table, ids, upstream):
+        """Applies the gradient of sum(upstream * table[ids])."""
+        import tensorflow as tf
+
+        variable = keras.Variable(table)
+        optimizer.build([variable])
+        with tf.GradientTape() as tape:
+            gathered = keras.ops.take(variable.value, ids, axis=0)
+            loss = keras.ops.sum(gathered * upstream)
+        (gradient,) = tape.gradient(loss, [variable.value])
+        self.assertIsInstance(gradient, tf.IndexedSlices)
+        optimizer.apply([gradient], [variable])
+        return testing.to_numpy(variable).astype(np.float64), optimizer
+
+    @parameterized.named_parameters(("dense_path", 10**9), ("row_wise", 1))
+    def test_adam_matches_dense_adam_on_touched_rows(self, lazy_rows):
+        table = self.rng.normal(size=(20, 3)).astype("float32")
+        ids = np.array([3, 7, 3, 11, 3])  # row 3 read three times
+        upstream = self.rng.normal(size=(5, 3)).astype("float32")
+        optimizer = optimizers.Adam(0.01, lazy_rows=lazy_rows)
+        after, optimizer = self.sparse_step(optimizer, table, ids, upstream)
+        # Dense Adam's gradient sums the occurrences of each row first.
+        gradient = np.zeros((20, 3))
+        np.add.at(gradient, ids, upstream.astype(np.float64))
+        expected, m, v = numpy_adam(
+            table.astype(np.float64), gradient, 0.0, 0.0, step=1
+        )
+        touched = np.unique(ids)
+        self.assertAllClose(after[touched], expected[touched], tol=(1e-6, 1e-5))
+        untouched = np.setdiff1d(np.arange(20), touched)
+        self.assertAllEqual(after[untouched], table[untouched])
+        slots = [w for w in optimizer.variables if w.shape == (20, 3)]
+        got_m, got_v = (testing.to_numpy(s) for s in slots)
+        self.assertAllClose(got_m, m, tol=(1e-7, 1e-5))
+        self.assertAllClose(got_v, v, tol=(1e-9, 1e-5))
+
+    def test_keras_adam_differs_on_repeated_ids(self):
+        # Why tffm has its own: Keras' Adam squares each occurrence.
+        table = self.rng.normal(size=(20, 3)).astype("float32")
+        ids = np.array([3, 3, 3])
+        upstream = np.ones((3, 3), "float32")
+        _, keras_adam = self.sparse_step(
+            keras.optimizers.Adam(0.01), table, ids, upstream
+        )
+        velocity = [w for w in keras_adam.variables if "velocity" in w.path][0]
+        # Dense Adam: (1 - b2) * (1 + 1 + 1)^2 = 0.009; Keras: 0.003.
+        self.assertAllClose(testing.to_numpy(velocity)[3], 0.003, tol=(1e-7, 0))
+
+    @parameterized.named_parameters(("dense_path", 10**9), ("row_wise", 1))
+    def test_adagrad_matches_dense_adagrad(self, lazy_rows):
+        table = self.rng.normal(size=(20, 2)).astype("float32")
+        ids = np.array([1, 5, 1])
+        upstream = self.rng.normal(size=(3, 2)).astype("float32")
+        optimizer = optimizers.Adagrad(0.1, lazy_rows=lazy_rows)
+        after, _ = self.sparse_step(optimizer, table, ids, upstream)
+        gradient = np.zeros((20, 2))
+        np.add.at(gradient, ids, upstream.astype(np.float64))
+        accumulator = 0.1 + gradient**2  # Keras' initial accumulator 0.1
+        expected = table - 0.1 * gradient / np.sqrt(accumulator + 1e-7)
+        self.assertAllClose(after, expected, tol=(1e-6, 1e-5))
+
+    def test_models_take_tffm_optimizers_by_name(self):
+        model = tffm.FM([tffm.Categorical("a", hash_bins=10)], embedding_dim=2)
+        model.compile(optimizer="adam", loss="binary_crossentropy")
+        self.assertIsInstance(model.optimizer, optimizers.Adam)
+        self.assertTrue(model.jit_compile)
+        lazy = optimizers.Adam(lazy_rows=5)
+        model.compile(optimizer=lazy, loss="binary_crossentropy")
+        self.assertFalse(model.jit_compile)  # XLA has no Unique
+
+    def test_trains_a_model_and_round_trips(self):
+        data = tffm.synthetic.make_planted_ctr(2000, num_categorical=3, seed=2)
+        encoder = tffm.FeatureEncoder(data.features)
+        ids = {k: np.asarray(v) for k, v in encoder(data.raw).items()}
+        for lazy_rows in (10**9, 1):
+            model = tffm.FM(data.features, embedding_dim=4)
+            model.compile(
+                optimizer=optimizers.Adam(0.01, lazy_rows=lazy_rows),
+                loss="binary_crossentropy",
+            )
+            history = model.fit(
+                ids, data.labels, epochs=3, batch_size=256, verbose=0
+            )
+            self.assertLess(
+                history.history["loss"][-1], history.history["loss"][0]
+            )
+        config = keras.optimizers.serialize(optimizers.Adam(lazy_rows=7))
+        self.assertEqual(keras.optimizers.deserialize(config).lazy_rows, 7)

@@ -1,0 +1,392 @@
+"""Resuming a killed `tffm train`: atomic checkpoints and the input position.
+
+`keras.callbacks.BackupAndRestore` restores weights and the epoch, which
+is not enough to continue a run exactly where SIGKILL stopped it: it writes
+`latest.weights.h5` in place (a kill during the write leaves a corrupt
+file and no good one), saves the epoch but not the position inside it (the
+epoch restarts from its first batch, so its first part is trained on
+twice), and keeps neither the other callbacks' state (early stopping's
+best score and patience, the learning-rate schedule's) nor the history.
+
+`ResumeCheckpoint` keeps all of that in one file, `checkpoint.npz`: model,
+optimizer and metric variables, epoch, step, the other callbacks' state and
+the history. It is written to a temporary name, flushed to disk and renamed
+over the previous one (`os.replace`, atomic on POSIX), so a kill at any
+moment leaves the last good checkpoint whole.
+
+The input position is `InputOrder`: each epoch's line order is a function
+of `(seed, epoch)` only (not of how many passes this process made), and a
+resumed epoch skips the lines its first steps already trained on. So a
+killed run restarted with the same command sees the same batches in the
+same order as an uninterrupted one and ends with the same weights (up to
+the float reduction order of the backend's kernels).
+"""
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+CHECKPOINT = "checkpoint.npz"
+# Callback attributes that carry state across epochs (Keras' EarlyStopping,
+# ReduceLROnPlateau, ModelCheckpoint); restored on resume.
+_CALLBACK_STATE = (
+    "wait",
+    "best",
+    "best_epoch",
+    "stopped_epoch",
+    "cooldown_counter",
+)
+# Each epoch's shuffle seed is `seed * _EPOCH_STRIDE + epoch`.
+_EPOCH_STRIDE = 1_000_003
+_GRAPH_SEED = 87654321
+
+
+class InputOrder:
+    """The order of a training pass, as TensorFlow variables tf.data reads.
+
+    `arrange` wraps a stream of lines so that each new pass (each Keras
+    epoch creates a new iterator) reads `epoch` and `skip` when it starts:
+    the pass is shuffled with seed `(seed, epoch)` and its first `skip`
+    lines are dropped. `ResumeCheckpoint` sets both at each epoch's start.
+    """
+
+    def __init__(self) -> None:
+        import tensorflow as tf
+
+        # On the host, outside any strategy scope: tf.data reads them.
+        with tf.device("/cpu:0"):
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+            self.skip = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def arrange(self, lines: Any, shuffle_buffer: int, seed: int | None) -> Any:
+        """`lines` (a `tf.data.Dataset`) in this pass's order, resumed."""
+        import tensorflow as tf
+
+        base = int(seed or 0) * _EPOCH_STRIDE
+
+        def one_pass(_: Any) -> Any:
+            ds = lines
+            # A fixed graph-level seed: the shuffle's seed pair is then
+            # (_GRAPH_SEED, seed * stride + epoch) whatever the global seed
+            # (TF's seed logic cannot take a tensor seed when it is 0).
+            tf.compat.v1.get_default_graph().seed = _GRAPH_SEED
+            if shuffle_buffer:
+                ds = ds.shuffle(
+                    shuffle_buffer,
+                    seed=base + self.epoch.read_value(),
+                    reshuffle_each_iteration=False,
+                )
+            return ds.skip(self.skip.read_value())
+
+        return tf.data.Dataset.from_tensors(0).flat_map(one_pass)
+
+    def set(self, epoch: int, skip: int) -> None:
+        self.epoch.assign(epoch)
+        self.skip.assign(skip)
+
+
+class ResumeCheckpoint(keras.callbacks.Callback):
+    """Atomic checkpoints of a fit that a restarted process resumes from.
+
+    Put it last in the callback list (it restores the others' state after
+    their own `on_train_begin` has reset it) and call `fit` below rather
+    than `model.fit` (a resumed partial epoch needs its own `fit` call:
+    Keras learns the number of batches of a streamed dataset from the
+    first epoch it runs).
+
+    Args:
+        directory: str. Where `checkpoint.npz` goes (created if needed).
+        every: int. Also checkpoint every `every` steps (0: only at the
+            end of each epoch).
+        order: `InputOrder` of the training input, or None (then a
+            resumed epoch starts at its first batch, as with
+            `BackupAndRestore`).
+        lines_per_step: int. Input lines one step reads from this
+            process's stream (the global batch over the input pipelines).
+        callbacks: the other callbacks of the fit, whose state is saved.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        every: int = 0,
+        order: InputOrder | None = None,
+        lines_per_step: int = 0,
+        callbacks: Sequence[Any] = (),
+    ) -> None:
+        super().__init__()
+        self.directory = directory
+        self.every = every
+        self.order = order
+        self.lines_per_step = lines_per_step
+        self.callbacks = list(callbacks)
+        self.history: dict[str, list[float]] = {}
+        self.restart = False
+        self._epoch = 0
+        self._step = 0  # steps done in the current epoch
+        self._first_step = 0  # steps a resumed epoch had done before
+        self._resumed: dict[str, Any] | None = None
+        self._metrics: list[np.ndarray] | None = None  # to add back
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.directory, CHECKPOINT)
+
+    def state(self) -> dict[str, Any] | None:
+        """The last checkpoint's metadata (epoch, step, ...), or None."""
+        if not os.path.exists(self.path):
+            return None
+        with np.load(self.path) as saved:
+            meta: dict[str, Any] = json.loads(bytes(saved["meta"]).decode())
+        return meta
+
+    def describe(self, epochs: int) -> str:
+        """`resuming from ...: epoch E of N, after step S`, for the log."""
+        meta = self.state()
+        if meta is None:
+            return ""
+        if meta["finished"]:
+            return (
+                f"resuming from {self.path}: the fit had finished "
+                f"({len(meta['history'].get('loss', []))} epochs); "
+                "evaluating and saving"
+            )
+        where = f"epoch {meta['epoch'] + 1} of {epochs}"
+        if meta["step"]:
+            rows = meta["step"] * self.lines_per_step
+            where += (
+                f", after its step {meta['step']} (skipping the ~{rows:,} "
+                "input lines already trained on)"
+            )
+        else:
+            where += ", from its start"
+        return f"resuming from {self.path}: {where}"
+
+    def clear(self) -> None:
+        """Deletes the checkpoint (the run has finished and is saved)."""
+        for name in (
+            os.listdir(self.directory) if os.path.isdir(self.directory) else ()
+        ):
+            if name == CHECKPOINT or name.startswith(CHECKPOINT + ".tmp"):
+                os.remove(os.path.join(self.directory, name))
+        with contextlib.suppress(OSError):  # only if nothing else is left
+            os.rmdir(self.directory)
+
+    # === Callback ===
+    def on_train_begin(self, logs: Any = None) -> None:
+        self.restart = False
+        self._resumed = None
+        self.history = {}
+        if not os.path.exists(self.path):
+            return
+        meta, arrays = _read(self.path)
+        _assign(self.model.weights, arrays["weights"], "model")
+        if self.model.optimizer is not None:
+            if not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            _assign(self.model.optimizer.variables, arrays["optimizer"], "opt")
+        self.history = {k: list(v) for k, v in meta["history"].items()}
+        for callback, state in zip(
+            self.callbacks, meta["callbacks"], strict=True
+        ):
+            for name, value in state.items():
+                setattr(callback, name, value)
+            if "best_weights" in arrays and hasattr(callback, "best_weights"):
+                callback.best_weights = arrays["best_weights"]
+        self.model._initial_epoch = meta["epoch"]  # as BackupAndRestore
+        self._resumed = {"meta": meta, "metrics": arrays.get("metrics")}
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self._epoch = epoch
+        self._first_step = 0
+        resumed = self._resumed
+        if resumed is not None and resumed["meta"]["epoch"] == epoch:
+            self._first_step = resumed["meta"]["step"]
+            if self._first_step:
+                self._metrics = resumed["metrics"]
+        if self.order is not None:
+            self.order.set(epoch, self._first_step * self.lines_per_step)
+        self._step = self._first_step
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        if self._metrics is not None:
+            # The compiled metrics exist once a step has run. Their state
+            # is sums (Mean: total and count; AUC: confusion counts; RMSE),
+            # so adding the saved sums gives the epoch's metrics as if it
+            # had not been interrupted.
+            self._add_metrics(self._metrics)
+            self._metrics = None
+        self._step = self._first_step + batch + 1
+        if self.every and self._step % self.every == 0:
+            self._save(self._epoch, self._step)
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        if self.model.stop_training:
+            # Early stopping decided: `on_train_end` saves the final state
+            # (after the best weights are restored), not this epoch's.
+            return
+        self._save(epoch + 1, 0)
+        if self._first_step:
+            # This epoch was resumed part-way, so this `fit` believes an
+            # epoch has that many batches: `fit` (below) starts another.
+            self.restart = True
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: Any = None) -> None:
+        if not self.restart:
+            self._save(self._epoch + 1, 0, finished=True)
+
+    def _add_metrics(self, saved: list[np.ndarray]) -> None:
+        if hasattr(self.model, "jax_state_sync"):
+            self.model.jax_state_sync()
+        variables = self.model.metrics_variables
+        if len(variables) != len(saved):
+            raise ValueError(
+                "The resume checkpoint does not fit this model's metrics "
+                f"({len(saved)} saved variables, {len(variables)} here). "
+                "Start over with --no-resume."
+            )
+        for variable, value in zip(variables, saved, strict=True):
+            current = keras.ops.convert_to_numpy(variable)
+            variable.assign(current + value)
+
+    # === Saving ===
+    def _save(self, epoch: int, step: int, *, finished: bool = False) -> None:
+        if hasattr(self.model, "jax_state_sync"):  # JAX keeps state aside
+            self.model.jax_state_sync()
+        meta = {
+            "epoch": epoch,
+            "step": step,
+            "finished": finished,
+            "history": self.history,
+            "callbacks": [
+                {
+                    name: _plain(getattr(callback, name))
+                    for name in _CALLBACK_STATE
+                    if hasattr(callback, name)
+                }
+                for callback in self.callbacks
+            ],
+        }
+        arrays: dict[str, Any] = {
+            "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
+        }
+        groups = {
+            "weights": self.model.weights,
+            "optimizer": getattr(self.model.optimizer, "variables", []),
+            "metrics": self.model.metrics_variables,
+        }
+        for group, variables in groups.items():
+            for i, v in enumerate(variables):
+                arrays[f"{group}/{i}"] = keras.ops.convert_to_numpy(v)
+        for callback in self.callbacks:
+            best = getattr(callback, "best_weights", None)
+            if best is not None:
+                for i, w in enumerate(best):
+                    arrays[f"best_weights/{i}"] = np.asarray(w)
+        write_atomic(self.path, arrays)
+
+
+def fit(
+    model: Any,
+    dataset: Any,
+    *,
+    checkpoint: ResumeCheckpoint,
+    epochs: int,
+    callbacks: Sequence[Any],
+    **kwargs: Any,
+) -> dict[str, list[float]]:
+    """`model.fit` that resumes from `checkpoint`; returns the full history.
+
+    A finished fit (killed before its outputs were saved) is not run again:
+    its final weights and history come from the checkpoint.
+    """
+    meta = checkpoint.state()
+    if meta is not None and meta["finished"]:
+        _, arrays = _read(checkpoint.path)
+        _assign(model.weights, arrays["weights"], "model")
+        return {k: list(v) for k, v in meta["history"].items()}
+    checkpoint.callbacks = list(callbacks)
+    while True:
+        model.fit(
+            dataset,
+            epochs=epochs,
+            callbacks=[*callbacks, checkpoint],
+            **kwargs,
+        )
+        if not checkpoint.restart:
+            return checkpoint.history
+
+
+def write_atomic(path: str, arrays: dict[str, Any]) -> None:
+    """Writes an `.npz` so that `path` is always the old or the new file.
+
+    The data goes to `<path>.tmp-<pid>`, is flushed to disk, then renamed
+    over `path`; the directory is synced so the rename survives a crash.
+    """
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+    if sys.platform != "win32":
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _read(path: str) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
+    """A checkpoint's metadata and its arrays, grouped and in order."""
+    with np.load(path) as saved:
+        meta = json.loads(bytes(saved["meta"]).decode())
+        groups: dict[str, dict[int, np.ndarray]] = {}
+        for key in saved.files:
+            if "/" in key:
+                group, index = key.split("/")
+                groups.setdefault(group, {})[int(index)] = saved[key]
+    arrays = {g: [v[i] for i in sorted(v)] for g, v in groups.items()}
+    arrays.setdefault("weights", [])
+    arrays.setdefault("optimizer", [])
+    return meta, arrays
+
+
+def _assign(
+    variables: Sequence[Any], values: list[np.ndarray], what: str
+) -> None:
+    if len(variables) != len(values):
+        raise ValueError(
+            f"The resume checkpoint does not fit this model ({what}: "
+            f"{len(values)} saved variables, {len(variables)} here). Was "
+            "the command changed? Start over with --no-resume."
+        )
+    for variable, value in zip(variables, values, strict=True):
+        if tuple(variable.shape) != value.shape:
+            raise ValueError(
+                f"The resume checkpoint does not fit this model: "
+                f"{variable.path} has shape {tuple(variable.shape)}, the "
+                f"checkpoint {value.shape}. Start over with --no-resume."
+            )
+        variable.assign(value)
+
+
+def _plain(value: Any) -> Any:
+    """A callback attribute as JSON (numpy scalars, inf)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "numpy"):
+        return np.asarray(value).item()
+    return value
