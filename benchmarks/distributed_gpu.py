@@ -50,7 +50,6 @@ def main() -> int:
     import numpy as np
 
     import tffm
-    from tffm import distribute
 
     if keras.backend.backend() != "jax":
         raise SystemExit("run with KERAS_BACKEND=jax")
@@ -62,8 +61,12 @@ def main() -> int:
     results = {}
     weights = {}
     for name in ("single-device", "data-parallel"):
+        # Keras' DataParallel itself, also over one device (where
+        # `tffm train` skips it: `distribute.jax_distribution`).
         layout = (
-            distribute.jax_distribution("data-parallel")
+            keras.distribution.DataParallel(
+                devices=keras.distribution.list_devices()
+            )
             if name == "data-parallel"
             else None
         )

@@ -331,11 +331,19 @@ def multi_worker_strategy() -> Any:
 
 
 def jax_distribution(name: str) -> Any:
-    """`DataParallel`, or `ModelParallel` splitting the table by rows."""
+    """`DataParallel`, or `ModelParallel` splitting the table by rows.
+
+    Data parallelism over a single device is no distribution (None): on one
+    H100, Keras' `DataParallel` path ran at half the single-device path's
+    rows/s with the same weights (`benchmarks/distributed_gpu.py`), so a
+    one-GPU job asked for `data-parallel` takes the single-device path.
+    """
     import keras
 
     devices = keras.distribution.list_devices()
     if name == "data-parallel":
+        if len(devices) == 1:
+            return None
         return keras.distribution.DataParallel(devices=devices)
     mesh = keras.distribution.DeviceMesh(
         shape=(1, len(devices)), axis_names=("batch", "model"), devices=devices
@@ -348,8 +356,7 @@ def jax_distribution(name: str) -> Any:
 def layout_map(mesh: Any) -> Any:
     """A `LayoutMap` that splits the embedding tables by rows.
 
-    `FeatureEmbedding`'s row-indexed variables (the fused `table`,
-    `(num_rows, embedding_dim + 1)`, or its `embeddings`,
+    `FeatureEmbedding`'s row-indexed variables (`embeddings`,
     `(num_rows, embedding_dim)`, and `linear_weights`, `(num_rows,)`) go
     to the mesh's `model` axis by rows, columns whole: a device holds
     `num_rows / devices` rows (JAX needs `num_rows` divisible by the number
@@ -359,7 +366,6 @@ def layout_map(mesh: Any) -> Any:
     import keras
 
     layouts = keras.distribution.LayoutMap(mesh)
-    layouts[r".*/table$"] = ("model", None)
     layouts[r".*/embeddings$"] = ("model", None)
     layouts[r".*/linear_weights$"] = ("model",)
     return layouts

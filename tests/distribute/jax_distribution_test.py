@@ -61,7 +61,7 @@ with distribute.plan(config).scope():
     sharded.set_weights(plain.get_weights())
     got = np.asarray(sharded.predict(x, verbose=0))
 rows = [w for w in sharded.weights
-        if w.path.endswith(("/table", "/embeddings", "/linear_weights"))]
+        if w.path.endswith(("/embeddings", "/linear_weights"))]
 dense = [w for w in sharded.weights if "kernel" in w.path][0]
 print(json.dumps({
     "tables": [
