@@ -266,6 +266,27 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+# The fields that say how raw files are read (and so what `tffm encode`
+# fixed): a model trained on encoded data keeps them from its encoding.
+READING_FIELDS = (
+    "data",
+    "format",
+    "validation_data",
+    "holdout_every",
+    "columns",
+    "label",
+    "fields",
+    "binary_labels",
+    "delimiter",
+    "list_separator",
+    "column_names",
+    "lenient",
+    "min_frequency",
+    "max_tokens",
+    "task",
+)
+
+
 def read_config_file(path: str) -> dict[str, Any]:
     """A config file's keys; syntax errors name the file and line."""
     if not os.path.isfile(path):

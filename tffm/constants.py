@@ -7,7 +7,7 @@ here on machines without TensorFlow.
 # === Tasks, models and data formats ===
 TASKS = ("binary", "regression")
 MODELS = ("deepfm", "fm", "lr")
-FORMATS = ("criteo", "libsvm", "csv", "parquet")
+FORMATS = ("criteo", "libsvm", "csv", "parquet", "encoded")
 # Column kinds the readers parse: float32 (NaN = missing), string ("" =
 # missing), int64 (-1 = missing), padded string lists ("" = padding).
 COLUMN_KINDS = ("numeric", "categorical", "integer", "list")

@@ -270,12 +270,9 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
 
     from tffm import distribute
     from tffm import resume
-    from tffm.callbacks import fit_callbacks
-    from tffm.callbacks import monitor_of
     from tffm.data.lines import resolve_files
     from tffm.data.vocab import scan as scan_data
     from tffm.encoder import FeatureEncoder
-    from tffm.evaluation import evaluate_dataset
 
     if not config.data:
         raise ValueError("No training data: set `data` (or --data).")
@@ -290,6 +287,8 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
     if not plan.is_chief:  # the chief writes `output`, others beside it
         output = os.path.join(output, f"worker-{plan.worker}")
     os.makedirs(output, exist_ok=True)
+    if config.format == "encoded":
+        return _train_encoded(config, run, plan, output, verbose)
     use_holdout = not config.validation_data
     scan_source = open_source(
         config, config.data, holdout=False if use_holdout else None
@@ -324,8 +323,180 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
         config, list(valid_files or []), holdout=True if use_holdout else None
     )
     valid_ds = encoder.map_dataset(valid_source.dataset).cache()
+    return _fit_and_save(
+        config,
+        run,
+        plan,
+        output,
+        verbose,
+        features=features,
+        train_ds=train_ds,
+        valid_ds=valid_ds,
+        order=order,
+        evaluated_on="holdout" if use_holdout else "validation_data",
+        refit=config.refit and use_holdout,
+        skipped=(scan_source.log, valid_source.log),
+    )
+
+
+def _train_encoded(
+    config: TrainConfig, run: TrainConfig, plan: Any, output: str, verbose: Any
+) -> "TrainResult":
+    """`format="encoded"`: train on `tffm encode`'s folder; no scan."""
+    from tffm import data
+
+    train_dir, valid_dir = encoded_parts(config)
+    features = list(data.EncodedData(train_dir).features)
+    plan.check(features)
+
+    def build(files: list[str], batch: int, shard: Any) -> Any:
+        options = data.ReadOptions(
+            batch_size=batch,
+            shuffle_buffer=run.shuffle_buffer,
+            seed=run.seed,
+            shard=shard,
+        )
+        return data.read_encoded(train_dir, options).dataset
+
+    valid = data.read_encoded(
+        valid_dir, data.ReadOptions(batch_size=run.batch_size)
+    ).dataset.cache()
+    return _fit_and_save(
+        config,
+        run,
+        plan,
+        output,
+        verbose,
+        features=features,
+        train_ds=plan.training_input([train_dir], build),
+        valid_ds=valid,
+        order=None,
+        evaluated_on=os.path.basename(valid_dir),
+        refit=False,
+        skipped=None,
+        # How raw files are read comes from the encoding: `tffm evaluate`
+        # and `predict` then read raw data as the model saw it.
+        record=_encoding_config(config),
+    )
+
+
+def _encoding_config(config: TrainConfig) -> TrainConfig:
+    """`config`'s training options over the encoding's reading options."""
+    from tffm.config import READING_FIELDS
+
+    path = os.path.join(config.data[0], "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r} is missing: re-run `tffm encode`.")
+    encoding = TrainConfig.from_file(path)
+    training = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in READING_FIELDS
+    }
+    if config.task != encoding.task:
+        raise ValueError(
+            f"The data was encoded for task={encoding.task!r}; received "
+            f"task={config.task!r}."
+        )
+    return dataclasses.replace(encoding, **training)
+
+
+def encoded_parts(config: TrainConfig) -> tuple[str, str]:
+    """`(training, validation)` folders of `tffm encode`'s output."""
+    if len(config.data) != 1:
+        raise ValueError(
+            "format='encoded' takes one folder written by `tffm encode` "
+            f"as `data`. Received: data={config.data!r}"
+        )
+    folder = config.data[0]
+    parts = [
+        os.path.join(folder, p) for p in ("train", "holdout", "validation")
+    ]
+    if not os.path.isdir(parts[0]):
+        raise FileNotFoundError(
+            f"{folder!r} is not a `tffm encode` folder (no train/)."
+        )
+    valid = parts[1] if os.path.isdir(parts[1]) else parts[2]
+    if not os.path.isdir(valid):
+        raise FileNotFoundError(
+            f"{folder!r} has no holdout/ or validation/ part to validate on."
+        )
+    return parts[0], valid
+
+
+def encode(
+    config: TrainConfig, output: str, *, overwrite: bool = False
+) -> dict[str, Any]:
+    """`tffm encode`: scan once, write the encoded training and validation rows.
+
+    Writes `output/train` and `output/holdout` (every `holdout_every`-th
+    line of `data`) or `output/validation` (`validation_data`), each read by
+    `tffm train --format encoded --data output`, and `output/config.json`.
+
+    Returns:
+        `{part: rows}`.
+    """
+    from tffm import data
+    from tffm.data import raise_row_errors
+    from tffm.data.vocab import scan as scan_data
+
+    if config.format == "encoded":
+        raise ValueError("The data is encoded already.")
+    use_holdout = not config.validation_data
+    with raise_row_errors():
+        scanned = scan_data(
+            open_source(
+                config, config.data, holdout=False if use_holdout else None
+            ).dataset,
+            column_kinds(config),
+            log_columns=log_columns(config),
+        )
+    features = build_features(config, scanned)
+    os.makedirs(output, exist_ok=True)
+    parts = {"train": (config.data, False if use_holdout else None)}
+    if use_holdout:
+        parts["holdout"] = (config.data, True)
+    else:
+        parts["validation"] = (list(config.validation_data or []), None)
+    rows = {}
+    for part, (files, holdout) in parts.items():
+        written = data.encode_files(
+            config,
+            files,
+            os.path.join(output, part),
+            features,
+            holdout=holdout,
+            overwrite=overwrite,
+        )
+        rows[part] = int(written.num_rows)
+    with open(os.path.join(output, "config.json"), "w") as f:
+        json.dump(config.to_dict(), f, indent=2)
+    return rows
+
+
+def _fit_and_save(
+    config: TrainConfig,
+    run: TrainConfig,
+    plan: Any,
+    output: str,
+    verbose: Any,
+    *,
+    features: list[Feature],
+    train_ds: Any,
+    valid_ds: Any,
+    order: Any,
+    evaluated_on: str,
+    refit: bool,
+    skipped: tuple[Any, Any] | None,
+    record: TrainConfig | None = None,
+) -> "TrainResult":
+    """Fits, evaluates, calibrates and saves (any input format)."""
+    from tffm import resume
+    from tffm.callbacks import fit_callbacks
+    from tffm.callbacks import monitor_of
+    from tffm.evaluation import evaluate_dataset
+
     monitor = monitor_of(config)
-    refit = config.refit and use_holdout
     chosen = os.path.join(
         output, "checkpoints", "selection.keras" if refit else "best.keras"
     )
@@ -356,7 +527,7 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
     metrics: dict[str, Any] = dict(
         evaluate_dataset(model, valid_ds, config.task)
     )
-    metrics["evaluated_on"] = "holdout" if use_holdout else "validation_data"
+    metrics["evaluated_on"] = evaluated_on
     if refit:
         selection = dict(metrics, epochs=len(history["loss"]))
         model, epochs = _refit(
@@ -370,15 +541,15 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
         metrics["selection"] = selection
     if config.calibrate and config.task == "binary":
         _calibrate(model, valid_ds, metrics, config.task)
-    if config.lenient:
+    if config.lenient and skipped is not None:
         # The scan read each training row once; the validation rows are
         # cached, so each was read once too.
         metrics["skipped_rows"] = {
-            "training": scan_source.log.summary(),
-            "validation": valid_source.log.summary(),
+            "training": skipped[0].summary(),
+            "validation": skipped[1].summary(),
         }
     model.save(os.path.join(output, "model.keras"))
-    _write_outputs(output, config, features, history, metrics)
+    _write_outputs(output, record or config, features, history, metrics)
     # The run is saved: a new command starts afresh.
     resume.ResumeCheckpoint(os.path.join(output, "backup", "refit")).clear()
     backup.clear()
