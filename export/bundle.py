@@ -11,6 +11,7 @@ from export.onnx import export_onnx
 from export.onnx_data import copy_onnx
 from export.parity import ParityReport
 from export.parity import verify_parity
+from export.precision import float32_model
 from export.saved_model import export_saved_model
 from export.saved_model import write_models_config
 from tffm import constants
@@ -94,6 +95,7 @@ def export_for_serving(
             "`model_name` must use letters, digits, '_' and '-'. "
             f"Received: model_name={model_name!r}"
         )
+    model = float32_model(model)
     os.makedirs(output, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".staging-", dir=output)
     try:

@@ -62,6 +62,9 @@ def export_onnx(
     Returns:
         `path`.
     """
+    from export.precision import float32_model
+
+    model = float32_model(model)
     import onnx
 
     features = getattr(model, "features", None)

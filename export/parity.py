@@ -83,6 +83,9 @@ def verify_parity(
     Returns:
         A `ParityReport`.
     """
+    from export.precision import float32_model
+
+    model = float32_model(model)
     from export.saved_model import SavedModelPredictor
     from serving.onnx_predictor import OnnxPredictor
     from tffm.encoder import KerasPredictor

@@ -44,6 +44,9 @@ def export_saved_model(
     Returns:
         `path`.
     """
+    from export.precision import float32_model
+
+    model = float32_model(model)
     import keras
 
     from tffm.encoder import FeatureEncoder

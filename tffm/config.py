@@ -146,6 +146,12 @@ class TrainConfig:
         0.0, "L2 on the whole embedding table", minimum=0.0
     )
     kernel_l2: float = option(0.0, "L2 on the DNN kernels", minimum=0.0)
+    precision: str = option(
+        "float32",
+        "dtype policy: float32, or mixed_bfloat16 (bf16 compute, float32 "
+        "weights and output head; for GPUs and TPUs)",
+        choices=("float32", "mixed_bfloat16"),
+    )
     # === Fit ===
     learning_rate: float = option(1e-3, "Adam learning rate", below=math.inf)
     batch_size: int = option(1024, "rows per batch", minimum=1)

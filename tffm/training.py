@@ -216,6 +216,7 @@ def build_model(config: TrainConfig, features: list[Feature]) -> Any:
             table_l2=config.table_l2,
             kernel_l2=config.kernel_l2,
             task=config.task,
+            dtype=config.precision,
         )
     else:
         model = FM(
@@ -224,6 +225,7 @@ def build_model(config: TrainConfig, features: list[Feature]) -> Any:
             embeddings_l2=config.embeddings_l2,
             table_l2=config.table_l2,
             task=config.task,
+            dtype=config.precision,
         )
     binary = config.task == "binary"
     model.compile(

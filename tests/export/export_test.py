@@ -397,3 +397,29 @@ class QuantizedExportTest(testing.TestCase):
         self.assertIn("| AUC |", change.table())
         lossless = accuracy_change(model, full, valid.raw, valid.labels)
         self.assertLess(lossless.max_abs_probability_change, 1e-5)
+
+
+class MixedPrecisionExportTest(testing.TestCase):
+    @pytest.fixture(autouse=True)
+    def _tmp(self, tmp_path):
+        self.tmp = tmp_path
+
+    def test_bf16_model_exports_as_its_float32_twin(self):
+        from export import export_for_serving
+        from export.edge_cases import edge_case_batch
+        from serving import OnnxPredictor
+        from tffm.encoder import KerasPredictor
+
+        model = tffm.DeepFM(
+            FEATURES, embedding_dim=4, hidden_units=[8], dtype="mixed_bfloat16"
+        )
+        result = export_for_serving(model, str(self.tmp / "x"), model_name="bf")
+        self.assertTrue(result.report.ok)
+        # The artifacts compute in float32: within bf16 rounding of the
+        # bf16 model (8 bits of mantissa: ~0.4%), not equal to it.
+        raw = edge_case_batch(FEATURES, 64, seed=1)
+        raw["price"] = np.clip(raw["price"], -50, 50)
+        raw["score"] = np.clip(raw["score"], -50, 50)
+        onnx_p = OnnxPredictor(result.onnx).predict(raw)["probability"]
+        bf16_p = KerasPredictor(model).predict(raw)["probability"]
+        self.assertAllClose(onnx_p, bf16_p, tol=(2e-2, 0))

@@ -162,3 +162,24 @@ class DeepFMTrainingTest(testing.TestCase):
         # At least half of the achievable lift over chance, after 5 epochs on
         # 6,400 rows (the demo checks the optimum itself on more data).
         self.assertGreater(roc_auc(test.labels, p), 0.5 + 0.5 * (optimum - 0.5))
+
+
+class MixedPrecisionTest(testing.TestCase):
+    def test_policy_reaches_the_layers_and_survives_the_config(self):
+        model = tffm.DeepFM(
+            FEATURES, embedding_dim=4, hidden_units=[8], dtype="mixed_bfloat16"
+        )
+        dnn = model.get_layer("dnn").blocks[0]
+        self.assertEqual(dnn.dtype_policy.name, "mixed_bfloat16")
+        self.assertEqual(dnn.compute_dtype, "bfloat16")
+        self.assertEqual(
+            model.get_layer("feature_embedding").variable_dtype, "float32"
+        )
+        # The head stays float32: probabilities and losses at full precision.
+        self.assertEqual(
+            model.get_layer("probability").compute_dtype, "float32"
+        )
+        clone = tffm.DeepFM.from_config(model.get_config())
+        self.assertEqual(
+            clone.get_layer("dnn").blocks[0].dtype_policy.name, "mixed_bfloat16"
+        )

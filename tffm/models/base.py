@@ -37,6 +37,11 @@ class FactorizationModel(keras.Model):
         **kwargs: Any,
     ) -> None:
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+        # A functional model keeps no policy of its own (its layers do):
+        # remember the one its layers were built with, for the config.
+        self.layers_dtype_policy = keras.dtype_policies.get(
+            dtype if dtype is not None else keras.config.dtype_policy()
+        )
 
     def compile(
         self,
@@ -79,7 +84,7 @@ class FactorizationModel(keras.Model):
         config: dict[str, Any] = {
             "name": self.name,
             "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "dtype": keras.dtype_policies.serialize(self.layers_dtype_policy),
         }
         for name, parameter in inspect.signature(type(self)).parameters.items():
             if name in config or parameter.kind in (
