@@ -7,11 +7,17 @@ batch exists, concatenate the feeds, run the model once and hand each
 request its rows. As in TF Serving's shared batch scheduler, a request
 larger than `max_batch_size` is refused (INVALID_ARGUMENT) and a request
 that would need more than `max_enqueued_batches` batches is refused at once
-(UNAVAILABLE, "queue is full"): back-pressure, never a hang.
+(UNAVAILABLE, "The batch scheduling queue to which this task was submitted
+is full", TF Serving's own status and wording): back-pressure, never a hang.
+
+A request whose caller gave up (its future cancelled: a gRPC deadline, a
+REST client gone) is dropped from its batch when the batch starts; the
+others are answered, and a worker thread never dies of one request.
 """
 
 import collections
 import concurrent.futures
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +32,7 @@ from serving.model_config import BatchingParameters
 
 Feeds = Mapping[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
+LOG = logging.getLogger("tffm.serve")
 
 
 class _Task:
@@ -147,23 +154,36 @@ class Batcher:
             if batch is None:
                 return
             try:
-                outputs = self.run(self._concatenate(batch))
-            except Exception as error:  # noqa: BLE001 (each request hears it)
-                failure = ServingError(
-                    "INTERNAL", f"Running the model: {error}"
-                )
-                for task in batch.tasks:
-                    task.future.set_exception(failure)
-                continue
-            if self.on_batch is not None:
-                self.on_batch(batch.rows)
-            offset = 0
-            for task in batch.tasks:
-                end = offset + task.size
-                task.future.set_result(
-                    {k: v[offset:end] for k, v in outputs.items()}
-                )
-                offset = end
+                self._run_batch(batch)
+            except Exception:  # noqa: BLE001 (the thread must live on)
+                LOG.exception("batch of %d rows failed", batch.rows)
+                _fail(batch.tasks, ServingError("INTERNAL", "Batch failed"))
+
+    def _run_batch(self, batch: _Batch) -> None:
+        # A cancelled future (its caller gave up) is dropped here; once a
+        # future runs it cannot be cancelled, so setting it cannot fail.
+        live = [
+            t for t in batch.tasks if t.future.set_running_or_notify_cancel()
+        ]
+        if not live:
+            return
+        if len(live) < len(batch.tasks):
+            batch.tasks = live
+            batch.rows = sum(t.size for t in live)
+        try:
+            outputs = self.run(self._concatenate(batch))
+        except Exception as error:  # noqa: BLE001 (each request hears it)
+            _fail(live, ServingError("INTERNAL", f"Running the model: {error}"))
+            return
+        if self.on_batch is not None:
+            self.on_batch(batch.rows)
+        offset = 0
+        for task in live:
+            end = offset + task.size
+            task.future.set_result(
+                {k: v[offset:end] for k, v in outputs.items()}
+            )
+            offset = end
 
     def _concatenate(self, batch: _Batch) -> dict[str, np.ndarray]:
         tasks = batch.tasks
@@ -185,6 +205,12 @@ class Batcher:
                     for name, value in feeds.items()
                 }
         return feeds
+
+
+def _fail(tasks: list[_Task], error: ServingError) -> None:
+    for task in tasks:
+        if not task.future.done():
+            task.future.set_exception(error)
 
 
 def _stack(arrays: list[np.ndarray], pad: Any) -> np.ndarray:

@@ -146,9 +146,71 @@ class BatcherTest(testing.TestCase):
         with self.assertRaises(ServingError) as error:
             batcher.submit({"x": x}, 4)
         self.assertLess(time.monotonic() - start, 0.5)  # no hang
+        # TF Serving's shared batch scheduler: UNAVAILABLE, this wording.
         self.assertEqual(error.exception.code, "UNAVAILABLE")
-        self.assertIn("queue", error.exception.message)
+        self.assertEqual(
+            error.exception.message,
+            "The batch scheduling queue to which this task was submitted "
+            "is full",
+        )
         release.set()
         done, _ = concurrent.futures.wait(accepted, 10)
         self.assertLen(done, 3)
+        batcher.close()
+
+    def test_cancelled_request_is_dropped_and_the_rest_answered(self):
+        # A gRPC deadline cancels its future while the task waits in a
+        # batch; the worker thread must answer the others and live on.
+        release = threading.Event()
+        ran = []
+
+        def run(feeds):
+            release.wait(10)
+            ran.append(feeds["x"][:, 0].tolist())
+            return {"y": feeds["x"] * 2.0}
+
+        params = BatchingParameters(
+            max_batch_size=8, batch_timeout_micros=0,
+            max_enqueued_batches=10, num_batch_threads=1,
+        )  # fmt: skip
+        batcher = Batcher(run, params, {"x": 0.0})
+
+        def submit(value):
+            return batcher.submit({"x": np.full((1, 1), value, np.float32)}, 1)
+
+        first = submit(1.0)
+        time.sleep(0.1)  # the only worker now holds the first batch
+        queued = [submit(2.0), submit(3.0), submit(4.0)]
+        self.assertTrue(queued[1].cancel())
+        release.set()
+        self.assertAllEqual(first.result(5)["y"], [[2.0]])
+        self.assertAllEqual(queued[0].result(5)["y"], [[4.0]])
+        self.assertAllEqual(queued[2].result(5)["y"], [[8.0]])
+        self.assertTrue(queued[1].cancelled())
+        self.assertEqual(ran[1], [2.0, 4.0])  # the cancelled row never ran
+        for value in (5.0, 6.0, 7.0):  # later requests are still answered
+            self.assertAllEqual(submit(value).result(5)["y"], [[2 * value]])
+        batcher.close()
+
+    def test_a_failing_batch_answers_its_requests_and_the_thread_lives(self):
+        calls = []
+
+        def run(feeds):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("boom")
+            return {"y": feeds["x"]}
+
+        params = BatchingParameters(
+            max_batch_size=8, batch_timeout_micros=0,
+            max_enqueued_batches=10, num_batch_threads=1,
+        )  # fmt: skip
+        batcher = Batcher(run, params, {"x": 0.0})
+        x = np.zeros((1, 1), np.float32)
+        with self.assertRaises(ServingError) as error:
+            batcher.submit({"x": x}, 1).result(5)
+        self.assertEqual(error.exception.code, "INTERNAL")
+        self.assertIn("boom", error.exception.message)
+        one = batcher.submit({"x": x}, 1)
+        self.assertAllEqual(one.result(5)["y"], x)
         batcher.close()
