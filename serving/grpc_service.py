@@ -10,6 +10,7 @@ Errors carry TF Serving's status codes and messages.
 
 import concurrent.futures
 import logging
+import threading
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from serving.errors import invalid
 from serving.service import Service
 
 ACCESS_LOG = logging.getLogger("tffm.serve.access")
+LOG = logging.getLogger("tffm.serve")
 _CODES = {code.name: code for code in grpc.StatusCode}
 
 
@@ -102,10 +104,16 @@ class GrpcServer:
     def start(self) -> None:
         self.server.start()
 
-    def stop(self, grace: float) -> None:
-        """Stops taking calls; in-flight ones get `grace` seconds."""
+    def stop(self, grace: float) -> threading.Event:
+        """Stops taking calls at once; in-flight ones get `grace` seconds.
+
+        Returns:
+            An event set once every call has finished (or was cancelled
+            when `grace` ran out).
+        """
         self.set_serving(False)
-        self.server.stop(grace).wait()
+        done: threading.Event = self.server.stop(grace)
+        return done
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -131,7 +139,9 @@ class GrpcServer:
             except concurrent.futures.TimeoutError:
                 future.cancel()
                 raise ServingError(
-                    "DEADLINE_EXCEEDED", "Prediction did not finish in time"
+                    "DEADLINE_EXCEEDED",
+                    "Deadline Exceeded: the prediction did not finish within "
+                    f"{self.timeout * 1000:g} ms (--rest_api_timeout_in_ms)",
                 ) from None
             names = list(request.output_filter) or list(outputs)
             response = protos.PredictResponse()
@@ -150,9 +160,10 @@ class GrpcServer:
             response.model_spec.signature_name = (
                 spec.signature_name or "serving_default"
             )
-        except ServingError as error:
-            self._done(spec.name, "predict", error.code, start, context)
-            context.abort(_CODES[error.code], error.message)
+        except Exception as error:  # noqa: BLE001 (a status, always)
+            failure = _serving_error(error)
+            self._done(spec.name, "predict", failure.code, start, context)
+            context.abort(_CODES[failure.code], failure.message)
         self._done(spec.name, "predict", "OK", start, context)
         return response
 
@@ -166,9 +177,10 @@ class GrpcServer:
             response = self.service.metadata(
                 spec.name, version, label, list(request.metadata_field)
             )
-        except ServingError as error:
-            self._done(spec.name, "metadata", error.code, start, context)
-            context.abort(_CODES[error.code], error.message)
+        except Exception as error:  # noqa: BLE001 (a status, always)
+            failure = _serving_error(error)
+            self._done(spec.name, "metadata", failure.code, start, context)
+            context.abort(_CODES[failure.code], failure.message)
         self._done(spec.name, "metadata", "OK", start, context)
         return response
 
@@ -182,9 +194,10 @@ class GrpcServer:
                 raise invalid("Missing ModelSpec")
             version, label = _version(spec)
             response = self.service.status(spec.name, version, label)
-        except ServingError as error:
-            self._done(spec.name, "status", error.code, start, context)
-            context.abort(_CODES[error.code], error.message)
+        except Exception as error:  # noqa: BLE001 (a status, always)
+            failure = _serving_error(error)
+            self._done(spec.name, "status", failure.code, start, context)
+            context.abort(_CODES[failure.code], failure.message)
         self._done(spec.name, "status", "OK", start, context)
         return response
 
@@ -197,7 +210,9 @@ class GrpcServer:
         context: grpc.ServicerContext,
     ) -> None:
         seconds = time.perf_counter() - start
-        self.service.metrics.observe(model, api, "grpc", code, seconds)
+        self.service.metrics.observe(
+            self.service.model_label(model), api, "grpc", code, seconds
+        )
         if ACCESS_LOG.isEnabledFor(logging.INFO):
             import json
 
@@ -214,6 +229,16 @@ class GrpcServer:
                     }
                 )
             )
+
+
+def _serving_error(error: Exception) -> ServingError:
+    """`error` itself, or INTERNAL (logged) for an unexpected one."""
+    if isinstance(error, ServingError):
+        return error
+    LOG.error("gRPC call failed", exc_info=error)
+    return ServingError(
+        "INTERNAL", f"Internal: {type(error).__name__}: {error}"
+    )
 
 
 def _version(spec: Any) -> tuple[int | None, str | None]:

@@ -9,9 +9,14 @@ Routes (TF Serving's `http_rest_api_util.cc` regexes, case-insensitive):
 Beside them: `GET /healthz` (liveness), `GET /readyz` (readiness: 200 once
 every model has a version loaded and warmed up, 503 before and while
 shutting down), `GET /metrics` and `/monitoring/prometheus/metrics`
-(Prometheus). Every error is `{"error": "..."}` with TF Serving's status
-code. Bodies over `max_body_bytes` get 413 without being read; a body that
-stalls longer than `read_timeout` gets 408.
+(Prometheus); another method on these gets 405. Any other path outside
+`/v1/` gets 404 whatever the method, as TF Serving's HTTP server answers
+requests its `/v1/.*` dispatcher ignores. Every error is `{"error": "..."}`
+with TF Serving's status code, unexpected failures (onnxruntime's) too:
+500 `INTERNAL`, logged and counted. Bodies over `max_body_bytes` get 413
+without being read; a body that stalls longer than `read_timeout` gets
+408; a prediction not done within `request_timeout` gets 504
+`DEADLINE_EXCEEDED` (TF Serving's `--rest_api_timeout_in_ms`).
 """
 
 import asyncio
@@ -44,7 +49,17 @@ _STATUS = re.compile(
 )
 _MODEL = re.compile(r"/v1/models/([^/:]+)", re.IGNORECASE)
 _JSON = [(b"content-type", b"application/json")]
+_OPERATIONS = frozenset(
+    (
+        "/healthz",
+        "/livez",
+        "/readyz",
+        "/metrics",
+        "/monitoring/prometheus/metrics",
+    )
+)
 ACCESS_LOG = logging.getLogger("tffm.serve.access")
+LOG = logging.getLogger("tffm.serve")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -62,14 +77,22 @@ class RestApp:
         service: the shared `Service`.
         max_body_bytes: int. Larger request bodies get HTTP 413.
         read_timeout: float. Seconds a body may take between chunks.
+        request_timeout: float. Seconds a prediction may take once its
+            body is read (then 504 DEADLINE_EXCEEDED).
     """
 
     def __init__(
-        self, service: Service, *, max_body_bytes: int, read_timeout: float
+        self,
+        service: Service,
+        *,
+        max_body_bytes: int,
+        read_timeout: float,
+        request_timeout: float = 30.0,
     ) -> None:
         self.service = service
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
+        self.request_timeout = request_timeout
         self.shutting_down = False
 
     async def __call__(
@@ -109,10 +132,16 @@ class RestApp:
             body = _error(
                 f"Request body not received within {self.read_timeout:g} s"
             )
+        except Exception as error:  # noqa: BLE001 (answered as TF Serving)
+            LOG.exception("%s %s failed", method, path)
+            code, status = "INTERNAL", 500
+            body = _error(f"Internal: {type(error).__name__}: {error}")
         await _respond(send, status, body, _JSON)
         seconds = time.perf_counter() - start
         if model:
-            self.service.metrics.observe(model, api, "rest", code, seconds)
+            self.service.metrics.observe(
+                self.service.model_label(model), api, "rest", code, seconds
+            )
         _log(scope, status, len(body), start, model, code)
 
     async def _tf_serving(
@@ -159,7 +188,16 @@ class RestApp:
         rest_json.check_signature(document)
         raw, rows = rest_json.columns_from_request(document, servable.features)
         future = self.service.submit(servable, "", raw)
-        outputs = await asyncio.wrap_future(future)
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                outputs = await asyncio.wrap_future(future)
+        except TimeoutError:  # the future is cancelled: a queued task drops
+            raise ServingError(
+                "DEADLINE_EXCEEDED",
+                "Deadline Exceeded: the prediction did not finish within "
+                f"{self.request_timeout * 1000:g} ms "
+                "(--rest_api_timeout_in_ms)",
+            ) from None
         return rest_json.response_json(outputs, rows)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
@@ -189,8 +227,14 @@ class RestApp:
     def _operations(
         self, method: str, path: str
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        if path not in _OPERATIONS:
+            return 404, _error(f"Not found: {method} {path}"), _JSON
         if method not in ("GET", "HEAD"):
-            return 405, _error(f"Method {method} not allowed on {path}"), _JSON
+            return (
+                405,
+                _error(f"Method {method} not allowed on {path}"),
+                [*_JSON, (b"allow", b"GET, HEAD")],
+            )
         manager = self.service.manager
         if path in ("/healthz", "/livez"):
             return 200, b'{"status": "alive"}', _JSON

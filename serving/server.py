@@ -2,8 +2,9 @@
 
 Startup: the ports open at once (liveness answers), models load and warm up
 in the background, then readiness turns 200 and gRPC health SERVING.
-SIGTERM / SIGINT: readiness turns 503, both servers stop taking new work,
-in-flight requests finish (up to `grace` seconds), batchers drain, exit 0.
+SIGTERM / SIGINT: readiness turns 503, both servers stop taking new work
+at once, in-flight requests on both finish within one `grace` period,
+batchers drain, exit 0.
 """
 
 import asyncio
@@ -85,6 +86,7 @@ def serve(options: ServerOptions) -> int:
         service,
         max_body_bytes=options.max_body_bytes,
         read_timeout=options.read_timeout,
+        request_timeout=options.request_timeout,
     )
     sock = None
     if options.rest_port is not None:
@@ -97,39 +99,62 @@ def serve(options: ServerOptions) -> int:
 
     def load() -> None:
         manager.start(options.poll_seconds)
-        if grpc_server is not None and manager.ready:
+        if grpc_server is not None and manager.ready and not app.shutting_down:
             grpc_server.set_serving(True)
         LOG.info("ready: %s", manager.ready)
 
     loader = threading.Thread(target=load, daemon=True, name="loader")
     loader.start()
+    stopping = _Stopping(grpc_server, options.grace)
     try:
-        asyncio.run(_run(app, sock, options, grpc_server, manager))
+        asyncio.run(_run(app, sock, options, stopping, manager))
     finally:
-        if grpc_server is not None:
-            grpc_server.stop(options.grace)
+        stopping.begin()  # no-op after a signal: it has begun already
+        stopping.wait()
         manager.stop()
         executor.shutdown(wait=True)
     LOG.info("stopped")
     return 0
 
 
+class _Stopping:
+    """Stops gRPC the moment shutdown begins, and waits for it later.
+
+    REST (uvicorn) and gRPC stop taking new work together and their in-
+    flight requests share one grace period: gRPC's `stop(grace)` returns at
+    once, and is waited for only after uvicorn has drained.
+    """
+
+    def __init__(self, grpc_server: GrpcServer | None, grace: float) -> None:
+        self.grpc_server = grpc_server
+        self.grace = grace
+        self._done: threading.Event | None = None
+
+    def begin(self) -> None:
+        if self.grpc_server is not None and self._done is None:
+            self._done = self.grpc_server.stop(self.grace)
+
+    def wait(self) -> None:
+        if self._done is not None:
+            self._done.wait(self.grace + 5)  # grpc cancels calls at `grace`
+
+
 async def _run(
     app: RestApp,
     sock: socket.socket | None,
     options: ServerOptions,
-    grpc_server: GrpcServer | None,
+    stopping: "_Stopping",
     manager: ModelManager,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     uvicorn_server = None
+    grpc_server = stopping.grpc_server
 
     def begin_shutdown() -> None:
         LOG.info("shutting down")
         app.shutting_down = True
-        if grpc_server is not None:
-            grpc_server.set_serving(False)
+        stopping.begin()
         if uvicorn_server is not None:
             uvicorn_server.should_exit = True
         stop.set()

@@ -17,6 +17,10 @@ from tffm import constants
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 SIGNATURE_DEF = "signature_def"
+# The metrics' `model` label of a name no configured model has: clients
+# choose the names they send, so labelling them as sent would let anyone
+# grow the series without bound.
+UNKNOWN_MODEL = "_unknown"
 
 
 class Service:
@@ -30,6 +34,10 @@ class Service:
     def __init__(self, manager: ModelManager, metrics: Metrics) -> None:
         self.manager = manager
         self.metrics = metrics
+
+    def model_label(self, name: str) -> str:
+        """`name` if a configured model has it, else `UNKNOWN_MODEL`."""
+        return name if name in self.manager.models else UNKNOWN_MODEL
 
     def submit(
         self,

@@ -93,21 +93,43 @@ def server(onnx_file, tmp_path_factory):
         "    model_version_policy { latest { num_versions: 2 } }\n"
         "  }\n}\n"
     )
+    info = start_server(
+        base,
+        [
+            f"--model_config_file={config}",
+            "--enable_batching",
+            f"--batching_parameters_file={params}",
+            "--file_system_poll_wait_seconds=0.2",
+        ],
+    )
+    yield info
+    process = info["process"]
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(30)
+    info["log_file"].close()
+    assert code == 0, info["log"].read_text()[-3000:]
+
+
+def start_server(base, args):
+    """`python -m serving ARGS` on 127.0.0.1, ephemeral ports, once ready.
+
+    Returns:
+        dict: `url`, `rest` and `grpc` addresses, `base`, `process`, `log`
+        (its path) and `log_file` (close it after the process ends).
+    """
     grpc_port, rest_port = free_port(), free_port()
-    log = open(base / "server.log", "w")  # noqa: SIM115
+    log_path = base / f"server-{rest_port}.log"
+    log = open(log_path, "w")  # noqa: SIM115
     env = dict(os.environ, PYTHONPATH=ROOT)
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "serving",
-            f"--model_config_file={config}",
+            *args,
             f"--port={grpc_port}",
             f"--rest_api_port={rest_port}",
             "--host=127.0.0.1",
-            "--enable_batching",
-            f"--batching_parameters_file={params}",
-            "--file_system_poll_wait_seconds=0.2",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -124,19 +146,16 @@ def server(onnx_file, tmp_path_factory):
         except OSError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
             log.close()
-            raise RuntimeError((base / "server.log").read_text()[-3000:])
+            raise RuntimeError(log_path.read_text()[-3000:])
         time.sleep(0.1)
-    info = {
+    return {
         "url": url,
         "rest": f"127.0.0.1:{rest_port}",
         "grpc": f"127.0.0.1:{grpc_port}",
         "base": base,
         "process": process,
-        "log": base / "server.log",
+        "log": log_path,
+        "log_file": log,
     }
-    yield info
-    process.send_signal(signal.SIGTERM)
-    code = process.wait(30)
-    log.close()
-    assert code == 0, (base / "server.log").read_text()[-3000:]

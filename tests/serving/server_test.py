@@ -375,6 +375,23 @@ class ServerTest(testing.TestCase):
             "classify signature",
         ),
         ("unknown_path", "GET", "/nothing", None, 404, "Not found"),
+        ("post_unknown_path", "POST", "/nothing", b"{}", 404, "Not found"),
+        (
+            "infinite_number",
+            "POST",
+            ":predict",
+            "number:price=inf",
+            400,
+            "Feature 'price': row 0 is infinite",
+        ),
+        (
+            "beyond_float32",
+            "POST",
+            ":predict",
+            "number:score=1e308",
+            400,
+            "Feature 'score': row 0 is infinite or beyond float32",
+        ),
     )
     def test_bad_request(self, method, path, body, status, message):
         raw = batch(3, seed=1)
@@ -395,6 +412,9 @@ class ServerTest(testing.TestCase):
                     if value == "b64"
                     else [1.5 if value == "1.5" else value] * 3
                 )
+            elif action == "number":  # json.dumps writes inf as Infinity
+                name, value = arg.split("=")
+                document["inputs"][name] = [float(value)] * 3
             elif action == "signature":
                 document["signature_name"] = arg
             elif action == "big":
@@ -407,28 +427,92 @@ class ServerTest(testing.TestCase):
         self.assertIn(message, answer["error"])
         self.assert_still_serving()
 
-    def test_50_mb_body_is_refused_and_memory_stays_bounded(self):
-        import http.client
+    def test_grpc_infinite_numbers_are_invalid_argument(self):
+        import grpc
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-        connection = http.client.HTTPConnection(
-            self.server["rest"].split(":")[0],
-            int(self.server["rest"].split(":")[1]),
-            timeout=30,
+        raw = batch(3, seed=6)
+        with grpc.insecure_channel(self.server["grpc"]) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            for name, value, dtype in (
+                ("price", np.inf, np.float32),
+                ("score", -np.inf, np.float32),
+                ("score", 1e308, np.float64),  # beyond float32
+            ):
+                request = predict_pb2.PredictRequest()
+                request.model_spec.name = "ctr"
+                request.model_spec.version.value = 3
+                bad = dict(raw, **{name: np.array([0.5, value, 1.0], dtype)})
+                for key, values in bad.items():
+                    request.inputs[key].CopyFrom(tf.make_tensor_proto(values))
+                with self.assertRaises(grpc.RpcError) as error:
+                    stub.Predict(request, timeout=30)
+                self.assertEqual(
+                    error.exception.code(), grpc.StatusCode.INVALID_ARGUMENT
+                )
+                self.assertIn(
+                    f"Feature {name!r}: row 1 is infinite",
+                    error.exception.details(),
+                )
+        self.assert_still_serving()
+
+    def test_50_mb_streamed_body_is_refused_and_memory_stays_bounded(self):
+        # Sent chunked (no Content-Length), so the server must count the
+        # bytes as they come and stop reading at its 16 MiB limit.
+        import select
+        import socket
+
+        host, port = self.server["rest"].split(":")
+        pid = self.server["process"].pid
+        before_kb = _rss_kb(pid)
+        sock = socket.create_connection((host, int(port)), timeout=30)
+        sock.sendall(
+            b"POST /v1/models/ctr:predict HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
         )
-        size = 50 << 20
-        connection.putrequest("POST", "/v1/models/ctr:predict")
-        connection.putheader("Content-Length", str(size))
-        connection.endheaders()
-        try:  # the server answers without reading: sending may fail
-            connection.send(b" " * (1 << 20))
-        except OSError:
+        chunk = b" " * (1 << 20)
+        framed = b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+        sent, answer = 0, b""
+        try:
+            while sent < 50 << 20:
+                readable, _, _ = select.select([sock], [], [], 0)
+                if readable:  # the server answered: stop sending
+                    break
+                sock.sendall(framed)
+                sent += len(chunk)
+            else:
+                sock.sendall(b"0\r\n\r\n")
+        except OSError:  # the server closed its side
             pass
-        response = connection.getresponse()
-        self.assertEqual(response.status, 413)
-        self.assertIn("exceeds the limit", json.loads(response.read())["error"])
-        connection.close()
-        rss_kb = _rss_kb(self.server["process"].pid)
-        self.assertLess(rss_kb, 1_500_000)
+        try:
+            while b"\r\n\r\n" not in answer:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+            head, _, rest = answer.partition(b"\r\n\r\n")
+            length = int(
+                [
+                    line.split(b":")[1]
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                ][0]
+            )
+            while len(rest) < length:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                rest += data
+        finally:
+            sock.close()
+        self.assertTrue(head.startswith(b"HTTP/1.1 413"), head)
+        self.assertIn(b"exceeds the limit", rest)
+        self.assertLess(sent, 50 << 20)  # refused before the end
+        growth_kb = _rss_kb(pid) - before_kb
+        self.assertLess(growth_kb, 50 << 10)  # reading it would cost 50 MB
         self.assert_still_serving()
 
     def test_new_version_directory_is_served_without_restart(self):
@@ -475,3 +559,67 @@ def _rss_kb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def test_sigterm_stops_grpc_and_rest_together(onnx_file, tmp_path_factory):
+    """New gRPC calls are refused at once while a REST request drains."""
+    import shutil
+    import signal
+    import socket
+
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2
+    from tensorflow_serving.apis import model_service_pb2_grpc
+
+    from .conftest import start_server
+
+    base = tmp_path_factory.mktemp("shutdown")
+    os.makedirs(base / "ctr" / "3")
+    shutil.copy(onnx_file, base / "ctr" / "3" / "model.onnx")
+    info = start_server(
+        base,
+        [
+            f"--model_base_path={base / 'ctr'}",
+            "--model_name=ctr",
+            "--grace_seconds=5",
+        ],
+    )
+    process = info["process"]
+    raw = batch(2, seed=3)
+    body = json.dumps({"inputs": {k: v.tolist() for k, v in raw.items()}})
+    body = body.encode()
+    host, port = info["rest"].split(":")
+    try:
+        # A REST request in flight: headers sent, the body not yet.
+        sock = socket.create_connection((host, int(port)), timeout=10)
+        sock.sendall(
+            b"POST /v1/models/ctr:predict HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body[:10]
+        )
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "ctr"
+        with grpc.insecure_channel(info["grpc"]) as channel:
+            stub = model_service_pb2_grpc.ModelServiceStub(channel)
+            start = time.monotonic()
+            with pytest.raises(grpc.RpcError) as error:
+                stub.GetModelStatus(request, timeout=2)
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert time.monotonic() - start < 1.5
+        # The REST request in flight still finishes.
+        sock.sendall(body[10:])
+        answer = b""
+        while b"}}" not in answer:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+        assert process.wait(10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        info["log_file"].close()
