@@ -16,6 +16,7 @@ Two ways in:
 `__call__` takes the columnar path by itself whenever the values allow it.
 """
 
+import itertools
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
@@ -52,6 +53,20 @@ class OnnxFeed:
         self._hashed_set = frozenset(self.hashed)
         # (name, raw dtype, rank) per feature: what `columns` checks.
         self._plan = [(f.name, f.dtype, 1 + len(f.shape)) for f in features]
+        # The fast path's groups: flat hashed strings, flat numbers by
+        # dtype; the rest goes one feature at a time.
+        self._flat_hashed = [
+            n for n, d, r in self._plan if r == 1 and n in self._hashed_set
+        ]
+        self._flat_numeric = [
+            (names, dtype)
+            for dtype in ("float32", "int64")
+            if (names := [n for n, d, r in self._plan if r == 1 and d == dtype])
+        ]
+        grouped = set(self._flat_hashed).union(
+            *(names for names, _ in self._flat_numeric)
+        )
+        self._rest = [p for p in self._plan if p[0] not in grouped]
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str]) -> "OnnxFeed":
@@ -87,22 +102,30 @@ class OnnxFeed:
         return feeds
 
     def _fast(self, raw: Mapping[str, Any]) -> dict[str, Any] | None:
-        """One pass over ordinary values; None where `check_raw` must look.
+        """Vectorized feeds of ordinary values; None where `check_raw` looks.
 
-        Takes flat (or rectangular nested) lists of `str` / numbers and
-        numpy arrays of the right kind; every hashed string goes into one
-        list, fingerprinted in one call. Anything else (bytes, wrong types,
-        ragged lists, missing or extra names, unequal batch sizes) returns
-        None and the caller runs the full check, whose errors name the
-        feature.
+        The usual request (flat lists or 1-D arrays: hashed strings and
+        numbers) costs a few C-level calls whatever the number of
+        features: every hashed string of the request is fingerprinted in
+        one call, the flat numeric columns of one dtype are converted and
+        checked for infinities as one `(num_features, batch_size)` array.
+        Other features (vocabulary strings, lists) go one by one. Anything
+        unusual (bytes, wrong types, ragged lists, missing or extra names,
+        unequal batch sizes, infinities) returns None and the caller runs
+        the full check, whose errors name the feature.
         """
         if len(raw) != len(self._plan):
             return None
-        feeds: dict[str, Any] = {}
+        try:
+            feeds = self._flat_groups(raw)
+        except (KeyError, TypeError, ValueError, OverflowError):
+            return None
+        if feeds is None:
+            return None
+        size = len(next(iter(feeds.values()))) if feeds else -1
         strings: list[Any] = []
         hashed: list[tuple[str, tuple[int, ...]]] = []
-        batch_size = -1
-        for name, dtype, rank in self._plan:
+        for name, dtype, rank in self._rest:
             value = raw.get(name)
             if dtype == "string":
                 if isinstance(value, np.ndarray):
@@ -143,9 +166,9 @@ class OnnxFeed:
                     return None  # refused, by name, in `check_raw`
                 feeds[name] = array
                 shape = array.shape
-            if batch_size < 0:
-                batch_size = shape[0]
-            elif shape[0] != batch_size:
+            if size < 0:
+                size = shape[0]
+            elif shape[0] != size:
                 return None
         if hashed:
             if not _all_str(strings):
@@ -153,9 +176,50 @@ class OnnxFeed:
             hashes = fingerprint64(strings)
             offset = 0
             for name, shape in hashed:
-                size = shape[0] * (shape[1] if len(shape) > 1 else 1)
-                feeds[name] = hashes[offset : offset + size].reshape(shape)
-                offset += size
+                count = shape[0] * (shape[1] if len(shape) > 1 else 1)
+                feeds[name] = hashes[offset : offset + count].reshape(shape)
+                offset += count
+        return feeds
+
+    def _flat_groups(self, raw: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Feeds of the flat hashed and numeric features, a group at a time."""
+        feeds: dict[str, Any] = {}
+        size = -1
+        if self._flat_hashed:
+            columns = [_as_list(raw[name]) for name in self._flat_hashed]
+            lengths = set(map(len, columns))
+            if len(lengths) != 1:
+                return None
+            size = lengths.pop()
+            strings = list(itertools.chain.from_iterable(columns))
+            if size == 0 or not _all_str(strings):
+                return None
+            hashes = fingerprint64(strings).reshape(len(columns), size)
+            for row, name in enumerate(self._flat_hashed):
+                feeds[name] = hashes[row]  # (B,) rows of one (F, B) array
+        for names, dtype in self._flat_numeric:
+            values = [raw[name] for name in names]
+            if all(type(v) is list for v in values):
+                types = set(map(type, itertools.chain.from_iterable(values)))
+                allowed = {int} if dtype == "int64" else {int, float}
+                if not types <= allowed:
+                    return None
+                with np.errstate(over="ignore"):
+                    block = np.array(values, dtype=_DTYPES[dtype])
+            elif all(
+                isinstance(v, np.ndarray) and v.dtype == _DTYPES[dtype]
+                for v in values
+            ):
+                block = np.stack(values)
+            else:
+                return None
+            if block.ndim != 2 or (size >= 0 and block.shape[1] != size):
+                return None
+            size = block.shape[1]
+            if dtype == "float32" and np.isinf(block).any():
+                return None  # refused, by name, in `check_raw`
+            for row, name in enumerate(names):
+                feeds[name] = block[row]  # (B,) rows of one (F, B) array
         return feeds
 
     def columns(self, columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -247,6 +311,16 @@ def _flatten(rows: list[Any]) -> list[Any] | None:
     if width == 0 or any(len(r) != width for r in rows):
         return None
     return [v for r in rows for v in r]
+
+
+def _as_list(value: Any) -> list[Any]:
+    """A flat string column as a list (numpy 1-D arrays of str / objects)."""
+    if type(value) is list:
+        return value
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        if value.dtype.kind in "OU":
+            return value.tolist()  # type: ignore[no-any-return]
+    raise TypeError("not a flat string column")
 
 
 def _all_str(values: list[Any]) -> bool:

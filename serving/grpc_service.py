@@ -10,6 +10,7 @@ Errors carry TF Serving's status codes and messages.
 
 import concurrent.futures
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -22,13 +23,20 @@ from grpc_health.v1 import health_pb2_grpc
 
 from serving import protos
 from serving import tensors
+from serving.access_log import AccessLog
 from serving.errors import ServingError
 from serving.errors import invalid
 from serving.service import Service
 
-ACCESS_LOG = logging.getLogger("tffm.serve.access")
 LOG = logging.getLogger("tffm.serve")
 _CODES = {code.name: code for code in grpc.StatusCode}
+# DataType -> numpy dtype of the numbers `tffm` features take.
+_ITEMS: dict[int, np.dtype[Any]] = {
+    tensors.DT_FLOAT: np.dtype(np.float32),
+    tensors.DT_INT64: np.dtype(np.int64),
+    tensors.DT_DOUBLE: np.dtype(np.float64),
+    tensors.DT_INT32: np.dtype(np.int32),
+}
 
 
 class GrpcServer:
@@ -39,7 +47,9 @@ class GrpcServer:
         address: str. `host:port` to bind (port 0: any free one).
         max_workers: int. Threads answering calls.
         max_message_bytes: int. Largest request accepted.
-        timeout: float. Seconds a prediction may wait for its result.
+        timeout: float. Seconds a batched prediction may wait for its
+            result.
+        access_log: an `AccessLog`, or None for none.
     """
 
     def __init__(
@@ -50,9 +60,11 @@ class GrpcServer:
         max_workers: int,
         max_message_bytes: int,
         timeout: float,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.service = service
         self.timeout = timeout
+        self.access_log = access_log
         self.server = grpc.server(
             concurrent.futures.ThreadPoolExecutor(
                 max_workers, thread_name_prefix="grpc"
@@ -133,16 +145,13 @@ class GrpcServer:
             version, label = _version(spec)
             servable = self.service.manager.resolve(spec.name, version, label)
             raw = _raw_inputs(request, servable.features)
-            future = self.service.submit(servable, spec.signature_name, raw)
-            try:
-                outputs = future.result(self.timeout)
-            except concurrent.futures.TimeoutError:
-                future.cancel()
-                raise ServingError(
-                    "DEADLINE_EXCEEDED",
-                    "Deadline Exceeded: the prediction did not finish within "
-                    f"{self.timeout * 1000:g} ms (--rest_api_timeout_in_ms)",
-                ) from None
+            feeds, size = self.service.feeds(servable, spec.signature_name, raw)
+            if servable.batcher is None:
+                # In this handler thread: no hand-off to another thread and
+                # back; onnxruntime releases the GIL while it runs.
+                outputs = servable.predictor.run(feeds)
+            else:
+                outputs = self._wait(servable.run(feeds, size))
             names = list(request.output_filter) or list(outputs)
             response = protos.PredictResponse()
             for name in names:
@@ -166,6 +175,17 @@ class GrpcServer:
             context.abort(_CODES[failure.code], failure.message)
         self._done(spec.name, "predict", "OK", start, context)
         return response
+
+    def _wait(self, future: "concurrent.futures.Future[Any]") -> Any:
+        try:
+            return future.result(self.timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # a task still queued is dropped from its batch
+            raise ServingError(
+                "DEADLINE_EXCEEDED",
+                "Deadline Exceeded: the prediction did not finish within "
+                f"{self.timeout * 1000:g} ms (--rest_api_timeout_in_ms)",
+            ) from None
 
     def get_model_metadata(
         self, request: Any, context: grpc.ServicerContext
@@ -210,25 +230,10 @@ class GrpcServer:
         context: grpc.ServicerContext,
     ) -> None:
         seconds = time.perf_counter() - start
-        self.service.metrics.observe(
-            self.service.model_label(model), api, "grpc", code, seconds
-        )
-        if ACCESS_LOG.isEnabledFor(logging.INFO):
-            import json
-
-            ACCESS_LOG.info(
-                json.dumps(
-                    {
-                        "time": round(time.time(), 6),
-                        "transport": "grpc",
-                        "remote": context.peer(),
-                        "method": api,
-                        "model": model,
-                        "code": code,
-                        "ms": round(seconds * 1e3, 3),
-                    }
-                )
-            )
+        label = self.service.model_label(model)
+        self.service.metrics.observe(label, api, "grpc", code, seconds)
+        if self.access_log is not None:
+            self.access_log.grpc(context.peer(), api, model, code, seconds)
 
 
 def _serving_error(error: Exception) -> ServingError:
@@ -251,7 +256,11 @@ def _version(spec: Any) -> tuple[int | None, str | None]:
 
 
 def _raw_inputs(request: Any, features: Any) -> dict[str, Any]:
-    """Raw columns of a PredictRequest (TF Serving's input-set errors)."""
+    """Raw columns of a PredictRequest (TF Serving's input-set errors).
+
+    Numbers become numpy arrays (`tensor_content` read in place); strings
+    stay lists of `str`, all of a request's strings decoded in one call.
+    """
     names = {f.name for f in features}
     sent = set(request.inputs)
     if sent != names:
@@ -262,18 +271,75 @@ def _raw_inputs(request: Any, features: Any) -> dict[str, Any]:
             f"{{{','.join(sorted(sent - names))}}}. Missing but required: "
             f"{{{','.join(sorted(names - sent))}}}."
         )
-    raw = {}
-    for name in names:
-        array = tensors.make_ndarray(request.inputs[name], name)
-        if array.dtype == object:  # DT_STRING: bytes -> str, named errors
-            try:
-                text = [v.decode("utf-8") for v in array.reshape(-1).tolist()]
-            except UnicodeDecodeError as error:
-                raise invalid(
-                    f"Feature {name!r}: bytes that are not UTF-8 ({error})"
-                ) from None
-            array = np.array(text + [None], dtype=object)[:-1].reshape(
-                array.shape
-            )
+    raw: dict[str, Any] = {}
+    strings: list[tuple[str, tuple[int, ...], list[bytes]]] = []
+    for name, tensor in request.inputs.items():
+        dims = tensor.tensor_shape.dim
+        kind = tensor.dtype
+        if kind == tensors.DT_STRING:
+            if len(dims) == 1:
+                shape: tuple[int, ...] = (dims[0].size,)
+            else:
+                shape = tuple([d.size for d in dims])
+            values = list(tensor.string_val)
+            if len(values) == math.prod(shape) and min(shape, default=1) > 0:
+                strings.append((name, shape, values))
+                continue
+        elif kind in _ITEMS and len(dims) == 1:  # the usual number
+            dtype = _ITEMS[kind]
+            content = tensor.tensor_content
+            if len(content) == dims[0].size * dtype.itemsize > 0:
+                raw[name] = np.frombuffer(content, dtype=dtype)
+                continue
+        array = tensors.make_ndarray(tensor, name)  # other forms, errors
+        if array.dtype == object:  # DT_STRING in the splat form: bytes
+            array = _decode_array(name, array)
         raw[name] = array
+    if strings:
+        texts = _decode(strings)
+        offset = 0
+        for name, shape, values in strings:
+            flat = texts[offset : offset + len(values)]
+            offset += len(values)
+            if len(shape) == 1:
+                raw[name] = flat
+            else:
+                array = np.empty(len(flat), dtype=object)
+                array[:] = flat
+                raw[name] = array.reshape(shape)
     return raw
+
+
+def _decode(
+    strings: list[tuple[str, tuple[int, ...], list[bytes]]],
+) -> list[str]:
+    """All the values as `str`: one join, one decode, one split."""
+    flat = [v for _, _, values in strings for v in values]
+    try:
+        # NUL cannot end or continue a UTF-8 sequence, so the joined bytes
+        # decode exactly when every value does.
+        texts = b"\0".join(flat).decode("utf-8").split("\0")
+    except UnicodeDecodeError:
+        texts = []
+    if len(texts) == len(flat):
+        return texts
+    out: list[str] = []  # a value holds NUL, or bad bytes: one by one
+    for name, _, values in strings:
+        out += _decode_values(name, values)
+    return out
+
+
+def _decode_values(name: str, values: list[bytes]) -> list[str]:
+    try:
+        return [v.decode("utf-8") for v in values]
+    except UnicodeDecodeError as error:
+        raise invalid(
+            f"Feature {name!r}: bytes that are not UTF-8 ({error})"
+        ) from None
+
+
+def _decode_array(name: str, array: np.ndarray) -> np.ndarray:
+    text = _decode_values(name, array.reshape(-1).tolist())
+    out = np.empty(len(text), dtype=object)
+    out[:] = text
+    return out.reshape(array.shape)

@@ -1,6 +1,15 @@
-"""Prometheus metrics of a `tffm serve` process (its own registry)."""
+"""Prometheus metrics of a `tffm serve` process, cheap to update.
 
-import prometheus_client
+Counters and histograms are plain dicts of lists behind one lock (an
+update is a dict lookup, a `bisect` and two increments: no per-request
+label objects, no loop over buckets), rendered in Prometheus' text
+exposition format (version 0.0.4) when scraped.
+"""
+
+import bisect
+import threading
+from collections.abc import Mapping
+from typing import Any
 
 # Request latency buckets (seconds): 100 us .. 10 s.
 _LATENCY = (
@@ -8,6 +17,7 @@ _LATENCY = (
     0.5, 1.0, 2.5, 10.0,
 )  # fmt: skip
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:
@@ -16,46 +26,135 @@ class Metrics:
     Names follow Prometheus conventions under `tffm_serving_`; labels:
     `model`, `api` (`predict`, `metadata`, `status`), `transport` (`rest`,
     `grpc`) and `code` (a TF Serving status code name, `OK` on success).
+    Callers pass only bounded label values (`Service.model_label`).
     """
 
     def __init__(self) -> None:
-        self.registry = prometheus_client.CollectorRegistry()
-        self.requests = prometheus_client.Counter(
-            "tffm_serving_requests",
-            "Requests answered, by model, API, transport and status code.",
-            ["model", "api", "transport", "code"],
-            registry=self.registry,
-        )
-        self.errors = prometheus_client.Counter(
-            "tffm_serving_errors",
-            "Requests answered with an error, by model and status code.",
-            ["model", "code"],
-            registry=self.registry,
-        )
-        self.latency = prometheus_client.Histogram(
-            "tffm_serving_request_latency_seconds",
-            "Time from request received to response ready.",
-            ["model", "api", "transport"],
-            buckets=_LATENCY,
-            registry=self.registry,
-        )
-        self.batch_size = prometheus_client.Histogram(
-            "tffm_serving_batch_size",
-            "Rows per model run (after server-side batching).",
-            ["model"],
-            buckets=_BATCH,
-            registry=self.registry,
-        )
+        self._lock = threading.Lock()
+        self._requests: dict[tuple[str, str, str, str], int] = {}
+        self._errors: dict[tuple[str, str], int] = {}
+        # (model, api, transport) -> [bucket counts..., sum, count]
+        self._latency: dict[tuple[str, str, str], list[float]] = {}
+        self._batch: dict[str, list[float]] = {}
 
     def observe(
         self, model: str, api: str, transport: str, code: str, seconds: float
     ) -> None:
         """Records one answered request."""
-        self.requests.labels(model, api, transport, code).inc()
-        self.latency.labels(model, api, transport).observe(seconds)
-        if code != "OK":
-            self.errors.labels(model, code).inc()
+        bucket = bisect.bisect_left(_LATENCY, seconds)
+        key = (model, api, transport)
+        with self._lock:
+            counts = self._requests
+            request = (model, api, transport, code)
+            counts[request] = counts.get(request, 0) + 1
+            histogram = self._latency.get(key)
+            if histogram is None:
+                histogram = self._latency[key] = [0.0] * (len(_LATENCY) + 3)
+            histogram[bucket] += 1
+            histogram[-2] += seconds
+            histogram[-1] += 1
+            if code != "OK":
+                error = (model, code)
+                self._errors[error] = self._errors.get(error, 0) + 1
+
+    def observe_batch(self, model: str, rows: int) -> None:
+        """Records one model run of `rows` rows."""
+        bucket = bisect.bisect_left(_BATCH, rows)
+        with self._lock:
+            histogram = self._batch.get(model)
+            if histogram is None:
+                histogram = self._batch[model] = [0.0] * (len(_BATCH) + 3)
+            histogram[bucket] += 1
+            histogram[-2] += rows
+            histogram[-1] += 1
 
     def render(self) -> bytes:
         """The text exposition format."""
-        return prometheus_client.generate_latest(self.registry)
+        with self._lock:
+            requests = dict(self._requests)
+            errors = dict(self._errors)
+            latency = {k: list(v) for k, v in self._latency.items()}
+            batch = {k: list(v) for k, v in self._batch.items()}
+        lines: list[str] = []
+        _counter(
+            lines,
+            "tffm_serving_requests_total",
+            "Requests answered, by model, API, transport and status code.",
+            ("model", "api", "transport", "code"),
+            requests,
+        )
+        _counter(
+            lines,
+            "tffm_serving_errors_total",
+            "Requests answered with an error, by model and status code.",
+            ("model", "code"),
+            errors,
+        )
+        _histogram(
+            lines,
+            "tffm_serving_request_latency_seconds",
+            "Time from request received to response ready.",
+            ("model", "api", "transport"),
+            _LATENCY,
+            latency,
+        )
+        _histogram(
+            lines,
+            "tffm_serving_batch_size",
+            "Rows per model run (after server-side batching).",
+            ("model",),
+            _BATCH,
+            {(k,): v for k, v in batch.items()},
+        )
+        return ("\n".join(lines) + "\n").encode()
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    return ",".join(
+        f'{n}="{_escape(v)}"'
+        for n, v in sorted(zip(names, values, strict=True))
+    )
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+def _counter(
+    lines: list[str],
+    name: str,
+    help_text: str,
+    names: tuple[str, ...],
+    values: Mapping[Any, int],
+) -> None:
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+    for key in sorted(values):
+        lines.append(f"{name}{{{_labels(names, key)}}} {_number(values[key])}")
+
+
+def _histogram(
+    lines: list[str],
+    name: str,
+    help_text: str,
+    names: tuple[str, ...],
+    bounds: tuple[float, ...],
+    values: Mapping[Any, list[float]],
+) -> None:
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+    for key in sorted(values):
+        counts = values[key]
+        labels = _labels(names, key)
+        cumulative = 0.0
+        for bound, count in zip(
+            [*map(_number, bounds), "+Inf"], counts[:-2], strict=True
+        ):
+            cumulative += count
+            lines.append(
+                f'{name}_bucket{{{labels},le="{bound}"}} {_number(cumulative)}'
+            )
+        lines.append(f"{name}_count{{{labels}}} {_number(counts[-1])}")
+        lines.append(f"{name}_sum{{{labels}}} {_number(counts[-2])}")

@@ -28,10 +28,13 @@ from collections.abc import Awaitable
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from google.protobuf import json_format
 
+from serving import metrics
 from serving import protos
 from serving import rest_json
+from serving.access_log import AccessLog
 from serving.errors import ServingError
 from serving.errors import invalid
 from serving.service import SIGNATURE_DEF
@@ -58,7 +61,6 @@ _OPERATIONS = frozenset(
         "/monitoring/prometheus/metrics",
     )
 )
-ACCESS_LOG = logging.getLogger("tffm.serve.access")
 LOG = logging.getLogger("tffm.serve")
 
 Scope = dict[str, Any]
@@ -79,6 +81,7 @@ class RestApp:
         read_timeout: float. Seconds a body may take between chunks.
         request_timeout: float. Seconds a prediction may take once its
             body is read (then 504 DEADLINE_EXCEEDED).
+        access_log: an `AccessLog`, or None for none.
     """
 
     def __init__(
@@ -88,11 +91,13 @@ class RestApp:
         max_body_bytes: int,
         read_timeout: float,
         request_timeout: float = 30.0,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.service = service
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
         self.request_timeout = request_timeout
+        self.access_log = access_log
         self.shutting_down = False
 
     async def __call__(
@@ -116,7 +121,7 @@ class RestApp:
             else:
                 status, body, headers = self._operations(method, path)
                 await _respond(send, status, body, headers)
-                _log(scope, status, len(body), start, "", "")
+                self._log(scope, status, len(body), start, "", "")
                 return
         except ServingError as error:
             code, status = error.code, error.http_status
@@ -137,12 +142,38 @@ class RestApp:
             code, status = "INTERNAL", 500
             body = _error(f"Internal: {type(error).__name__}: {error}")
         await _respond(send, status, body, _JSON)
-        seconds = time.perf_counter() - start
         if model:
             self.service.metrics.observe(
-                self.service.model_label(model), api, "rest", code, seconds
+                self.service.model_label(model),
+                api,
+                "rest",
+                code,
+                time.perf_counter() - start,
             )
-        _log(scope, status, len(body), start, model, code)
+        self._log(scope, status, len(body), start, model, code)
+
+    def _log(
+        self,
+        scope: Scope,
+        status: int,
+        size: int,
+        start: float,
+        model: str,
+        code: str,
+    ) -> None:
+        if self.access_log is None:
+            return
+        client = scope.get("client") or ("", 0)
+        self.access_log.rest(
+            f"{client[0]}:{client[1]}",
+            scope["method"],
+            scope["path"],
+            status,
+            code or ("OK" if status < 400 else ""),
+            model,
+            size,
+            time.perf_counter() - start,
+        )
 
     async def _tf_serving(
         self, scope: Scope, receive: Receive, method: str, path: str
@@ -187,6 +218,8 @@ class RestApp:
         servable = self.service.manager.resolve(name, version, label)
         rest_json.check_signature(document)
         raw, rows = rest_json.columns_from_request(document, servable.features)
+        # onnxruntime runs on a pool thread (or the batcher's), so the loop
+        # reads and answers other requests meanwhile.
         future = self.service.submit(servable, "", raw)
         try:
             async with asyncio.timeout(self.request_timeout):
@@ -212,17 +245,23 @@ class RestApp:
         chunks = []
         size = 0
         more = True
-        while more:
-            message = await asyncio.wait_for(receive(), self.read_timeout)
-            if message["type"] == "http.disconnect":
-                raise ServingError("CANCELLED", "Client disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise _BodyTooLarge()
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
+        loop = asyncio.get_running_loop()
+        # One timer for the whole body, pushed back at every chunk (no task
+        # per read, as `wait_for` would create).
+        async with asyncio.timeout(self.read_timeout) as deadline:
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ServingError("CANCELLED", "Client disconnected")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise _BodyTooLarge()
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+                if more:
+                    deadline.reschedule(loop.time() + self.read_timeout)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _operations(
         self, method: str, path: str
@@ -247,7 +286,7 @@ class RestApp:
             return (
                 200,
                 self.service.metrics.render(),
-                [(b"content-type", b"text/plain; version=0.0.4")],
+                [(b"content-type", metrics.CONTENT_TYPE)],
             )
         return 404, _error(f"Not found: {method} {path}"), _JSON
 
@@ -281,7 +320,7 @@ def _metadata_json(response: Any) -> bytes:
 
 
 def _error(message: str) -> bytes:
-    return json.dumps({"error": message}).encode()
+    return orjson.dumps({"error": message})
 
 
 async def _respond(
@@ -295,30 +334,6 @@ async def _respond(
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-def _log(
-    scope: Scope, status: int, size: int, start: float, model: str, code: str
-) -> None:
-    if not ACCESS_LOG.isEnabledFor(logging.INFO):
-        return
-    client = scope.get("client") or ("", 0)
-    ACCESS_LOG.info(
-        json.dumps(
-            {
-                "time": round(time.time(), 6),
-                "transport": "rest",
-                "remote": f"{client[0]}:{client[1]}",
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "code": code or ("OK" if status < 400 else ""),
-                "model": model,
-                "bytes_out": size,
-                "ms": round((time.perf_counter() - start) * 1e3, 3),
-            }
-        )
-    )
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -17,9 +17,11 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
 
+from serving.access_log import AccessLog
 from serving.grpc_service import GrpcServer
 from serving.manager import ModelManager
 from serving.metrics import Metrics
@@ -57,7 +59,8 @@ class ServerOptions:
 
 def serve(options: ServerOptions) -> int:
     """Runs the server until SIGTERM / SIGINT; returns the exit status."""
-    _configure_logging(options.access_log)
+    _configure_logging()
+    access_log = AccessLog() if options.access_log else None
     metrics = Metrics()
     executor = concurrent.futures.ThreadPoolExecutor(
         options.workers, thread_name_prefix="predict"
@@ -67,9 +70,7 @@ def serve(options: ServerOptions) -> int:
         executor=executor,
         threads=options.session_threads,
         batching=options.batching,
-        on_batch=lambda model, rows: metrics.batch_size.labels(model).observe(
-            rows
-        ),
+        on_batch=metrics.observe_batch,
     )
     service = Service(manager, metrics)
     grpc_server = None
@@ -80,6 +81,7 @@ def serve(options: ServerOptions) -> int:
             max_workers=options.grpc_workers,
             max_message_bytes=options.max_body_bytes,
             timeout=options.request_timeout,
+            access_log=access_log,
         )
         grpc_server.start()
     app = RestApp(
@@ -87,6 +89,7 @@ def serve(options: ServerOptions) -> int:
         max_body_bytes=options.max_body_bytes,
         read_timeout=options.read_timeout,
         request_timeout=options.request_timeout,
+        access_log=access_log,
     )
     sock = None
     if options.rest_port is not None:
@@ -107,12 +110,15 @@ def serve(options: ServerOptions) -> int:
     loader.start()
     stopping = _Stopping(grpc_server, options.grace)
     try:
-        asyncio.run(_run(app, sock, options, stopping, manager))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_run(app, sock, options, stopping, manager))
     finally:
         stopping.begin()  # no-op after a signal: it has begun already
         stopping.wait()
         manager.stop()
         executor.shutdown(wait=True)
+        if access_log is not None:
+            access_log.close()
     LOG.info("stopped")
     return 0
 
@@ -187,8 +193,8 @@ def _uvicorn_server(app: RestApp, options: ServerOptions) -> Any:
     config = uvicorn.Config(
         app,
         http=_protocol_class(options.read_timeout),
-        loop="auto",
         lifespan="off",
+        proxy_headers=False,  # no middleware wrapping every request
         access_log=False,
         log_level="warning",
         timeout_keep_alive=int(options.keep_alive),
@@ -268,13 +274,21 @@ def _join(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _configure_logging(access_log: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access = logging.getLogger("tffm.serve.access")
-    access.handlers[:] = [handler]
-    access.propagate = False
-    access.setLevel(logging.INFO if access_log else logging.WARNING)
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The uvloop event loop where it is installed (the `[serving]` extra).
+
+    The loop is made here, not by uvicorn: `uvicorn.Server.serve()` runs
+    on the caller's loop, so its `loop="auto"` would never apply.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _configure_logging() -> None:
     main = logging.getLogger("tffm.serve")
     if not main.handlers:
         main_handler = logging.StreamHandler(sys.stderr)

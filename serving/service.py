@@ -39,18 +39,17 @@ class Service:
         """`name` if a configured model has it, else `UNKNOWN_MODEL`."""
         return name if name in self.manager.models else UNKNOWN_MODEL
 
-    def submit(
+    def feeds(
         self,
         servable: Servable,
         signature_name: str,
         raw: Mapping[str, Any],
-    ) -> "concurrent.futures.Future[dict[str, np.ndarray]]":
-        """Checks raw values, builds feeds and queues them to run.
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """Checks raw values; the ONNX feeds and the batch size.
 
         Raises:
             ServingError: INVALID_ARGUMENT for an unknown signature or bad
-                values (naming the feature); UNAVAILABLE when the batch
-                queue is full.
+                values (naming the feature).
         """
         check_signature_name(signature_name)
         try:
@@ -60,6 +59,21 @@ class Service:
         size = len(next(iter(feeds.values())))
         if size == 0:
             raise invalid("The request holds no examples (batch size 0).")
+        return feeds, size
+
+    def submit(
+        self,
+        servable: Servable,
+        signature_name: str,
+        raw: Mapping[str, Any],
+    ) -> "concurrent.futures.Future[dict[str, np.ndarray]]":
+        """`feeds`, then queues them to run (batcher or thread pool).
+
+        Raises:
+            ServingError: as `feeds`; UNAVAILABLE when the batch queue is
+                full.
+        """
+        feeds, size = self.feeds(servable, signature_name, raw)
         return servable.run(feeds, size)
 
     def metadata(

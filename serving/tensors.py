@@ -35,6 +35,8 @@ _FROM_NUMPY = {np.dtype(dtype): number for number, (dtype, _) in _NUMPY.items()}
 DT_STRING = _DT["DT_STRING"]
 DT_FLOAT = _DT["DT_FLOAT"]
 DT_INT64 = _DT["DT_INT64"]
+DT_DOUBLE = _DT["DT_DOUBLE"]
+DT_INT32 = _DT["DT_INT32"]
 # Raw feature dtypes (tffm.features) -> DataType names.
 FEATURE_DTYPES = {
     "string": "DT_STRING",

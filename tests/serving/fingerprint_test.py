@@ -72,6 +72,7 @@ class FeedTest(testing.TestCase):
     def test_fast_columnar_and_checked_paths_agree_with_keras(self):
         from export.edge_cases import edge_case_batch
         from serving import OnnxPredictor
+        from tffm.features import check_raw
 
         from .conftest import FEATURES
         from .conftest import keras_outputs
@@ -89,6 +90,16 @@ class FeedTest(testing.TestCase):
                 self.assertAllClose(
                     out["probability"], expected["probability"], tol=testing.ORT
                 )
+            # The grouped fast path builds exactly the checked path's feeds,
+            # from lists, arrays, and the two mixed within a group.
+            checked = predictor.feed.columns(check_raw(FEATURES, raw))
+            mixed = dict(lists, price=raw["price"], ad_id=raw["ad_id"])
+            for values in (lists, raw, mixed):
+                feeds = predictor.feed(values)
+                self.assertEqual(set(feeds), set(checked))
+                for name, value in checked.items():
+                    self.assertEqual(feeds[name].dtype, value.dtype, name)
+                    self.assertAllEqual(feeds[name], value)
             columns = dict(raw, ad_id=raw["ad_id"].astype(str))  # U dtype
             out = predictor.predict_columns(columns)
             self.assertAllClose(
@@ -107,6 +118,10 @@ class FeedTest(testing.TestCase):
             (dict(raw, ad_id=[1, 2, 3, 4]), "'ad_id' takes strings"),
             (dict(raw, price=["a"] * 4), "'price' takes numbers"),
             (dict(raw, score=[1.0] * 3), "'score': batch size 3"),
+            (dict(raw, price=[True] * 4), "'price' takes numbers"),
+            (dict(raw, score=[0.0, 1e308, 0.0, 0.0]), "'score': row 1 is inf"),
+            (dict(raw, price=[[1.0]] * 4), "'price' must have shape"),
+            (dict(raw, user=[11, 22, 2**70, 33]), "'user'"),
             ({k: v for k, v in raw.items() if k != "city"}, "Missing features"),
         ):
             with self.assertRaisesRegex(ValueError, message):
