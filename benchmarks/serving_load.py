@@ -2,11 +2,22 @@
 
 Starts each server as a subprocess on 127.0.0.1, then, per server and
 transport: 20,000 requests from 16 concurrent clients at batch 1 and 2,000
-at batch 64 (`--scale` multiplies the counts); throughput, p50 / p99
-latency, errors and connection resets. Then the server's RSS under a 50 MB
-body and with 100 stalled clients (connected, half a header sent). All
-traffic stays on loopback and every loop is bounded. Appends the table to
-benchmarks/RESULTS.md.
+at batch 64 (`--scale` multiplies the counts), after a short warm-up run;
+throughput, p50 / p99 latency, errors, connection resets, and the CPU time
+per request of the server (its whole process tree) and of the load
+generator. Servers: `tffm serve` as configured by default (batching off,
+TF Serving's default), with `--num_workers 2`, with `--enable_batching`,
+and the old `serving/rest_server.py` (`benchmarks/baseline_rest_server.py`).
+Then the server's RSS under a streamed 50 MB body and with 100 stalled
+clients (connected, half a header sent). All traffic stays on loopback and
+every loop is bounded. Appends the table to benchmarks/RESULTS.md.
+
+The load generator is h2load (Debian's `nghttp2-client`: C, HTTP/1.1 for
+REST, HTTP/2 for gRPC, a per-request log for the percentiles) when it is on
+PATH; otherwise Python asyncio clients in 4 processes (they cost much more
+CPU per request, taken from the same cores: the table says which ran).
+gRPC answers errors in HTTP/2 trailers, which h2load does not read, so
+errors are counted by the server (`tffm_serving_errors_total`).
 
     python benchmarks/serving_load.py [--scale 1.0] [--no-record]
 """
@@ -15,9 +26,14 @@ import argparse
 import asyncio
 import datetime
 import json
+import multiprocessing
 import os
 import platform
+import re
+import resource
+import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -30,6 +46,9 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 RESULTS = os.path.join(HERE, "RESULTS.md")
+CLIENTS = 16
+PREDICT = "/v1/models/ctr:predict"
+GRPC_PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
 
 def free_port() -> int:
@@ -38,23 +57,57 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and all its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid`'s process tree so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for member in tree(pid):
+        try:
+            with open(f"/proc/{member}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except OSError:
+            continue
+    return total
+
+
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    total = 0.0
+    for member in tree(pid):
+        try:
+            with open(f"/proc/{member}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
 
 
 def threads(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
+    return sum(len(os.listdir(f"/proc/{p}/task")) for p in tree(pid))
 
 
 def start(command: list[str], url: str, ready_path: str) -> subprocess.Popen:
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(url, timeout=1) as sock:
@@ -74,90 +127,6 @@ def body_for(size: int, rng: np.random.Generator) -> bytes:
     return json.dumps({"inputs": raw_batch(size, rng)}).encode()
 
 
-async def rest_load(address, path, body, total, clients, keep_alive=True):
-    """(latencies, errors, resets) of `total` POSTs from `clients` tasks."""
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    latencies, errors, resets = [], 0, 0
-    remaining = total
-
-    async def client():
-        nonlocal remaining, errors, resets
-        reader = writer = None
-        while remaining > 0:
-            remaining -= 1
-            start = time.perf_counter()
-            try:
-                if writer is None:
-                    reader, writer = await asyncio.open_connection(*address)
-                writer.write(head + body)
-                status = await reader.readline()
-                length, close = 0, not keep_alive
-                while True:
-                    line = await reader.readline()
-                    if line in (b"\r\n", b""):
-                        break
-                    key, _, value = line.decode().partition(":")
-                    if key.lower() == "content-length":
-                        length = int(value)
-                    if key.lower() == "connection" and "close" in value.lower():
-                        close = True
-                if length:
-                    await reader.readexactly(length)
-                elif close:
-                    await reader.read()
-                if b" 200 " not in status:
-                    errors += 1
-                if close or status.startswith(b"HTTP/1.0"):
-                    writer.close()
-                    writer = None
-            except (
-                ConnectionResetError,
-                BrokenPipeError,
-                asyncio.IncompleteReadError,
-            ):
-                resets += 1
-                writer = None
-                continue
-            latencies.append(time.perf_counter() - start)
-        if writer is not None:
-            writer.close()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
-    return latencies, errors, resets, time.perf_counter() - start
-
-
-async def grpc_load(address, request_bytes, total, clients):
-    import grpc
-
-    latencies, errors = [], 0
-    remaining = total
-    async with grpc.aio.insecure_channel(address) as channel:
-        call = channel.unary_unary(
-            "/tensorflow.serving.PredictionService/Predict",
-            request_serializer=None,
-            response_deserializer=None,
-        )
-
-        async def client():
-            nonlocal remaining, errors
-            while remaining > 0:
-                remaining -= 1
-                start = time.perf_counter()
-                try:
-                    await call(request_bytes, timeout=30)
-                except grpc.aio.AioRpcError:
-                    errors += 1
-                latencies.append(time.perf_counter() - start)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
-    return latencies, errors, 0, time.perf_counter() - start
-
-
 def grpc_request(size, rng) -> bytes:
     from serving_front import raw_batch
 
@@ -174,24 +143,242 @@ def grpc_request(size, rng) -> bytes:
     return request.SerializeToString()
 
 
-def stress(address, pid) -> dict:
-    """RSS under a 50 MB body and with 100 stalled clients."""
-    before = rss_mb(pid)
-    with socket.create_connection(address, timeout=30) as sock:
-        size = 50 << 20
-        sock.sendall(
-            f"POST /v1/models/ctr:predict HTTP/1.1\r\nHost: x\r\n"
-            f"Content-Length: {size}\r\n\r\n".encode()
+def server_errors(rest_port: int) -> float:
+    """`tffm_serving_errors_total`, all series added (0 if no metrics)."""
+    try:
+        with socket.create_connection(("127.0.0.1", rest_port), 5) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+    except OSError:
+        return 0.0
+    return sum(
+        float(m.group(1))
+        for m in re.finditer(
+            rb"^tffm_serving_errors_total\{[^}]*\} (\S+)$", data, re.M
         )
-        sent = 0
+    )
+
+
+# === h2load ===
+
+
+def h2load(url, body_path, total, grpc: bool, workdir: str) -> dict:
+    log = os.path.join(workdir, "h2load.log")
+    command = ["h2load", "-n", str(total), "-c", str(CLIENTS), "-m", "1"]
+    command += ["-d", body_path, "--log-file", log]
+    if grpc:
+        command += [
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+        ]
+    else:
+        command += ["--h1", "-H", "content-type: application/json"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    out = subprocess.run(
+        [*command, url], capture_output=True, text=True, timeout=900
+    ).stdout
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = (after.ru_utime - before.ru_utime) + (
+        after.ru_stime - before.ru_stime
+    )
+    done = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+        r"(\d+) failed, (\d+) errored, (\d+) timeout",
+        out,
+    )
+    finished = re.search(r"finished in ([\d.]+)(m?s)", out)
+    if done is None or finished is None:
+        raise RuntimeError(f"h2load: {out[-2000:]}")
+    elapsed = float(finished.group(1)) / (
+        1000 if finished.group(2) == "ms" else 1
+    )
+    rows = np.loadtxt(log, dtype=np.int64, ndmin=2)
+    ok = rows[:, 1] == 200
+    return {
+        "latencies": rows[ok, 2] / 1e6,
+        "http_errors": int((~ok).sum()) + int(done.group(5)),
+        "resets": int(done.group(6)) + int(done.group(7)),
+        "seconds": elapsed or seconds,
+        "client_cpu": client,
+    }
+
+
+# === Python fallback: asyncio clients in separate processes ===
+
+
+async def _rest_client(address, head, body, count, latencies, counts):
+    reader = writer = None
+    for _ in range(count):
+        start = time.perf_counter()
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection(*address)
+            writer.write(head + body)
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                key, _, value = line.decode().partition(":")
+                if key.lower() == "content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            if b" 200 " not in status:
+                counts["errors"] += 1
+                continue
+        except (ConnectionError, asyncio.IncompleteReadError):
+            counts["resets"] += 1
+            writer = None
+            continue
+        latencies.append(time.perf_counter() - start)
+    if writer is not None:
+        writer.close()
+
+
+async def _grpc_client(channel, request, count, latencies, counts):
+    import grpc
+
+    call = channel.unary_unary(GRPC_PREDICT)
+    for _ in range(count):
+        start = time.perf_counter()
+        try:
+            await call(request, timeout=30)
+        except grpc.aio.AioRpcError:
+            counts["errors"] += 1
+            continue
+        latencies.append(time.perf_counter() - start)
+
+
+def _python_worker(kind, address, payload, count, tasks, queue):
+    latencies: list[float] = []
+    counts = {"errors": 0, "resets": 0}
+    per_task = [count // tasks + (i < count % tasks) for i in range(tasks)]
+
+    async def main():
+        if kind == "grpc":
+            import grpc
+
+            async with grpc.aio.insecure_channel(address) as channel:
+                await asyncio.gather(
+                    *(
+                        _grpc_client(channel, payload, n, latencies, counts)
+                        for n in per_task
+                    )  # fmt: skip
+                )
+        else:
+            head = (
+                f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\n"
+                "Content-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n"
+            ).encode()
+            await asyncio.gather(
+                *(
+                    _rest_client(address, head, payload, n, latencies, counts)
+                    for n in per_task
+                )  # fmt: skip
+            )
+
+    asyncio.run(main())
+    queue.put((latencies, counts))
+
+
+def python_load(kind, address, payload, total, processes=4) -> dict:
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    counts = [
+        total // processes + (i < total % processes) for i in range(processes)
+    ]
+    workers = [
+        context.Process(
+            target=_python_worker,
+            args=(kind, address, payload, n, CLIENTS // processes, queue),
+        )
+        for n in counts
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    results = [queue.get(timeout=900) for _ in workers]
+    for worker in workers:
+        worker.join()
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "latencies": np.array([x for r in results for x in r[0]]),
+        "http_errors": sum(r[1]["errors"] for r in results),
+        "resets": sum(r[1]["resets"] for r in results),
+        "seconds": seconds,
+        "client_cpu": (after.ru_utime - before.ru_utime)
+        + (after.ru_stime - before.ru_stime),
+    }
+
+
+# === One run ===
+
+
+def measure(server, transport, size, total, rest_port, grpc_port, payload,
+            workdir, use_h2load) -> dict:  # fmt: skip
+    grpc = transport == "gRPC"
+    body_path = os.path.join(workdir, f"{transport}-{size}.bin")
+    with open(body_path, "wb") as f:  # gRPC: the length-prefixed frame
+        f.write(
+            b"\0" + struct.pack(">I", len(payload)) + payload
+            if grpc
+            else payload
+        )
+    if use_h2load:
+        url = (
+            f"http://127.0.0.1:{grpc_port}{GRPC_PREDICT}"
+            if grpc
+            else f"http://127.0.0.1:{rest_port}{PREDICT}"
+        )
+
+        def run(n):
+            return h2load(url, body_path, n, grpc, workdir)
+    else:
+        address = f"127.0.0.1:{grpc_port}" if grpc else ("127.0.0.1", rest_port)
+
+        def run(n):
+            return python_load("grpc" if grpc else "rest", address, payload, n)
+
+    run(max(200, total // 20))  # warm-up, not recorded
+    errors_before = server_errors(rest_port)
+    cpu_before = cpu_seconds(server.pid)
+    result = run(total)
+    result["server_cpu"] = cpu_seconds(server.pid) - cpu_before
+    result["errors"] = result["http_errors"] + int(
+        server_errors(rest_port) - errors_before
+    )
+    return result
+
+
+def stress(address, pid) -> dict:
+    """RSS under a streamed 50 MB body and with 100 stalled clients."""
+    import select
+
+    before = rss_mb(pid)
+    answer = "no answer"
+    with socket.create_connection(address, timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/models/ctr:predict HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         chunk = b" " * (1 << 20)
+        framed = b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+        sent = 0
         try:
-            while sent < size:
-                sock.sendall(chunk)
+            while sent < 50 << 20:
+                if select.select([sock], [], [], 0)[0]:
+                    break  # answered before the end
+                sock.sendall(framed)
                 sent += len(chunk)
-        except OSError:
-            pass
-        try:
+            else:
+                sock.sendall(b"0\r\n\r\n")
             answer = sock.recv(200).split(b"\r\n")[0].decode()
         except OSError as error:
             answer = f"closed ({error.__class__.__name__})"
@@ -207,7 +394,8 @@ def stress(address, pid) -> dict:
         sock.close()
     return {
         "rss_before_mb": round(before, 1),
-        "50MB_body_answer": answer,
+        "50MB_streamed_body_answer": answer,
+        "MB_sent_before_the_answer": sent >> 20,
         "rss_after_50MB_mb": round(big, 1),
         "rss_with_100_stalled_mb": round(with_stalled[0], 1),
         "threads_with_100_stalled": with_stalled[1],
@@ -221,8 +409,12 @@ def main() -> None:
         "--workdir",
         default=os.path.join(tempfile.gettempdir(), "tffm-serving-front"),
     )
+    parser.add_argument(
+        "--client", choices=["auto", "h2load", "python"], default="auto"
+    )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     from serving_front import build
 
     raw_path, _ = build(args.workdir)
@@ -230,90 +422,126 @@ def main() -> None:
     os.makedirs(base, exist_ok=True)
     if not os.path.exists(os.path.join(base, "model.onnx")):
         os.link(raw_path, os.path.join(base, "model.onnx"))
+    use_h2load = args.client == "h2load" or (
+        args.client == "auto" and shutil.which("h2load") is not None
+    )
     rng = np.random.default_rng(0)
+    payloads = {
+        size: (body_for(size, rng), grpc_request(size, rng)) for size in (1, 64)
+    }
     runs = [(1, int(20_000 * args.scale)), (64, int(2_000 * args.scale))]
-    rows, stresses = [], {}
+    batching = os.path.join(args.workdir, "batching.config")
+    with open(batching, "w") as f:
+        f.write(
+            "max_batch_size { value: 256 }\n"
+            "batch_timeout_micros { value: 1000 }\n"
+            "max_enqueued_batches { value: 1000 }\n"
+            "num_batch_threads { value: 2 }\n"
+        )
     python = sys.executable
-
+    tffm = [
+        python, "-m", "serving", f"--model_base_path={os.path.dirname(base)}",
+        "--model_name=ctr", "--host=127.0.0.1",
+    ]  # fmt: skip
     servers = {
-        "tffm serve": [
-            python, "-m", "serving", f"--model_base_path={os.path.dirname(base)}",  # noqa: E501
-            "--model_name=ctr", "--host=127.0.0.1", "--no_access_log",
+        "tffm serve": tffm,
+        "tffm serve --num_workers 2": [*tffm, "--num_workers=2"],
+        "tffm serve --enable_batching": [
+            *tffm, "--enable_batching",
+            f"--batching_parameters_file={batching}",
         ],
         "old rest_server (baseline)": [
             python, os.path.join(HERE, "baseline_rest_server.py"),
             f"--model={raw_path}", "--name=ctr",
         ],
     }  # fmt: skip
+    rows, stresses = [], {}
+    workdir = tempfile.mkdtemp(prefix="serving-load-")
     for label, command in servers.items():
         rest_port, grpc_port = free_port(), free_port()
-        if label == "tffm serve":
+        baseline = label.startswith("old")
+        if baseline:
+            command = [*command, f"--port={rest_port}"]
+            ready = "/v1/models/ctr"
+        else:
             command = [
                 *command,
                 f"--port={grpc_port}",
                 f"--rest_api_port={rest_port}",
             ]
             ready = "/readyz"
-        else:
-            command = [*command, f"--port={rest_port}"]
-            ready = "/v1/models/ctr"
         process = start(command, ("127.0.0.1", rest_port), ready)
         try:
             for size, total in runs:
-                body = body_for(size, rng)
-                result = asyncio.run(
-                    rest_load(
-                        ("127.0.0.1", rest_port),
-                        "/v1/models/ctr:predict",
-                        body,
-                        total,
-                        16,
-                    )
-                )
-                rows.append((label, "REST", size, total, *result))
-                if label == "tffm serve":
-                    request = grpc_request(size, rng)
-                    result = asyncio.run(
-                        grpc_load(f"127.0.0.1:{grpc_port}", request, total, 16)
-                    )
-                    rows.append((label, "gRPC", size, total, *result))
-            stresses[label] = stress(("127.0.0.1", rest_port), process.pid)
+                for transport in ("REST",) if baseline else ("REST", "gRPC"):
+                    payload = payloads[size][transport == "gRPC"]
+                    result = measure(
+                        process, transport, size, total, rest_port, grpc_port,
+                        payload, workdir, use_h2load,
+                    )  # fmt: skip
+                    rows.append((label, transport, size, total, result))
+                    print(label, transport, size, summary(total, result)[:4])
+            if label in ("tffm serve", "old rest_server (baseline)"):
+                stresses[label] = stress(("127.0.0.1", rest_port), process.pid)
         finally:
             process.terminate()
-            process.wait(30)
-    load = os.getloadavg()
+            process.wait(60)
+    shutil.rmtree(workdir, ignore_errors=True)
+    record(args, rows, stresses, use_h2load, load_before)
+
+
+def summary(total: int, result: dict) -> tuple:
+    latencies = result["latencies"]
+    p50, p99 = (
+        np.percentile(latencies, [50, 99]) * 1e3 if len(latencies) else (0, 0)
+    )
+    rate = total / result["seconds"]
+    return (
+        rate,
+        p50,
+        p99,
+        result["errors"],
+        result["resets"],
+        result["server_cpu"] / total * 1e6,
+        result["client_cpu"] / total * 1e6,
+    )
+
+
+def record(args, rows, stresses, use_h2load, load_before) -> None:
     import grpc
     import onnxruntime
     import uvicorn
 
+    load = os.getloadavg()
+    client = (
+        "h2load (nghttp2, C; HTTP/1.1 keep-alive for REST, HTTP/2 for gRPC)"
+        if use_h2load
+        else "Python asyncio clients in 4 processes"
+    )
+    busy = " (other work shared the cores)" if load_before[0] > 0.8 else ""
     lines = [
-        f"\n### Serving load ({datetime.date.today()}, `benchmarks/serving_load.py --scale {args.scale}`)\n",  # noqa: E501
-        f"Loopback, 16 concurrent clients (asyncio, same machine: the load "
-        f"generator shares the {os.cpu_count()} cores). Python "
-        f"{platform.python_version()}, uvicorn {uvicorn.__version__}, grpcio "
-        f"{grpc.__version__}, onnxruntime {onnxruntime.__version__}; load "
-        f"average at the end {load[0]:.2f} / {load[1]:.2f} (1 / 5 min). "
-        "Model: DeepFM, 26 hashed + 13 numeric features, MLP 400-400-400.\n",
-        "| server | transport | batch | requests | requests/s | rows/s | p50 ms | p99 ms | errors | resets |",  # noqa: E501
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"\n### Serving load ({datetime.datetime.now():%Y-%m-%d %H:%M}, `benchmarks/serving_load.py --scale {args.scale}`)\n",  # noqa: E501
+        f"Loopback, {CLIENTS} concurrent connections from {client}, on the "
+        f"same {os.cpu_count()} cores as the server. {platform.machine()}, "
+        f"Python {platform.python_version()}, uvicorn {uvicorn.__version__}, "
+        f"grpcio {grpc.__version__}, onnxruntime {onnxruntime.__version__}, "
+        f"numpy {np.__version__}. Load average (1 / 5 / 15 min) before: "
+        f"{' / '.join(f'{x:.2f}' for x in load_before)}{busy}; after: "
+        f"{' / '.join(f'{x:.2f}' for x in load)}. Model: DeepFM, 26 hashed + "
+        "13 numeric raw features, embedding 16, MLP 400-400-400. CPU columns: "
+        "CPU time per request of the server's process tree and of the load "
+        "generator; gRPC errors counted by the server.\n",
+        "| server | transport | batch | requests | requests/s | rows/s | p50 ms | p99 ms | errors | resets | server CPU µs/req | client CPU µs/req |",  # noqa: E501
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",  # noqa: E501
     ]
-    for (
-        label,
-        transport,
-        size,
-        total,
-        latencies,
-        errors,
-        resets,
-        seconds,
-    ) in rows:
-        p50, p99 = (
-            np.percentile(latencies, [50, 99]) * 1e3 if latencies else (0, 0)
+    for label, transport, size, total, result in rows:
+        rate, p50, p99, errors, resets, server, client_cpu = summary(
+            total, result
         )
-        rate = total / seconds
         lines.append(
             f"| {label} | {transport} | {size} | {total:,} | {rate:,.0f} | "
-            f"{rate * size:,.0f} | {p50:.1f} | {p99:.1f} | {errors} | {resets} |"  # noqa: E501
+            f"{rate * size:,.0f} | {p50:.1f} | {p99:.1f} | {errors} | "
+            f"{resets} | {server:,.0f} | {client_cpu:,.0f} |"
         )
     lines.append("")
     for label, figures in stresses.items():

@@ -90,6 +90,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="threads running unbatched predictions. Default: cores",
     )
     parser.add_argument(
+        "--num_workers",
+        type=int,
+        default=1,
+        help="server processes sharing both ports (SO_REUSEPORT); each "
+        "loads every model. Default 1",
+    )
+    parser.add_argument(
         "--grpc_max_threads",
         type=int,
         default=16,
@@ -153,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         max_connections=_positive(args, "max_connections"),
         grace=args.grace_seconds,
         access_log=not args.no_access_log,
+        processes=_positive(args, "num_workers"),
     )
     if options.grpc_port is None and options.rest_port is None:
         raise ValueError(

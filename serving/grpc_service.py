@@ -50,6 +50,7 @@ class GrpcServer:
         timeout: float. Seconds a batched prediction may wait for its
             result.
         access_log: an `AccessLog`, or None for none.
+        reuse_port: bool. Bind with SO_REUSEPORT (worker processes).
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class GrpcServer:
         max_message_bytes: int,
         timeout: float,
         access_log: AccessLog | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.service = service
         self.timeout = timeout
@@ -72,7 +74,7 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(reuse_port)),
             ],
             maximum_concurrent_rpcs=max_workers * 64,
         )

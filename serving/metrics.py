@@ -7,7 +7,10 @@ exposition format (version 0.0.4) when scraped.
 """
 
 import bisect
+import json
+import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +39,27 @@ class Metrics:
         # (model, api, transport) -> [bucket counts..., sum, count]
         self._latency: dict[tuple[str, str, str], list[float]] = {}
         self._batch: dict[str, list[float]] = {}
+        self._share: _Share | None = None
+
+    def share(self, directory: str, interval: float = 1.0) -> None:
+        """Adds up the metrics of every worker process sharing `directory`.
+
+        Every `interval` seconds this process writes its counts there (a
+        thread; never on a request's path); `render` adds the latest counts
+        of the other processes to its own, so a scrape of any worker sees
+        the whole server (up to `interval` seconds old for the others).
+        """
+        self._share = _Share(self, directory, interval)
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's counts, as JSON-ready lists."""
+        with self._lock:
+            return {
+                "requests": [[*k, v] for k, v in self._requests.items()],
+                "errors": [[*k, v] for k, v in self._errors.items()],
+                "latency": [[*k, list(v)] for k, v in self._latency.items()],
+                "batch": [[k, list(v)] for k, v in self._batch.items()],
+            }
 
     def observe(
         self, model: str, api: str, transport: str, code: str, seconds: float
@@ -71,10 +95,23 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         with self._lock:
-            requests = dict(self._requests)
-            errors = dict(self._errors)
-            latency = {k: list(v) for k, v in self._latency.items()}
-            batch = {k: list(v) for k, v in self._batch.items()}
+            requests: dict[tuple[str, ...], float] = {
+                k: v for k, v in self._requests.items()
+            }
+            errors: dict[tuple[str, ...], float] = {
+                k: v for k, v in self._errors.items()
+            }
+            latency: dict[tuple[str, ...], list[float]] = {
+                k: list(v) for k, v in self._latency.items()
+            }
+            batch: dict[tuple[str, ...], list[float]] = {
+                (k,): list(v) for k, v in self._batch.items()
+            }
+        for other in self._share.others() if self._share else []:
+            _add(requests, other["requests"])
+            _add(errors, other["errors"])
+            _add_lists(latency, other["latency"])
+            _add_lists(batch, other["batch"])
         lines: list[str] = []
         _counter(
             lines,
@@ -104,9 +141,61 @@ class Metrics:
             "Rows per model run (after server-side batching).",
             ("model",),
             _BATCH,
-            {(k,): v for k, v in batch.items()},
+            batch,
         )
         return ("\n".join(lines) + "\n").encode()
+
+
+class _Share:
+    """Writes one process's snapshot to a shared directory; reads the rest."""
+
+    def __init__(self, metrics: Metrics, directory: str, interval: float):
+        self.metrics = metrics
+        self.directory = directory
+        self.path = os.path.join(directory, f"worker-{os.getpid()}.json")
+        self.interval = interval
+        thread = threading.Thread(
+            target=self._loop, daemon=True, name="metrics"
+        )
+        thread.start()
+
+    def others(self) -> list[dict[str, Any]]:
+        found = []
+        for entry in sorted(os.listdir(self.directory)):
+            path = os.path.join(self.directory, entry)
+            if path == self.path or not entry.endswith(".json"):
+                continue
+            try:
+                with open(path) as f:
+                    found.append(json.load(f))
+            except (OSError, ValueError):  # being replaced, or gone
+                continue
+        return found
+
+    def _loop(self) -> None:
+        while True:
+            staging = self.path + ".tmp"
+            try:
+                with open(staging, "w") as f:
+                    json.dump(self.metrics.snapshot(), f)
+                os.replace(staging, self.path)  # readers see whole files
+            except OSError:  # the directory went away: the server stops
+                return
+            time.sleep(self.interval)
+
+
+def _add(into: dict[tuple[str, ...], float], rows: list[list[Any]]) -> None:
+    for *key, value in rows:
+        into[tuple(key)] = into.get(tuple(key), 0) + value
+
+
+def _add_lists(
+    into: dict[tuple[str, ...], list[float]], rows: list[list[Any]]
+) -> None:
+    for *key, values in rows:
+        mine = into.setdefault(tuple(key), [0.0] * len(values))
+        for i, value in enumerate(values):
+            mine[i] += value
 
 
 def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
@@ -129,7 +218,7 @@ def _counter(
     name: str,
     help_text: str,
     names: tuple[str, ...],
-    values: Mapping[Any, int],
+    values: Mapping[Any, float],
 ) -> None:
     lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
     for key in sorted(values):

@@ -55,13 +55,24 @@ class ServerOptions:
     request_timeout: float = 30.0
     grace: float = 10.0
     access_log: bool = True
+    processes: int = 1  # > 1: worker processes sharing the ports
+    # Set by `serving.workers` in each worker process:
+    reuse_port: bool = False  # bind with SO_REUSEPORT beside the others
+    metrics_dir: str | None = None  # where the workers share their counts
+    listen_when_ready: bool = False  # load first: no traffic before ready
 
 
 def serve(options: ServerOptions) -> int:
     """Runs the server until SIGTERM / SIGINT; returns the exit status."""
+    if options.processes > 1:
+        from serving import workers
+
+        return workers.serve_workers(options, serve)
     _configure_logging()
     access_log = AccessLog() if options.access_log else None
     metrics = Metrics()
+    if options.metrics_dir is not None:
+        metrics.share(options.metrics_dir)
     executor = concurrent.futures.ThreadPoolExecutor(
         options.workers, thread_name_prefix="predict"
     )
@@ -73,6 +84,10 @@ def serve(options: ServerOptions) -> int:
         on_batch=metrics.observe_batch,
     )
     service = Service(manager, metrics)
+    if options.listen_when_ready:
+        # A second worker: the ports already answer (the first worker), so
+        # this one joins them only once it can serve.
+        manager.start(options.poll_seconds)
     grpc_server = None
     if options.grpc_port is not None:
         grpc_server = GrpcServer(
@@ -82,6 +97,7 @@ def serve(options: ServerOptions) -> int:
             max_message_bytes=options.max_body_bytes,
             timeout=options.request_timeout,
             access_log=access_log,
+            reuse_port=options.reuse_port,
         )
         grpc_server.start()
     app = RestApp(
@@ -93,7 +109,7 @@ def serve(options: ServerOptions) -> int:
     )
     sock = None
     if options.rest_port is not None:
-        sock = _bind(options.host, options.rest_port)
+        sock = _bind(options.host, options.rest_port, options.reuse_port)
     ports = {
         "grpc_port": grpc_server.port if grpc_server else None,
         "rest_port": sock.getsockname()[1] if sock else None,
@@ -101,7 +117,8 @@ def serve(options: ServerOptions) -> int:
     print(f"tffm serve: listening {ports}", flush=True)
 
     def load() -> None:
-        manager.start(options.poll_seconds)
+        if not options.listen_when_ready:
+            manager.start(options.poll_seconds)
         if grpc_server is not None and manager.ready and not app.shutting_down:
             grpc_server.set_serving(True)
         LOG.info("ready: %s", manager.ready)
@@ -260,10 +277,12 @@ def _protocol_class(header_timeout: float) -> Any:
     return Protocol
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # the kernel spreads connections over the workers
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(4096)
     sock.set_inheritable(True)

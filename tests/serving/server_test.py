@@ -1,5 +1,6 @@
 import json
 import os
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -623,3 +624,60 @@ def test_sigterm_stops_grpc_and_rest_together(onnx_file, tmp_path_factory):
         if process.poll() is None:
             process.kill()
         info["log_file"].close()
+
+
+@pytest.mark.slow
+def test_worker_processes_share_the_ports_and_the_metrics(
+    onnx_file, tmp_path_factory
+):
+    import shutil
+    import signal
+
+    from serving import Client
+
+    from .conftest import start_server
+
+    base = tmp_path_factory.mktemp("workers")
+    os.makedirs(base / "ctr" / "3")
+    shutil.copy(onnx_file, base / "ctr" / "3" / "model.onnx")
+    info = start_server(
+        base,
+        [
+            f"--model_base_path={base / 'ctr'}",
+            "--model_name=ctr",
+            "--num_workers=2",
+        ],  # fmt: skip
+    )
+    process = info["process"]
+    try:
+        raw = batch(5, seed=7)
+        rest = Client(info["rest"], "ctr")
+        grpc_client = Client(info["grpc"], "ctr", transport="grpc")
+        expected = rest.predict(raw)["probability"]
+        clients = [Client(info["rest"], "ctr") for _ in range(8)]
+        for client in clients:  # new connections: spread by the kernel
+            np.testing.assert_allclose(client.predict(raw)["probability"],
+                                       expected, atol=1e-6)  # fmt: skip
+        np.testing.assert_allclose(
+            grpc_client.predict(raw)["probability"], expected, atol=1e-6
+        )
+        time.sleep(1.5)  # the workers share their counts every second
+        with urllib.request.urlopen(info["url"] + "/metrics") as response:
+            text = response.read().decode()
+        counted = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("tffm_serving_requests_total{")
+            and 'api="predict"' in line
+        )
+        assert counted == 10, text  # 9 REST + 1 gRPC, whichever worker
+        pids = subprocess.run(
+            ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(pids) >= 2
+        grpc_client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        info["log_file"].close()
+    assert code == 0, info["log"].read_text()[-3000:]
