@@ -6,6 +6,7 @@ help text, choices and bounds, from which the command line builds its flags
 any work starts.
 """
 
+import copy
 import dataclasses
 import difflib
 import json
@@ -50,6 +51,51 @@ _COLUMN_MINIMUM = {
 }
 
 
+class _Auto:
+    """The default of an option whose value depends on the task and model."""
+
+    def __repr__(self) -> str:
+        return "auto"
+
+
+# Typed `Any` so a field declared `int` may default to it.
+AUTO: Any = _Auto()
+
+# What AUTO resolves to, by (task, model). Chosen on the holdouts of the
+# training data of Frappe, MovieLens-100K, and the Criteo and Avazu samples
+# (benchmarks/RESULTS.md, "Defaults"), never on a test split.
+_COMMON_DEFAULTS: dict[str, Any] = {
+    "embedding_dim": 16,
+    "hidden_units": [400, 400],
+    "dropout": 0.5,
+    "batch_norm": True,
+    "batch_size": 512,
+    "epochs": 40,
+    "patience": 4,
+}
+AUTO_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("binary", "deepfm"): {"embeddings_l2": 0.01, "learning_rate": 3e-3},
+    ("binary", "fm"): {"embeddings_l2": 0.03, "learning_rate": 1e-2},
+    ("binary", "lr"): {"embeddings_l2": 0.0, "learning_rate": 1e-2},
+    ("regression", "deepfm"): {
+        "embedding_dim": 32,
+        "embeddings_l2": 0.1,
+        "learning_rate": 3e-3,
+    },
+    ("regression", "fm"): {
+        "embedding_dim": 32,
+        "embeddings_l2": 0.1,
+        "learning_rate": 3e-3,
+    },
+    ("regression", "lr"): {"embeddings_l2": 0.0, "learning_rate": 1e-2},
+}
+
+
+def auto_defaults(task: str, model: str) -> dict[str, Any]:
+    """The values `AUTO` options take for `task` and `model`."""
+    return dict(_COMMON_DEFAULTS, **AUTO_DEFAULTS[(task, model)])
+
+
 def option(
     default: Any,
     help: str,  # noqa: A002 (argparse's name)
@@ -77,7 +123,7 @@ def option(
         "below": below,
         "flag": flag,
     }
-    if isinstance(default, list | dict):
+    if isinstance(default, list | dict) and default is not AUTO:
         return dataclasses.field(
             default_factory=lambda: type(default)(default), metadata=metadata
         )
@@ -133,14 +179,14 @@ class TrainConfig:
     # === Model ===
     model: str = option("deepfm", "model", choices=constants.MODELS)
     task: str = option("binary", "task", choices=constants.TASKS)
-    embedding_dim: int = option(8, "factor / embedding size", minimum=1)
+    embedding_dim: int = option(AUTO, "factor / embedding size", minimum=1)
     hidden_units: list[int] = option(
-        [400, 400, 400], "DeepFM DNN widths, e.g. 400,400,400"
+        AUTO, "DeepFM DNN widths, e.g. 400,400,400"
     )
-    dropout: float = option(0.0, "DNN dropout rate", minimum=0.0, below=1.0)
-    batch_norm: bool = option(False, "batch normalization in the DNN")
+    dropout: float = option(AUTO, "DNN dropout rate", minimum=0.0, below=1.0)
+    batch_norm: bool = option(AUTO, "batch normalization in the DNN")
     embeddings_l2: float = option(
-        0.0, "L2 on the embedding rows a batch reads", minimum=0.0
+        AUTO, "L2 on the embedding rows a batch reads", minimum=0.0
     )
     table_l2: float = option(
         0.0, "L2 on the whole embedding table", minimum=0.0
@@ -153,11 +199,11 @@ class TrainConfig:
         choices=("float32", "mixed_bfloat16"),
     )
     # === Fit ===
-    learning_rate: float = option(1e-3, "Adam learning rate", below=math.inf)
-    batch_size: int = option(1024, "rows per batch", minimum=1)
-    epochs: int = option(10, "most epochs to train", minimum=1)
+    learning_rate: float = option(AUTO, "Adam learning rate", below=math.inf)
+    batch_size: int = option(AUTO, "rows per batch", minimum=1)
+    epochs: int = option(AUTO, "most epochs to train", minimum=1)
     patience: int = option(
-        2, "early stopping: epochs without improvement", minimum=0
+        AUTO, "early stopping: epochs without improvement", minimum=0
     )
     monitor: str | None = option(
         None,
@@ -231,6 +277,10 @@ class TrainConfig:
             self.data = [self.data]
         if isinstance(self.validation_data, str):
             self.validation_data = [self.validation_data]
+        if self.task in constants.TASKS and self.model in constants.MODELS:
+            for name, value in auto_defaults(self.task, self.model).items():
+                if getattr(self, name) is AUTO:
+                    setattr(self, name, copy.copy(value))
         check_values(dataclasses.asdict(self), source="config")
         if self.format in ("csv", "parquet") and not self.columns:
             raise ValueError(
@@ -325,6 +375,8 @@ def check_values(values: Mapping[str, Any], *, source: str) -> None:
     """Checks each value's type, choices and bounds against its field."""
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for key, value in values.items():
+        if value is AUTO:  # resolved by the task and model
+            continue
         field = fields[key]
         where = f"{source}: `{key}`"
         if not _matches(value, field.type):

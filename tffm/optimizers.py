@@ -72,8 +72,8 @@ class Adam(keras.optimizers.Adam):  # type: ignore[misc]
         alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
-        m_rows = ops.take(m, rows, axis=0)  # (R, ...)
-        v_rows = ops.take(v, rows, axis=0)
+        m_rows = _read_rows(m, rows)  # (R, ...)
+        v_rows = _read_rows(v, rows)
         m_rows = m_rows + (summed - m_rows) * (1 - self.beta_1)
         v_rows = v_rows + (ops.square(summed) - v_rows) * (1 - self.beta_2)
         self.assign(m, _rows(m_rows, rows, m))
@@ -124,7 +124,7 @@ class Adagrad(keras.optimizers.Adagrad):  # type: ignore[misc]
         lr = ops.cast(learning_rate, dtype)
         summed = ops.cast(summed, dtype)
         accumulator = self._accumulators[self._get_variable_index(variable)]
-        total = ops.take(accumulator, rows, axis=0) + ops.square(summed)
+        total = _read_rows(accumulator, rows) + ops.square(summed)
         self.assign(accumulator, _rows(total, rows, accumulator))
         delta = lr * summed / ops.sqrt(total + self.epsilon)
         self.assign_sub(variable, _rows(delta, rows, variable))
@@ -186,8 +186,20 @@ def _dense(gradient: Any, variable: Any) -> Any:
     )
 
 
+def _read_rows(variable: Any, rows: Any) -> Any:
+    """`variable[rows]` as a sparse read of the TensorFlow variable.
+
+    (`ops.take(variable, ...)` would first read the whole variable: a copy
+    of the table, every step.)
+    """
+    import tensorflow as tf
+
+    return tf.gather(variable.value, rows)
+
+
 def _rows(values: Any, rows: Any, variable: Any) -> Any:
     """Rows of an update, for Keras' scattering `assign*` (TensorFlow)."""
     import tensorflow as tf
 
-    return tf.IndexedSlices(values, rows, tf.shape(variable))
+    # No dense shape: `tf.shape(variable)` would read (copy) the table.
+    return tf.IndexedSlices(values, rows)

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from typing import Any
@@ -81,7 +82,8 @@ def open_source(
         if not config.fields:
             raise ValueError(
                 "libsvm data needs `fields` (--fields: one name per idx:1 "
-                "entry of a row) for feature-spec models."
+                "entry of a row) for feature-spec models: its first rows do "
+                "not each hold the same number of entries of value 1."
             )
         if keep:
             raise ValueError("libsvm rows have no named columns to keep.")
@@ -264,8 +266,46 @@ def train(
     """
     from tffm.data import raise_row_errors
 
+    config = resolve_layout(config)
     with raise_row_errors():
         return _train(config, output, verbose)
+
+
+def resolve_layout(
+    config: TrainConfig, *, report: Callable[[str], None] | None = None
+) -> TrainConfig:
+    """`config` with what its libsvm files' first rows say filled in.
+
+    A libsvm / libFM file whose rows each hold the same number of `idx:1`
+    entries (one per field, as the libFM exports of Frappe and MovieLens
+    are) needs no `fields`: they are named `field0, field1, ...` by
+    position. Labels of `-1 / +1` in a binary task are read as 0 / 1
+    (`binary_labels`). Each choice is reported (to stderr by default);
+    other formats, and options already set, are left as they are.
+    """
+    if config.format != "libsvm" or (config.fields and config.binary_labels):
+        return config
+    from tffm.data.lines import resolve_files
+    from tffm.data.sniff import sniff_libsvm
+
+    say = report or (lambda text: print(text, file=sys.stderr))
+    layout = sniff_libsvm(resolve_files(config.data))
+    changes: dict[str, Any] = {}
+    if not config.fields and layout.one_hot and layout.entries:
+        changes["fields"] = [f"field{i}" for i in range(layout.entries)]
+        say(
+            f"tffm: every row read holds {layout.entries} idx:1 entries: "
+            f"fields field0..field{layout.entries - 1} by position "
+            "(--fields names them)"
+        )
+    if (
+        config.task == "binary"
+        and not config.binary_labels
+        and layout.plus_minus_one
+    ):
+        changes["binary_labels"] = True
+        say("tffm: labels are -1 / +1: read as 0 / 1 (--binary-labels)")
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:

@@ -88,6 +88,7 @@ def tune(
     from tffm.training import log_columns
     from tffm.training import open_source
     from tffm.training import quiet_fit
+    from tffm.training import resolve_layout
 
     if algorithm not in ALGORITHMS:
         raise ValueError(
@@ -96,6 +97,7 @@ def tune(
         )
     if not config.data:
         raise ValueError("No training data: set `data` (or --data).")
+    config = resolve_layout(config, report=report)
     os.makedirs(output, exist_ok=True)
     use_holdout = not config.validation_data
     monitor = monitor_of(config)

@@ -56,3 +56,28 @@ class MLPTest(testing.TestCase):
     def test_invalid_arguments(self, kwargs, message):
         with self.assertRaisesRegex(ValueError, message):
             MLP(**kwargs)
+
+
+class DropoutTest(testing.TestCase):
+    def test_training_drops_at_the_rate_and_rescales(self):
+        import keras
+
+        layer = MLP([4], dropout=0.25)
+        dropout = [b for b in layer.blocks if "dropout" in b.name][0]
+        x = np.ones((200, 500), "float32")
+        out = testing.to_numpy(dropout(x, training=True))
+        kept = out != 0
+        # 100,000 Bernoulli(0.75) draws: sd of the mean 0.0014.
+        self.assertAllClose(kept.mean(), 0.75, tol=(0.01, 0))
+        self.assertAllClose(out[kept], np.full(kept.sum(), 1 / 0.75))
+        self.assertAllClose(testing.to_numpy(dropout(x)), x)
+        second = testing.to_numpy(dropout(x, training=True))
+        self.assertFalse(np.array_equal(second != 0, kept))  # a new mask
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            compiled = tf.function(
+                lambda t: dropout(t, training=True), jit_compile=True
+            )
+            kept = testing.to_numpy(compiled(x)) != 0
+            self.assertAllClose(kept.mean(), 0.75, tol=(0.01, 0))

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tffm import constants
+from tffm.config import AUTO
 from tffm.config import READING_FIELDS
 from tffm.config import TrainConfig
 
@@ -359,6 +360,8 @@ def _base_type(annotation: Any) -> Any:
 
 
 def _show(value: Any) -> str:
+    if value is AUTO:
+        return "by task and model, see README 'Defaults'"
     if isinstance(value, list):
         return ",".join(str(v) for v in value) or "none"
     return "none" if value is None else str(value)

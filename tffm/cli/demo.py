@@ -72,6 +72,8 @@ def run_demo(
         embedding_dim=8,
         hidden_units=[128, 64],
         dropout=0.2,
+        batch_norm=False,
+        embeddings_l2=0.0,
         learning_rate=8e-3,
         batch_size=2048,
         epochs=epochs,

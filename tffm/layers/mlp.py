@@ -78,9 +78,7 @@ class MLP(keras.layers.Layer):
                 keras.layers.Activation(activation, dtype=self.dtype_policy)
             )
             if dropout:
-                self.blocks.append(
-                    keras.layers.Dropout(dropout, dtype=self.dtype_policy)
-                )
+                self.blocks.append(Dropout(dropout, dtype=self.dtype_policy))
         self.output_dense = keras.layers.Dense(
             1, kernel_regularizer=regularizer, dtype=self.dtype_policy
         )
@@ -121,3 +119,32 @@ class MLP(keras.layers.Layer):
             }
         )
         return config
+
+
+class Dropout(keras.layers.Dropout):  # type: ignore[misc]
+    """`keras.layers.Dropout` whose mask compiles to fast code under XLA.
+
+    On TensorFlow, Keras draws the mask with `stateless_dropout`'s default
+    generator (`auto_select`), which XLA compiles on CPU into a slow one:
+    114 ms for a `(2048, 128)` mask, against 2.3 ms with `philox`
+    (measured; a DeepFM step with dropout took 515 ms instead of 24).
+    Same rate, same seed generator; only the random bits differ. Other
+    backends use Keras' own dropout.
+    """
+
+    def call(self, inputs: Tensor, training: bool = False) -> Tensor:
+        if not training or self.rate <= 0:
+            return inputs
+        if keras.backend.backend() != "tensorflow":
+            return super().call(inputs, training=training)
+        import tensorflow as tf
+
+        seed = self.seed_generator.next()  # (2,) int64 state
+        seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+        return tf.nn.experimental.stateless_dropout(
+            inputs,
+            rate=self.rate,
+            seed=seed,
+            noise_shape=self.noise_shape,
+            rng_alg="philox",
+        )

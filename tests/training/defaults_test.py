@@ -1,0 +1,118 @@
+import dataclasses
+import gzip
+import json
+import os
+import tempfile
+
+from absl.testing import parameterized
+
+from tffm import testing
+from tffm.config import AUTO
+from tffm.config import AUTO_DEFAULTS
+from tffm.config import TrainConfig
+from tffm.config import auto_defaults
+from tffm.training import resolve_layout
+
+AUTO_FIELDS = [
+    f.name for f in dataclasses.fields(TrainConfig) if f.default is AUTO
+]
+
+
+class AutoDefaultsTest(testing.TestCase):
+    @parameterized.parameters(*AUTO_DEFAULTS)
+    def test_every_auto_option_resolves_by_task_and_model(self, task, model):
+        config = TrainConfig(format="criteo", task=task, model=model)
+        expected = auto_defaults(task, model)
+        self.assertCountEqual(expected, AUTO_FIELDS)
+        for name in AUTO_FIELDS:
+            self.assertEqual(getattr(config, name), expected[name], name)
+
+    def test_explicit_values_win_and_lists_are_not_shared(self):
+        config = TrainConfig(format="criteo", embedding_dim=3, epochs=2)
+        self.assertEqual((config.embedding_dim, config.epochs), (3, 2))
+        other = TrainConfig(format="criteo")
+        config.hidden_units.append(7)
+        self.assertNotIn(7, other.hidden_units)
+        self.assertNotIn(7, TrainConfig(format="criteo").hidden_units)
+
+    def test_regression_fm_and_binary_fm_differ_where_the_table_says(self):
+        binary = TrainConfig(format="criteo", model="fm")
+        regression = TrainConfig(format="criteo", model="fm", task="regression")
+        self.assertEqual(
+            binary.embeddings_l2,
+            AUTO_DEFAULTS[("binary", "fm")]["embeddings_l2"],
+        )
+        self.assertEqual(
+            regression.embedding_dim,
+            auto_defaults("regression", "fm")["embedding_dim"],
+        )
+
+    def test_the_config_file_form_holds_plain_values(self):
+        values = TrainConfig(format="criteo", model="fm").to_dict()
+        text = json.dumps(values)  # AUTO would not serialize
+        again = TrainConfig.from_dict(json.loads(text))
+        self.assertEqual(again, TrainConfig(format="criteo", model="fm"))
+
+    def test_a_bad_auto_option_value_still_fails_by_name(self):
+        with self.assertRaisesRegex(ValueError, "epochs"):
+            TrainConfig.from_dict({"format": "criteo", "epochs": 1.5})
+
+
+class LibsvmLayoutTest(testing.TestCase):
+    def write(self, lines, name="d.libfm.gz"):
+        self.tmp = tempfile.mkdtemp()
+        path = os.path.join(self.tmp, name)
+        with gzip.open(path, "wt") as f:
+            f.write("".join(line + "\n" for line in lines))
+        return path
+
+    def test_one_hot_rows_name_fields_and_plus_minus_labels_map(self):
+        path = self.write(
+            ["1 3:1 10:1 20:1", "-1 4:1 11:1 21:1", "", "1 3:1 12:1 22:1"]
+        )
+        said = []
+        config = resolve_layout(
+            TrainConfig(data=[path], format="libsvm"), report=said.append
+        )
+        self.assertEqual(config.fields, ["field0", "field1", "field2"])
+        self.assertTrue(config.binary_labels)
+        self.assertEqual(len(said), 2)
+        self.assertIn("field0..field2", said[0])
+        self.assertIn("-1 / +1", said[1])
+
+    def test_zero_one_labels_and_regression_keep_their_labels(self):
+        path = self.write(["1 3:1 10:1", "0 4:1 11:1"])
+        config = resolve_layout(
+            TrainConfig(data=[path], format="libsvm"), report=lambda _: None
+        )
+        self.assertFalse(config.binary_labels)
+        path = self.write(["1 3:1 10:1", "-1 4:1 11:1"])
+        config = resolve_layout(
+            TrainConfig(data=[path], format="libsvm", task="regression"),
+            report=lambda _: None,
+        )
+        self.assertFalse(config.binary_labels)
+        self.assertEqual(config.fields, ["field0", "field1"])
+
+    @parameterized.named_parameters(
+        ("ragged", ["1 3:1 10:1", "0 4:1"]),
+        ("weighted", ["1 3:0.5 10:1", "0 4:1 11:1"]),
+        ("ffm", ["1 0:3:1 1:10:1", "0 0:4:1 1:11:1"]),
+    )
+    def test_other_layouts_are_left_to_the_flags(self, lines):
+        path = self.write(lines)
+        said = []
+        config = resolve_layout(
+            TrainConfig(data=[path], format="libsvm"), report=said.append
+        )
+        self.assertIsNone(config.fields)
+        self.assertEqual(said, [])
+
+    def test_named_fields_are_kept(self):
+        path = self.write(["1 3:1 10:1", "-1 4:1 11:1"])
+        config = resolve_layout(
+            TrainConfig(data=[path], format="libsvm", fields=["a", "b"]),
+            report=lambda _: None,
+        )
+        self.assertEqual(config.fields, ["a", "b"])
+        self.assertTrue(config.binary_labels)
