@@ -25,6 +25,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from tffm.rows import gather_rows
+
 # Tables with at least this many rows are updated row-wise by default.
 LAZY_ROWS = 1_000_000
 
@@ -72,8 +74,8 @@ class Adam(keras.optimizers.Adam):  # type: ignore[misc]
         alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
-        m_rows = _read_rows(m, rows)  # (R, ...)
-        v_rows = _read_rows(v, rows)
+        m_rows = gather_rows(m, rows)  # (R, ...)
+        v_rows = gather_rows(v, rows)
         m_rows = m_rows + (summed - m_rows) * (1 - self.beta_1)
         v_rows = v_rows + (ops.square(summed) - v_rows) * (1 - self.beta_2)
         self.assign(m, _rows(m_rows, rows, m))
@@ -124,7 +126,7 @@ class Adagrad(keras.optimizers.Adagrad):  # type: ignore[misc]
         lr = ops.cast(learning_rate, dtype)
         summed = ops.cast(summed, dtype)
         accumulator = self._accumulators[self._get_variable_index(variable)]
-        total = _read_rows(accumulator, rows) + ops.square(summed)
+        total = gather_rows(accumulator, rows) + ops.square(summed)
         self.assign(accumulator, _rows(total, rows, accumulator))
         delta = lr * summed / ops.sqrt(total + self.epsilon)
         self.assign_sub(variable, _rows(delta, rows, variable))
@@ -184,17 +186,6 @@ def _dense(gradient: Any, variable: Any) -> Any:
     return tf.math.unsorted_segment_sum(
         gradient.values, gradient.indices, variable.shape[0]
     )
-
-
-def _read_rows(variable: Any, rows: Any) -> Any:
-    """`variable[rows]` as a sparse read of the TensorFlow variable.
-
-    (`ops.take(variable, ...)` would first read the whole variable: a copy
-    of the table, every step.)
-    """
-    import tensorflow as tf
-
-    return tf.gather(variable.value, rows)
 
 
 def _rows(values: Any, rows: Any, variable: Any) -> Any:
