@@ -82,6 +82,8 @@ class OnnxPredictor:
                 f"file (`<name>.onnx{constants.ONNX_DATA_SUFFIX}`) beside "
                 "the .onnx file and copy them together."
             ) from None
+        # The compiled session's `run`, where this onnxruntime has it.
+        self._run = getattr(getattr(self.session, "_sess", None), "run", None)
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.feed = OnnxFeed.from_metadata(metadata)
         self.version = int(metadata.get(constants.ONNX_VERSION, "0"))
@@ -116,5 +118,14 @@ class OnnxPredictor:
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Runs the graph on feeds built by `self.feed`."""
-        outputs = self.session.run(self.output_names, dict(feeds))
+        if self._run is not None:  # `self.feed` gives every input, so the
+            # Python-side name check of `InferenceSession.run` is skipped
+            # (~20 us of a batch-1 request).
+            outputs = self._run(
+                self.output_names,
+                feeds if type(feeds) is dict else dict(feeds),
+                None,
+            )
+        else:
+            outputs = self.session.run(self.output_names, dict(feeds))
         return dict(zip(self.output_names, outputs, strict=True))
