@@ -87,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rest_api_num_threads",
         type=int,
         default=os.cpu_count() or 1,
-        help="threads running unbatched predictions. Default: cores",
+        help="threads running unbatched REST predictions (gRPC runs them in "
+        "its handler threads). Default: cores",
     )
     parser.add_argument(
         "--num_workers",
