@@ -402,6 +402,175 @@ def stress(address, pid) -> dict:
     }
 
 
+# === Where the CPU goes: the floors and the stages, at batch 1 and 64 ===
+
+
+def _echo_rest(port: int) -> None:
+    """uvicorn as `tffm serve` runs it, with an app that only answers."""
+    import uvicorn
+
+    from serving import http_protocol
+    from serving.server import _loop_factory
+
+    answer = b'{"outputs":{"probability":[[0.5]],"logit":[[0.0]]}}'
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(answer)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, http=http_protocol.protocol_class(30),
+        lifespan="off", proxy_headers=False, access_log=False,
+        log_level="warning", server_header=False, date_header=False,
+    )  # fmt: skip
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(uvicorn.Server(config).serve())
+
+
+def _echo_grpc(port: int) -> None:
+    """grpcio's server as `tffm serve` runs it, with a handler that answers."""
+    import concurrent.futures
+
+    import grpc
+
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(16))
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: b"")
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "tensorflow.serving.PredictionService", {"Predict": handler}
+            ),
+        )
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def floors(payloads, workdir, use_h2load) -> dict:
+    """Server CPU per request of the bare frameworks (no model, no parsing)."""
+    found = {}
+    for transport, target in (("REST", _echo_rest), ("gRPC", _echo_grpc)):
+        port = free_port()
+        process = multiprocessing.get_context("spawn").Process(
+            target=target, args=(port,)
+        )
+        process.start()
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+
+            class Handle:  # what `measure` needs of a server
+                pid = process.pid
+
+            result = measure(
+                Handle, transport, 1, 10_000, port, port,
+                payloads[1][transport == "gRPC"], workdir, use_h2load,
+            )  # fmt: skip
+            found[transport] = summary(10_000, result)
+        finally:
+            process.terminate()
+            process.join(10)
+    return found
+
+
+def stages(raw_path: str, payloads) -> dict:
+    """CPU µs of each step of one request, in this process, by batch size."""
+    from serving import OnnxPredictor
+    from serving.metrics import Metrics
+
+    predictor = OnnxPredictor(raw_path, threads=1)
+    metrics = Metrics()
+
+    def cost(fn, repeats):
+        for _ in range(max(20, repeats // 10)):
+            fn()
+        times = []
+        for _ in range(5):
+            start = time.process_time()
+            for _ in range(repeats):
+                fn()
+            times.append((time.process_time() - start) / repeats * 1e6)
+        return float(np.median(times))
+
+    return {
+        size: _stage_costs(
+            predictor,
+            metrics,
+            body,
+            request_bytes,
+            cost,
+            2000 if size == 1 else 200,
+        )  # fmt: skip
+        for size, (body, request_bytes) in payloads.items()
+    }
+
+
+def _stage_costs(predictor, metrics, body, request_bytes, cost, repeats):
+    from serving import protos
+    from serving import rest_json
+    from serving import tensors
+    from serving.grpc_service import _raw_inputs
+
+    document = rest_json.parse_body(body)
+    raw, rows = rest_json.columns_from_request(document, predictor.features)
+    feeds = predictor.feed(raw)
+    outputs = predictor.run(feeds)
+    request = protos.PredictRequest.FromString(request_bytes)
+    grpc_raw = _raw_inputs(request, predictor.features)
+
+    def response():
+        message = protos.PredictResponse()
+        for name, value in outputs.items():
+            message.outputs[name].CopyFrom(tensors.make_tensor_proto(value))
+        return message.SerializeToString()
+
+    features = predictor.features
+    return {
+        "REST: JSON parse": cost(lambda: rest_json.parse_body(body), repeats),
+        "REST: columns": cost(
+            lambda: rest_json.columns_from_request(document, features), repeats
+        ),
+        "REST: feed": cost(lambda: predictor.feed(raw), repeats),
+        "REST: response JSON": cost(
+            lambda: rest_json.response_json(outputs, rows), repeats
+        ),
+        "metrics": cost(
+            lambda: metrics.observe("ctr", "predict", "rest", "OK", 1e-3),
+            repeats,
+        ),
+        "gRPC: parse": cost(
+            lambda: protos.PredictRequest.FromString(request_bytes), repeats
+        ),
+        "gRPC: tensors -> columns": cost(
+            lambda: _raw_inputs(request, features), repeats
+        ),
+        "gRPC: feed": cost(lambda: predictor.feed(grpc_raw), repeats),
+        "gRPC: response": cost(response, repeats),
+        "onnxruntime run": cost(lambda: predictor.run(feeds), repeats),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0)
@@ -486,8 +655,10 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(60)
+    floor = floors(payloads, workdir, use_h2load)
+    steps = stages(raw_path, payloads)
     shutil.rmtree(workdir, ignore_errors=True)
-    record(args, rows, stresses, use_h2load, load_before)
+    record(args, rows, stresses, use_h2load, load_before, floor, steps)
 
 
 def summary(total: int, result: dict) -> tuple:
@@ -507,7 +678,7 @@ def summary(total: int, result: dict) -> tuple:
     )
 
 
-def record(args, rows, stresses, use_h2load, load_before) -> None:
+def record(args, rows, stresses, use_h2load, load_before, floor, steps):
     import grpc
     import onnxruntime
     import uvicorn
@@ -546,6 +717,26 @@ def record(args, rows, stresses, use_h2load, load_before) -> None:
     lines.append("")
     for label, figures in stresses.items():
         lines.append(f"- {label}: {json.dumps(figures)}")
+    lines += [
+        "",
+        "Where the server's CPU goes (same run): the bare frameworks under "
+        "the same load generator (an app or handler that only answers, "
+        "batch-1 payloads), and each step of a request timed alone in one "
+        "process (CPU µs, median of 5):",
+        "",
+        "| step | batch 1 | batch 64 |",
+        "| --- | ---: | ---: |",
+    ]
+    for transport, figures in floor.items():
+        name = "uvicorn + uvloop" if transport == "REST" else "grpcio server"
+        lines.append(
+            f"| {name}, nothing else ({figures[0]:,.0f} requests/s) | "
+            f"{figures[5]:,.0f} | |"
+        )
+    for step in steps[1]:
+        lines.append(
+            f"| {step} | {steps[1][step]:,.1f} | {steps[64][step]:,.1f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_record:

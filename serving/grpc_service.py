@@ -9,6 +9,7 @@ Errors carry TF Serving's status codes and messages.
 """
 
 import concurrent.futures
+import itertools
 import logging
 import math
 import threading
@@ -279,14 +280,17 @@ def _raw_inputs(request: Any, features: Any) -> dict[str, Any]:
         dims = tensor.tensor_shape.dim
         kind = tensor.dtype
         if kind == tensors.DT_STRING:
+            values = tensor.string_val[:]  # a list of bytes, in one call
             if len(dims) == 1:
                 shape: tuple[int, ...] = (dims[0].size,)
+                if len(values) == shape[0] > 0:
+                    strings.append((name, shape, values))
+                    continue
             else:
                 shape = tuple([d.size for d in dims])
-            values = list(tensor.string_val)
-            if len(values) == math.prod(shape) and min(shape, default=1) > 0:
-                strings.append((name, shape, values))
-                continue
+                if len(values) == math.prod(shape) and min(shape, default=1):
+                    strings.append((name, shape, values))
+                    continue
         elif kind in _ITEMS and len(dims) == 1:  # the usual number
             dtype = _ITEMS[kind]
             content = tensor.tensor_content
@@ -316,7 +320,7 @@ def _decode(
     strings: list[tuple[str, tuple[int, ...], list[bytes]]],
 ) -> list[str]:
     """All the values as `str`: one join, one decode, one split."""
-    flat = [v for _, _, values in strings for v in values]
+    flat = list(itertools.chain.from_iterable(v for _, _, v in strings))
     try:
         # NUL cannot end or continue a UTF-8 sequence, so the joined bytes
         # decode exactly when every value does.
