@@ -1,10 +1,23 @@
 """LR / FM / DeepFM on the real data sets in ../shared/data, via tffm.training.
 
 Usage: python benchmarks/real_data.py [--datasets frappe,movielens,...]
-Prints a Markdown table (metric +- bootstrap std over the test rows) and
-appends it to benchmarks/RESULTS.md with the machine and date. Hyper-
-parameters are fixed here; they were chosen on each training set's
-holdout part (every 10th line), never on a test split.
+    [--models lr,fm,deepfm] [--modes default,tuned] [--seeds 0,1,2]
+    [--baselines torch_fm,lightgbm] [--no-record]
+
+Each data set is read with only the options needed to read it (`base`).
+Rows:
+- `default`: `tffm train` with nothing else (the defaults by task and
+  model, README "Defaults"), the model chosen;
+- `tuned`: the recipe below (`tuning` + the model's options), chosen on the
+  holdout of each training set (every 10th line) or its validation file,
+  never on a test split;
+- baselines on the same encoded features and the same split
+  (`baselines.py`): a hand-written PyTorch FM and LightGBM, each with a
+  small grid chosen on the same holdout.
+Every row is trained with each seed: the table gives the test metric's
+mean and standard deviation over seeds, and the mean bootstrap standard
+deviation over the test rows (200 resamples). Appends to
+benchmarks/RESULTS.md with the machine and date.
 """
 
 import argparse
@@ -14,6 +27,9 @@ import platform
 import shutil
 import tempfile
 import time
+
+import baselines
+import numpy as np
 
 from tffm.config import TrainConfig
 from tffm.evaluation import evaluate_files
@@ -25,16 +41,11 @@ DATA = os.path.join(HERE, "..", "..", "shared", "data")
 
 def frappe(tmp):
     d = os.path.join(DATA, "frappe_nfm")
+    # Reading: the file and its format (its one-hot rows name the fields,
+    # its -1/+1 labels are read as 0/1 without flags).
     base = dict(
         data=[os.path.join(d, "frappe.validation.libfm.gz")],
         format="libsvm",
-        fields=[f"field{i}" for i in range(10)],
-        binary_labels=True,
-        holdout_every=10,
-        batch_size=512,
-        epochs=40,
-        patience=3,
-        refit=True,
     )
     models = {
         "lr": dict(model="lr", learning_rate=0.01),
@@ -51,7 +62,8 @@ def frappe(tmp):
             learning_rate=0.003,
         ),
     }
-    return base, models, [os.path.join(d, "frappe.test.libfm.gz")], "binary"
+    tuning = dict(batch_size=512, epochs=40, patience=3, refit=True)
+    return base, tuning, models, [os.path.join(d, "frappe.test.libfm.gz")]
 
 
 def movielens(tmp):
@@ -103,11 +115,6 @@ def movielens(tmp):
         columns=columns,
         label="rating",
         task="regression",
-        holdout_every=10,
-        batch_size=256,
-        epochs=40,
-        patience=3,
-        refit=True,
     )
     models = {
         "lr": dict(model="lr", learning_rate=0.01),
@@ -124,7 +131,8 @@ def movielens(tmp):
             learning_rate=0.003,
         ),
     }
-    return base, models, [test_path], "regression"
+    tuning = dict(batch_size=256, epochs=40, patience=3, refit=True)
+    return base, tuning, models, [test_path]
 
 
 def criteo(tmp):
@@ -133,10 +141,6 @@ def criteo(tmp):
         data=[os.path.join(d, "train.csv")],
         validation_data=[os.path.join(d, "dev.csv")],
         format="criteo",
-        min_frequency=3,
-        batch_size=256,
-        epochs=30,
-        patience=2,
     )
     models = {
         "lr": dict(model="lr", learning_rate=0.01),
@@ -152,7 +156,8 @@ def criteo(tmp):
             learning_rate=0.001,
         ),
     }
-    return base, models, [os.path.join(d, "test.csv")], "binary"
+    tuning = dict(min_frequency=3, batch_size=256, epochs=30, patience=2)
+    return base, tuning, models, [os.path.join(d, "test.csv")]
 
 
 def avazu(tmp):
@@ -178,10 +183,6 @@ def avazu(tmp):
         format="csv",
         columns=columns,
         label="click",
-        min_frequency=2,
-        batch_size=256,
-        epochs=30,
-        patience=2,
     )
     models = {
         "lr": dict(model="lr", learning_rate=0.01),
@@ -197,7 +198,8 @@ def avazu(tmp):
             learning_rate=0.001,
         ),
     }
-    return base, models, [paths["test"]], "binary"
+    tuning = dict(min_frequency=2, batch_size=256, epochs=30, patience=2)
+    return base, tuning, models, [paths["test"]]
 
 
 DATASETS = {
@@ -206,78 +208,193 @@ DATASETS = {
     "criteo": criteo,
     "avazu": avazu,
 }
+BASELINES = {
+    "torch_fm": (baselines.torch_available, baselines.torch_fm),
+    "lightgbm": (baselines.lightgbm_available, baselines.lightgbm),
+}
 
 
-def run(names, model_names):
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            base, models, test_files, task = DATASETS[name](tmp)
-            for model_name, options in models.items():
-                if model_names and model_name not in model_names:
-                    continue
-                config = TrainConfig(**base, **options)
+def task_of(base):
+    return base.get("task", "binary")
+
+
+def keys_of(task):
+    return ("auc", "logloss") if task == "binary" else ("rmse", "mae")
+
+
+def run_tffm(name, base, tuning, models, test_files, args, tmp):
+    """Yields one summary row per (model, mode) over the seeds."""
+    from tffm.training import resolve_layout
+
+    task = task_of(base)
+    for model_name, options in models.items():
+        if args.models and model_name not in args.models:
+            continue
+        for mode in args.modes:
+            extra = {"model": options["model"]}
+            if mode == "tuned":
+                extra = dict(tuning, **options)
+            runs = []
+            for seed in args.seeds:
+                config = resolve_layout(
+                    TrainConfig(**base, **extra, seed=seed),
+                    report=lambda _: None,
+                )
                 start = time.time()
                 result = train(
-                    config, os.path.join(tmp, f"{name}-{model_name}"), verbose=0
+                    config,
+                    os.path.join(tmp, f"{name}-{model_name}-{mode}-{seed}"),
+                    verbose=0,
                 )
                 metrics = evaluate_files(result.model, config, test_files)
-                rows.append(
-                    (
-                        name,
-                        model_name,
-                        task,
-                        metrics,
-                        len(result.history["loss"]),
-                        time.time() - start,
-                    )
+                metrics["epochs"] = len(result.history["loss"])
+                metrics["seconds"] = time.time() - start
+                runs.append(metrics)
+                print(
+                    f"  {name} {model_name} {mode} seed {seed}: "
+                    + ", ".join(f"{k} {metrics[k]:.4f}" for k in keys_of(task))
+                    + f" ({metrics['epochs']} epochs, "
+                    f"{metrics['seconds']:.0f} s)",
+                    flush=True,
                 )
-                print(format_row(rows[-1]), flush=True)
-    return rows
+            yield summarize(name, f"tffm {model_name}", mode, task, runs)
+
+
+def run_baselines(name, base, test_files, args):
+    """The baselines on the default config's features and split."""
+    from tffm.data import vocab
+    from tffm.training import build_features
+    from tffm.training import column_kinds
+    from tffm.training import log_columns
+    from tffm.training import open_source
+    from tffm.training import resolve_layout
+
+    task = task_of(base)
+    wanted = [b for b in args.baselines if BASELINES[b][0]()]
+    for missing in sorted(set(args.baselines) - set(wanted)):
+        print(f"  {missing}: not installed, skipped", flush=True)
+    if not wanted:
+        return
+    config = resolve_layout(TrainConfig(**base), report=lambda _: None)
+    holdout = not config.validation_data
+    scanned = vocab.scan(
+        open_source(
+            config, config.data, holdout=False if holdout else None
+        ).dataset,
+        column_kinds(config),
+        log_columns=log_columns(config),
+    )
+    features = build_features(config, scanned)
+
+    def arrays(files, part):
+        return baselines.encoded_arrays(config, features, files, part)
+
+    train_rows = arrays(config.data, False if holdout else None)
+    valid_rows = (
+        arrays(config.data, True)
+        if holdout
+        else arrays(config.validation_data, None)
+    )
+    test_rows = arrays(test_files, None)
+    for baseline in wanted:
+        runs = []
+        for seed in args.seeds:
+            start = time.time()
+            metrics, choice = BASELINES[baseline][1](
+                features, task, train_rows, valid_rows, test_rows, seed=seed
+            )
+            metrics["seconds"] = time.time() - start
+            metrics["choice"] = choice
+            runs.append(metrics)
+            print(
+                f"  {name} {baseline} seed {seed}: "
+                + ", ".join(f"{k} {metrics[k]:.4f}" for k in keys_of(task))
+                + f" {choice} ({metrics['seconds']:.0f} s)",
+                flush=True,
+            )
+        yield summarize(name, baseline, "holdout grid", task, runs)
+
+
+def summarize(name, what, mode, task, runs):
+    row = {"data": name, "what": what, "mode": mode, "task": task}
+    for key in keys_of(task):
+        values = np.array([r[key] for r in runs])
+        row[key] = (
+            float(values.mean()),
+            float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            float(np.mean([r.get(f"{key}_std", np.nan) for r in runs])),
+        )
+    row["seeds"] = len(runs)
+    row["seconds"] = float(np.mean([r["seconds"] for r in runs]))
+    row["epochs"] = (
+        float(np.mean([r["epochs"] for r in runs]))
+        if "epochs" in runs[0]
+        else None
+    )
+    return row
 
 
 def format_row(row):
-    name, model, task, m, epochs, seconds = row
-    if task == "binary":
-        cells = (
-            f"AUC {m['auc']:.4f} ± {m['auc_std']:.4f}",
-            f"logloss {m['logloss']:.4f} ± {m['logloss_std']:.4f}",
-        )
-    else:
-        cells = (
-            f"RMSE {m['rmse']:.4f} ± {m['rmse_std']:.4f}",
-            f"MAE {m['mae']:.4f} ± {m['mae_std']:.4f}",
-        )
+    cells = []
+    for key in keys_of(row["task"]):
+        mean, seed_sd, boot = row[key]
+        name = key.upper() if key in ("auc", "rmse", "mae") else key
+        boot = "" if np.isnan(boot) else f" (bootstrap {boot:.4f})"
+        cells.append(f"{name} {mean:.4f} ± {seed_sd:.4f}{boot}")
+    epochs = "-" if row["epochs"] is None else f"{row['epochs']:.1f}"
     return (
-        f"| {name} | {model} | {cells[0]} | {cells[1]} | "
-        f"{int(m['rows']):,} | {epochs} | {seconds:.0f} |"
+        f"| {row['data']} | {row['what']} | {row['mode']} | {cells[0]} | "
+        f"{cells[1]} | {row['seeds']} | {epochs} | {row['seconds']:.0f} |"
     )
+
+
+HEADER = (
+    "| data | model | configuration | metric 1 (test): mean ± sd over "
+    "seeds | metric 2 (test) | seeds | epochs | seconds / run |\n"
+    "| --- | --- | --- | --- | --- | ---: | ---: | ---: |"
+)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", default="frappe,movielens,criteo,avazu")
-    parser.add_argument("--models", default="")
+    parser.add_argument("--models", default="lr,fm,deepfm")
+    parser.add_argument("--modes", default="default,tuned")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--baselines", default="torch_fm,lightgbm")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    for key in ("datasets", "models", "modes", "baselines"):
+        setattr(args, key, [v for v in getattr(args, key).split(",") if v])
+    args.seeds = [int(s) for s in args.seeds.split(",") if s]
     if not os.path.isdir(DATA):
         raise SystemExit(f"No shared data at {DATA}; nothing to benchmark.")
-    names = [n for n in args.datasets.split(",") if n]
-    rows = run(names, [m for m in args.models.split(",") if m])
-    table = "\n".join(
-        [
-            "| data | model | metric 1 (test) | metric 2 (test) | test rows "
-            "| epochs | seconds |",
-            "| --- | --- | --- | --- | ---: | ---: | ---: |",
-        ]
-        + [format_row(r) for r in rows]
-    )
-    print(table)
+    rows = []
+    started = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.datasets:
+            base, tuning, models, test_files = DATASETS[name](tmp)
+            rows += run_tffm(name, base, tuning, models, test_files, args, tmp)
+            rows += run_baselines(name, base, test_files, args)
+            print(
+                "\n".join([HEADER] + [format_row(r) for r in rows]), flush=True
+            )
+    table = "\n".join([HEADER] + [format_row(r) for r in rows])
     if not args.no_record:
-        stamp = datetime.date.today().isoformat()
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
         machine = f"{platform.machine()}, {os.cpu_count()} cores, CPU only"
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
-            f.write(f"\n### real_data.py, {stamp}, {machine}\n\n{table}\n")
+            f.write(
+                f"\n### real_data.py, {stamp}, {machine}\n\n"
+                f"`python benchmarks/real_data.py "
+                f"--datasets {','.join(args.datasets)} "
+                f"--models {','.join(args.models)} "
+                f"--modes {','.join(args.modes)} "
+                f"--seeds {','.join(map(str, args.seeds))}`; "
+                f"{(time.time() - started) / 60:.0f} min, load average at "
+                f"the end {load}.\n\n{table}\n"
+            )
 
 
 if __name__ == "__main__":
