@@ -200,10 +200,13 @@ def h2load(url, body_path, total, grpc: bool, workdir: str) -> dict:
     )
     rows = np.loadtxt(log, dtype=np.int64, ndmin=2)
     ok = rows[:, 1] == 200
+    # h2load: `failed` includes `errored` (connection errors: resets,
+    # timeouts); HTTP-level failures are the difference.
+    failed, errored = int(done.group(5)), int(done.group(6))
     return {
         "latencies": rows[ok, 2] / 1e6,
-        "http_errors": int((~ok).sum()) + int(done.group(5)),
-        "resets": int(done.group(6)) + int(done.group(7)),
+        "http_errors": failed - errored,
+        "resets": errored,
         "seconds": elapsed or seconds,
         "client_cpu": client,
     }
