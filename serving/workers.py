@@ -7,12 +7,12 @@ listening), starts the workers (`spawn`: nothing of the parent's threads
 is inherited), each of which loads the models itself and binds both ports
 with SO_REUSEPORT, so the kernel spreads new connections over them (the
 first at once, for liveness; the others once their models are loaded, so
-no connection lands on a worker that cannot serve yet). SIGTERM
-/ SIGINT to the parent goes to every worker, which drain as one server
-would. Costs: each worker holds its own copy of every model (memory times
-N) and its own batching queue; `/readyz` and gRPC health answer for the
-worker a connection lands on; `/metrics` adds up all workers (the others'
-counts up to a second old).
+no connection lands on a worker that cannot serve yet). SIGTERM / SIGINT
+to the parent goes to every worker, which drain as one server would; a
+worker whose parent is gone (killed) stops by itself. Costs: each worker
+holds its own copy of every model (memory times N) and its own batching
+queue; `/readyz` and gRPC health answer for the worker a connection lands
+on; `/metrics` adds up all workers (the others' counts up to a second old).
 """
 
 import dataclasses
@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -106,6 +107,14 @@ def serve_workers(options: Any, serve: Callable[[Any], int]) -> int:
 
 
 def _worker(serve: Callable[[Any], int], options: Any) -> None:
+    parent = os.getppid()
+
+    def watch() -> None:  # the parent killed (SIGKILL): stop, gracefully
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
     sys.exit(serve(options))
 
 
