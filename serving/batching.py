@@ -10,8 +10,8 @@ that would need more than `max_enqueued_batches` batches is refused at once
 (UNAVAILABLE, "The batch scheduling queue to which this task was submitted
 is full", TF Serving's own status and wording): back-pressure, never a hang.
 
-A request whose caller gave up (its future cancelled: a gRPC deadline, a
-REST client gone) is dropped from its batch when the batch starts; the
+A request whose caller gave up (its future cancelled: a gRPC or REST
+deadline passed) is dropped from its batch when the batch starts; the
 others are answered, and a worker thread never dies of one request.
 """
 

@@ -154,7 +154,7 @@ class GrpcServer:
                 # back; onnxruntime releases the GIL while it runs.
                 outputs = servable.predictor.run(feeds)
             else:
-                outputs = self._wait(servable.run(feeds, size))
+                outputs = self._wait(servable.run(feeds, size), context)
             names = list(request.output_filter) or list(outputs)
             response = protos.PredictResponse()
             for name in names:
@@ -179,15 +179,24 @@ class GrpcServer:
         self._done(spec.name, "predict", "OK", start, context)
         return response
 
-    def _wait(self, future: "concurrent.futures.Future[Any]") -> Any:
+    def _wait(
+        self,
+        future: "concurrent.futures.Future[Any]",
+        context: grpc.ServicerContext,
+    ) -> Any:
+        timeout = self.timeout
+        remaining = context.time_remaining()  # the client's deadline
+        if remaining is not None:
+            timeout = max(0.0, min(timeout, remaining))
         try:
-            return future.result(self.timeout)
+            return future.result(timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()  # a task still queued is dropped from its batch
             raise ServingError(
                 "DEADLINE_EXCEEDED",
                 "Deadline Exceeded: the prediction did not finish within "
-                f"{self.timeout * 1000:g} ms (--rest_api_timeout_in_ms)",
+                f"{timeout * 1000:g} ms (the call's deadline, at most "
+                "--rest_api_timeout_in_ms)",
             ) from None
 
     def get_model_metadata(
