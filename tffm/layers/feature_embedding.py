@@ -19,6 +19,7 @@ from tffm.features import Numeric
 from tffm.features import normalize_features
 from tffm.features import serialize_feature
 from tffm.features import table_layout
+from tffm.initializers import TableNormal
 from tffm.rows import gather_rows
 from tffm.types import Tensor
 
@@ -54,7 +55,8 @@ class FeatureEmbedding(keras.layers.Layer):
         embedding_dim: int. Size of each field vector (`>= 0`; 0 leaves only
             the linear weights, i.e. logistic regression).
         embeddings_initializer: Initializer of both variables. Defaults to
-            `RandomNormal(stddev=0.01)`.
+            `tffm.initializers.TableNormal(stddev=0.01)` (normal values, drawn
+            without extra copies of a large table).
         embeddings_l2: float. L2 penalty on the rows a batch reads (their
             squared norms, `v` and `w`, summed over fields, averaged over
             the batch): the untouched rows get no gradient, unlike a
@@ -93,8 +95,7 @@ class FeatureEmbedding(keras.layers.Layer):
         self.features = features
         self.embedding_dim = embedding_dim
         self.embeddings_initializer = keras.initializers.get(
-            embeddings_initializer
-            or keras.initializers.RandomNormal(stddev=0.01)
+            embeddings_initializer or TableNormal(stddev=0.01)
         )
         self.embeddings_l2 = float(embeddings_l2)
         self.table_l2 = float(table_l2)
