@@ -31,8 +31,7 @@ def main() -> None:
     import keras
 
     import tffm
-    from tffm.metrics import log_loss
-    from tffm.metrics import roc_auc
+    from tffm.evaluation import evaluate_predictions
 
     data = tffm.synthetic.make_planted_ctr(args.rows, seed=0)
     train, test = data.split(0.8)
@@ -63,17 +62,14 @@ def main() -> None:
             )
             seconds = time.time() - start
             p = model.predict(x_test, batch_size=8192, verbose=0)[:, 0]
+            scores = evaluate_predictions(test.labels, p, "binary")
             rows.append(
-                (
-                    precision,
-                    seed,
-                    roc_auc(test.labels, p),
-                    log_loss(test.labels, p),
-                    seconds,
-                )
+                (precision, seed, scores["auc"], scores["logloss"], seconds)
             )
             print(rows[-1], flush=True)
-    optimum = roc_auc(test.labels, test.probabilities)
+    optimum = evaluate_predictions(test.labels, test.probabilities, "binary")[
+        "auc"
+    ]
     lines = [
         "",
         f"### mixed_precision.py, {datetime.datetime.now():%Y-%m-%d %H:%M}, "

@@ -7,6 +7,7 @@ import tempfile
 from typing import Any
 
 from export.edge_cases import edge_case_batch
+from export.onnx import check_opset
 from export.onnx import export_onnx
 from export.onnx_data import copy_onnx
 from export.parity import ParityReport
@@ -95,6 +96,7 @@ def export_for_serving(
             "`model_name` must use letters, digits, '_' and '-'. "
             f"Received: model_name={model_name!r}"
         )
+    check_opset(opset)  # before the SavedModel is written, not after
     model = float32_model(model)
     os.makedirs(output, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".staging-", dir=output)

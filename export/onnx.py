@@ -13,8 +13,6 @@ from export.onnx_data import weight_bytes
 from export.onnx_front import add_raw_front
 from tffm import constants
 from tffm.features import Feature
-from tffm.features import MultiCategorical
-from tffm.features import Numeric
 from tffm.features import features_to_json
 
 _LOWEST_OPSET = 11  # CumSum (the FM interaction) and uint64 Mod
@@ -73,15 +71,7 @@ def export_onnx(
             "`model` must be a tffm model with a feature spec. "
             f"Received: {type(model).__name__}"
         )
-    highest = _highest_opset()
-    if isinstance(opset, bool) or opset not in range(
-        _LOWEST_OPSET, highest + 1
-    ):
-        raise ValueError(
-            f"`opset` must be an integer from {_LOWEST_OPSET} (the FM's "
-            f"CumSum) to {highest} (the highest tf2onnx converts). "
-            f"Received: opset={opset!r}"
-        )
+    check_opset(opset)
     if external_data is None:
         external_data = weight_bytes(model) > EXTERNAL_DATA_BYTES
     if external_data and quantize:
@@ -105,9 +95,7 @@ def export_onnx(
         constants.ONNX_INPUTS: "raw" if raw_inputs else "ids",
         constants.ONNX_PRECISION: "int8-dnn" if quantize else "float32",
     }
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
+    _set_metadata(proto, metadata)
     if external_data:  # the data file is written: save the graph beside it
         onnx.save(proto, path)
         onnx.checker.check_model(path)  # a path: the data is checked too
@@ -117,6 +105,19 @@ def export_onnx(
     if quantize:
         _quantize_dnn(path, metadata)
     return path
+
+
+def check_opset(opset: object) -> None:
+    """Fails unless tf2onnx converts the FM at `opset` (before any work)."""
+    highest = _highest_opset()
+    if isinstance(opset, bool) or opset not in range(
+        _LOWEST_OPSET, highest + 1
+    ):
+        raise ValueError(
+            f"`opset` must be an integer from {_LOWEST_OPSET} (the FM's "
+            f"CumSum) to {highest} (the highest tf2onnx converts). "
+            f"Received: opset={opset!r}"
+        )
 
 
 def _highest_opset() -> int:
@@ -139,10 +140,15 @@ def _quantize_dnn(path: str, metadata: dict[str, str]) -> None:
             weight_type=QuantType.QInt8,
         )
         proto = onnx.load(out)
+    _set_metadata(proto, metadata)  # quantize_dynamic drops it
+    onnx.save(proto, path)
+
+
+def _set_metadata(proto: Any, metadata: dict[str, str]) -> None:
+    """Replaces `proto`'s `metadata_props` with `metadata`."""
     del proto.metadata_props[:]
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
-    onnx.save(proto, path)
 
 
 def _export_core(model: Any, opset: int, *, data_path: str | None) -> Any:
@@ -181,20 +187,14 @@ def _input_specs(features: tuple[Feature, ...]) -> dict[str, Any]:
     import tensorflow as tf
 
     return {
-        f.name: tf.TensorSpec(
-            (None, *f.shape), tf.float32 if isinstance(f, Numeric) else tf.int32
-        )
+        f.name: tf.TensorSpec((None, *f.shape), tf.as_dtype(f.encoded_dtype))
         for f in features
     }
 
 
 def _dummy_ids(features: tuple[Feature, ...]) -> dict[str, np.ndarray]:
-    batch = {}
-    for feature in features:
-        if isinstance(feature, Numeric):
-            batch[feature.name] = np.zeros((2,), np.float32)
-        elif isinstance(feature, MultiCategorical):
-            batch[feature.name] = np.zeros((2, 3), np.int32)
-        else:
-            batch[feature.name] = np.zeros((2,), np.int32)
-    return batch
+    """Zeros (id 0: missing) of each input's dtype; lists of length 3."""
+    return {
+        f.name: np.zeros((2, *(3 for _ in f.shape)), f.encoded_dtype)
+        for f in features
+    }

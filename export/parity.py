@@ -173,17 +173,18 @@ def accuracy_change(
     """
     from serving.onnx_predictor import OnnxPredictor
     from tffm.encoder import KerasPredictor
-    from tffm.metrics import log_loss
-    from tffm.metrics import roc_auc
+    from tffm.evaluation import evaluate_predictions
 
     head = constants.PROBABILITY
     expected = KerasPredictor(model).predict(raw)[head][:, 0]
     actual = OnnxPredictor(onnx).predict(raw)[head][:, 0]
+    keras_metrics = evaluate_predictions(labels, expected, "binary")
+    artifact_metrics = evaluate_predictions(labels, actual, "binary")
     return AccuracyChange(
-        keras_auc=roc_auc(labels, expected),
-        artifact_auc=roc_auc(labels, actual),
-        keras_logloss=log_loss(labels, expected),
-        artifact_logloss=log_loss(labels, actual),
+        keras_auc=keras_metrics["auc"],
+        artifact_auc=artifact_metrics["auc"],
+        keras_logloss=keras_metrics["logloss"],
+        artifact_logloss=artifact_metrics["logloss"],
         max_abs_probability_change=float(np.abs(actual - expected).max()),
     )
 

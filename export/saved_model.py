@@ -9,7 +9,6 @@ import numpy as np
 from tffm import constants
 from tffm.features import Feature
 from tffm.features import Numeric
-from tffm.features import check_raw
 from tffm.features import features_from_json
 from tffm.features import features_to_json
 
@@ -147,12 +146,9 @@ class SavedModelPredictor:
 
     def predict(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Returns `{output_name: (batch_size, 1) float32}`."""
-        import tensorflow as tf
+        from tffm.encoder import to_tensors
 
-        feeds = {
-            name: tf.constant(value)
-            for name, value in check_raw(self.features, raw).items()
-        }
+        feeds = to_tensors(self.features, raw)
         return {k: v.numpy() for k, v in self.signature(**feeds).items()}
 
 

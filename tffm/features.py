@@ -69,6 +69,11 @@ class _Lookup:
             return "int64"
         return "string"
 
+    @property
+    def encoded_dtype(self) -> Literal["int32"]:
+        """Dtype of the model input: ids (see the module's conventions)."""
+        return "int32"
+
 
 @dataclasses.dataclass(frozen=True)
 class Categorical(_Lookup):
@@ -186,6 +191,11 @@ class Numeric:
     @property
     def dtype(self) -> Literal["float32"]:
         """Dtype of the raw values."""
+        return "float32"
+
+    @property
+    def encoded_dtype(self) -> Literal["float32"]:
+        """Dtype of the model input: the value itself (normalized inside)."""
         return "float32"
 
     @property
@@ -330,19 +340,34 @@ def check_raw(
     unknown = sorted(set(raw) - set(names))
     if unknown:
         raise ValueError(f"Unknown features {unknown}. Expected: {names}")
-    checked: dict[str, np.ndarray] = {}
+    checked = {f.name: _raw_array(f, raw[f.name]) for f in features}
+    check_batch_size(checked)
+    return checked
+
+
+def check_batch_size(columns: Mapping[str, np.ndarray]) -> int:
+    """The batch size (first dimension) all `columns` share.
+
+    Args:
+        columns: `{feature_name: array}`, in feature order.
+
+    Returns:
+        The batch size; 0 for no columns.
+
+    Raises:
+        ValueError: naming the first feature whose batch size differs from
+            the first feature's.
+    """
     batch_size = None
-    for feature in features:
-        value = _raw_array(feature, raw[feature.name])
+    for name, value in columns.items():
         if batch_size is None:
             batch_size = value.shape[0]
         elif value.shape[0] != batch_size:
             raise ValueError(
-                f"Feature {feature.name!r}: batch size {value.shape[0]} "
+                f"Feature {name!r}: batch size {value.shape[0]} "
                 f"differs from the other features' {batch_size}."
             )
-        checked[feature.name] = value
-    return checked
+    return batch_size or 0
 
 
 def _raw_array(feature: Feature, value: Any) -> np.ndarray:

@@ -10,15 +10,23 @@ import pytest
 
 import tffm
 from tffm import testing
+from tffm.encoder import to_tensors
 
 from .conftest import FEATURES
-from .conftest import to_tf
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="export and serving tests run under TensorFlow",
 )
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def unchecked_tensors(raw):
+    """Raw values as tensors, unchecked: what a client of the bare signature
+    may send (`to_tensors` would refuse the bad ones before TensorFlow)."""
+    import tensorflow as tf
+
+    return {k: tf.constant(v) for k, v in raw.items()}
 
 
 def run_isolated(code: str, blocked: list[str]) -> str:
@@ -119,7 +127,9 @@ class ExportTest(testing.TestCase):
         from export.edge_cases import edge_case_batch
 
         raw = edge_case_batch(FEATURES, 20, seed=5)
-        expected = np.asarray(self.encoder.compose(self.model)(to_tf(raw)))
+        expected = np.asarray(
+            self.encoder.compose(self.model)(to_tensors(FEATURES, raw))
+        )
         payload = {k: v.tolist() for k, v in raw.items()}
         out = run_isolated(
             f"""
@@ -148,7 +158,9 @@ class ExportTest(testing.TestCase):
         from export.edge_cases import edge_case_batch
 
         raw = edge_case_batch(FEATURES, 20, seed=6)
-        expected = np.asarray(self.encoder.compose(self.model)(to_tf(raw)))
+        expected = np.asarray(
+            self.encoder.compose(self.model)(to_tensors(FEATURES, raw))
+        )
         payload = {k: v.tolist() for k, v in raw.items()}
         out = run_isolated(
             f"""
@@ -176,7 +188,10 @@ class ExportTest(testing.TestCase):
         from export.edge_cases import edge_case_batch
 
         raw = edge_case_batch(FEATURES, 50, seed=7)
-        ids = {k: np.asarray(v) for k, v in self.encoder(to_tf(raw)).items()}
+        ids = {
+            k: np.asarray(v)
+            for k, v in self.encoder(to_tensors(FEATURES, raw)).items()
+        }
         feeds = {
             k: v.astype(np.int32) if v.dtype.kind == "i" else v
             for k, v in ids.items()
@@ -245,7 +260,11 @@ class ExportTest(testing.TestCase):
             with self.assertRaisesRegex(
                 tf.errors.InvalidArgumentError, "Feature price: infinite"
             ):
-                sig(**to_tf(dict(raw, price=raw["price"].astype("float32"))))
+                sig(
+                    **unchecked_tensors(
+                        dict(raw, price=raw["price"].astype("float32"))
+                    )
+                )
         # NaN is "missing", and the largest finite float32 gives a finite
         # probability.
         raw["price"] = np.array([np.nan, 3.4e38, -3.4e38, 0.0], "float32")
@@ -259,9 +278,11 @@ class ExportTest(testing.TestCase):
         from export import SavedModelPredictor
         from export.edge_cases import edge_case_batch
         from serving import OnnxPredictor
+        from tffm.encoder import KerasPredictor
 
         raw = edge_case_batch(FEATURES, 4, seed=8)
         predictors = [
+            KerasPredictor(self.model),
             OnnxPredictor(self.result.onnx),
             SavedModelPredictor(self.result.saved_model),
         ]
@@ -273,7 +294,12 @@ class ExportTest(testing.TestCase):
         missing = {k: v for k, v in raw.items() if k != "price"}
         wrong_dtype = dict(raw, city=np.array([1.0, 2.0, 3.0, 4.0]))
         wrong_rank = dict(raw, tags=raw["tags"][:, 0])
+        ragged = dict(raw, tags=[["x"], ["x", "y"], [], ["z"]])
         for predictor in predictors:
+            with self.assertRaisesRegex(
+                ValueError, "Feature 'tags': lists must be padded"
+            ):
+                predictor.predict(ragged)
             with self.assertRaisesRegex(ValueError, "Missing.*'price'"):
                 predictor.predict(missing)
             with self.assertRaisesRegex(ValueError, "'city' takes strings"):
@@ -283,13 +309,42 @@ class ExportTest(testing.TestCase):
         # The bare signature and Keras model reject them too (TensorFlow
         # names a missing argument; a wrong dtype or rank only by position).
         with self.assertRaisesRegex(TypeError, "price"):
-            sig(**to_tf(missing))
+            sig(**unchecked_tensors(missing))
         with self.assertRaisesRegex(Exception, "price"):
-            composed(to_tf(missing))
+            composed(unchecked_tensors(missing))
         with self.assertRaises(tf.errors.InvalidArgumentError):
-            sig(**to_tf(wrong_dtype))
+            sig(**unchecked_tensors(wrong_dtype))
         with self.assertRaises((tf.errors.InvalidArgumentError, ValueError)):
-            sig(**to_tf(wrong_rank))
+            sig(**unchecked_tensors(wrong_rank))
+
+
+class ModelsConfigTest(testing.TestCase):
+    @pytest.fixture(autouse=True)
+    def _tmp(self, tmp_path):
+        self.tmp = tmp_path
+
+    def test_each_model_gets_the_base_path_given(self):
+        from export.saved_model import write_models_config
+
+        path = write_models_config(
+            str(self.tmp / "models.config"),
+            {"a": "/srv/a", "b": 'C:\\models\\"b"'},
+        )
+        self.assertEqual(
+            open(path).read(),
+            "model_config_list {\n"
+            "  config {\n"
+            '    name: "a"\n'
+            '    base_path: "/srv/a"\n'
+            '    model_platform: "tensorflow"\n'
+            "  }\n"
+            "  config {\n"
+            '    name: "b"\n'
+            '    base_path: "C:\\\\models\\\\\\"b\\""\n'
+            '    model_platform: "tensorflow"\n'
+            "  }\n"
+            "}\n",
+        )
 
 
 class ExportRefusalTest(testing.TestCase):
@@ -377,7 +432,7 @@ class QuantizedExportTest(testing.TestCase):
         )
         encoder = tffm.FeatureEncoder(data.features)
         model.fit(
-            encoder(to_tf(train.raw)),
+            encoder(to_tensors(data.features, train.raw)),
             train.labels,
             epochs=2,
             batch_size=256,
@@ -387,7 +442,9 @@ class QuantizedExportTest(testing.TestCase):
         small = export_onnx(model, str(self.tmp / "int8.onnx"), quantize=True)
         self.assertLess(os.path.getsize(small), 0.6 * os.path.getsize(full))
         change = accuracy_change(model, small, valid.raw, valid.labels)
-        expected = np.asarray(encoder.compose(model)(to_tf(valid.raw)))[:, 0]
+        expected = np.asarray(
+            encoder.compose(model)(to_tensors(data.features, valid.raw))
+        )[:, 0]
         self.assertAllClose(
             change.keras_auc, roc_auc(valid.labels, expected), tol=(1e-12, 0)
         )
@@ -414,7 +471,19 @@ class MixedPrecisionExportTest(testing.TestCase):
             FEATURES, embedding_dim=4, hidden_units=[8], dtype="mixed_bfloat16"
         )
         result = export_for_serving(model, str(self.tmp / "x"), model_name="bf")
-        self.assertTrue(result.report.ok)
+        # Parity passed (else it raised): the twin's artifacts are there and
+        # match it within float32 on every batch.
+        for path in (result.onnx, result.onnx_ids, result.models_config):
+            self.assertTrue(os.path.isfile(path), path)
+        self.assertTrue(
+            os.path.isfile(os.path.join(result.saved_model, "saved_model.pb"))
+        )
+        probability = [
+            r for r in result.report.rows if r.output == "probability"
+        ]
+        self.assertLen(probability, 3 * 2)  # 3 batches x 2 artifacts
+        for row in probability:
+            self.assertLessEqual(row.max_abs, 2e-5, result.report.table())
         # The artifacts compute in float32: within bf16 rounding of the
         # bf16 model (8 bits of mantissa: ~0.4%), not equal to it.
         raw = edge_case_batch(FEATURES, 64, seed=1)

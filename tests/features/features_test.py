@@ -3,6 +3,8 @@ from absl.testing import parameterized
 
 import tffm
 from tffm import testing
+from tffm.features import check_batch_size
+from tffm.features import check_raw
 from tffm.features import normalize_features
 from tffm.features import table_layout
 
@@ -38,6 +40,32 @@ class FeatureSpecTest(testing.TestCase):
             ]
         )
         self.assertEqual(table_layout(features), {"item": (0, 4), "n": (4, 1)})
+
+    def test_multi_categorical_is_not_a_categorical(self):
+        # Shared fields live in a private base, so `isinstance` tells a
+        # list feature from a single-valued one.
+        multi = tffm.MultiCategorical("m", hash_bins=3)
+        self.assertNotIsInstance(multi, tffm.Categorical)
+        self.assertFalse(issubclass(tffm.MultiCategorical, tffm.Categorical))
+        self.assertNotIsInstance(
+            tffm.Categorical("c", hash_bins=3), type(multi)
+        )
+
+    def test_encoded_dtype_is_int32_ids_or_float32_values(self):
+        # What the model's inputs, the ids-in ONNX and the encoded rows take.
+        cases = [
+            (tffm.Categorical("a", vocabulary=["x"]), "int32"),
+            (tffm.Categorical("b", vocabulary=[7]), "int32"),  # raw int64
+            (tffm.MultiCategorical("c", hash_bins=4), "int32"),
+            (tffm.Numeric("d"), "float32"),
+        ]
+        for feature, dtype in cases:
+            self.assertEqual(feature.encoded_dtype, dtype, feature.name)
+        inputs = tffm.models.base.feature_inputs([f for f, _ in cases])
+        self.assertEqual(
+            {k: v.dtype for k, v in inputs.items()},
+            {f.name: dtype for f, dtype in cases},
+        )
 
     @parameterized.named_parameters(
         (
@@ -116,6 +144,46 @@ class FeatureSpecTest(testing.TestCase):
     def test_invalid(self, make, message):
         with self.assertRaisesRegex(ValueError, message):
             make()
+
+
+class RawCheckTest(testing.TestCase):
+    FEATURES = [
+        tffm.Categorical("city", vocabulary=["a", "b"]),
+        tffm.MultiCategorical("tags", vocabulary=["x", "y"]),
+        tffm.Numeric("price"),
+    ]
+
+    def test_batch_size_check_names_the_feature(self):
+        columns = {"a": np.zeros(3), "b": np.zeros((3, 2)), "c": np.zeros(2)}
+        with self.assertRaisesRegex(
+            ValueError,
+            "Feature 'c': batch size 2 differs from the other features' 3",
+        ):
+            check_batch_size(columns)
+        self.assertEqual(check_batch_size({"a": np.zeros((4, 2))}), 4)
+        self.assertEqual(check_batch_size({}), 0)
+        raw = {
+            "city": np.array(["a", "b"]),
+            "tags": np.array([["x", ""], ["y", "x"]]),
+            "price": np.array([1.0, 2.0, 3.0]),
+        }
+        with self.assertRaisesRegex(ValueError, "Feature 'price': batch size"):
+            check_raw(self.FEATURES, raw)
+
+    def test_ragged_list_names_the_feature(self):
+        raw = {
+            "city": ["a", "b"],
+            "tags": [["x"], ["x", "y"]],  # not padded to one length
+            "price": [1.0, 2.0],
+        }
+        with self.assertRaisesRegex(
+            ValueError, "Feature 'tags': lists must be padded to one length"
+        ):
+            check_raw(self.FEATURES, raw)
+        raw["tags"] = [["x", ""], ["x", "y"]]
+        checked = check_raw(self.FEATURES, raw)
+        self.assertEqual(checked["tags"].shape, (2, 2))
+        self.assertEqual(checked["price"].dtype, np.float32)
 
 
 class MetricsTest(testing.TestCase):

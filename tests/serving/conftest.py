@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import tffm
+from tffm.encoder import to_tensors
 
 FEATURES = [
     tffm.Categorical("city", vocabulary=["paris", "tokyo", "lima", "oslo"]),
@@ -26,18 +27,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 MAX_BATCH_SIZE = 256
 
 
-def to_tf(raw):
-    import tensorflow as tf
-
-    return {k: tf.constant(v) for k, v in raw.items()}
-
-
 def keras_outputs(model, raw):
     """The reference: the Keras model composed with its encoder."""
     composed = tffm.FeatureEncoder(model.features).compose(
         model, with_logit=True
     )
-    out = composed(to_tf(raw))
+    out = composed(to_tensors(model.features, raw))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -61,7 +56,7 @@ def trained():
     raw["score"] = np.clip(raw["score"], -5, 5)
     labels = np.random.default_rng(0).integers(0, 2, 512)
     model.compile(optimizer="adam", loss="binary_crossentropy")
-    model.fit(encoder(to_tf(raw)), labels, epochs=2, verbose=0)
+    model.fit(encoder(to_tensors(FEATURES, raw)), labels, epochs=2, verbose=0)
     return model
 
 

@@ -65,17 +65,16 @@ def row_layout(features: Sequence[Feature]) -> tuple[Column, ...]:
     floats = [f for f in features if not isinstance(f, Lookup)]
     columns: list[Column] = []
     offset = 0
-    for feature in scalars:
-        columns.append(Column(feature.name, "int32", offset, 1, False))
-        offset += 1
-    for feature in lists:
+    for feature in [*scalars, *lists, *floats]:
+        if isinstance(feature, MultiCategorical):
+            width, is_list = feature.max_len, True
+        else:
+            width, is_list = 1, False
         columns.append(
-            Column(feature.name, "int32", offset, feature.max_len, True)
+            Column(feature.name, feature.encoded_dtype, offset, width, is_list)
         )
-        offset += feature.max_len
-    for name in [f.name for f in floats] + [LABEL]:
-        columns.append(Column(name, "float32", offset, 1, False))
-        offset += 1
+        offset += width
+    columns.append(Column(LABEL, "float32", offset, 1, False))
     return tuple(columns)
 
 

@@ -9,7 +9,6 @@ import keras
 from tffm import constants
 from tffm import optimizers  # registers tffm's optimizers for loading
 from tffm.features import Feature
-from tffm.features import Lookup
 from tffm.features import Numeric
 from tffm.features import deserialize_feature
 from tffm.features import serialize_feature
@@ -135,7 +134,7 @@ def feature_inputs(features: Sequence[Feature]) -> dict[str, keras.KerasTensor]:
     return {
         f.name: keras.Input(
             shape=f.shape,
-            dtype="int32" if isinstance(f, Lookup) else "float32",
+            dtype=f.encoded_dtype,
             name=f.name,
         )
         for f in features
