@@ -31,8 +31,70 @@ from tffm.rows import gather_rows
 LAZY_ROWS = 1_000_000
 
 
+class _RowWiseUpdates(keras.optimizers.Optimizer):  # type: ignore[misc]
+    """What `Adam` and `Adagrad` share: `lazy_rows` and the update dispatch.
+
+    A sparse gradient's occurrences are summed per row, then the update is
+    the Keras optimizer's own on the dense gradient (below `lazy_rows`
+    rows, or where `dense_only`), else `update_rows` on the touched rows.
+    Dense gradients take the Keras update unchanged. Mix in before the
+    Keras optimizer: `class Adam(_RowWiseUpdates, keras.optimizers.Adam)`.
+
+    Args:
+        learning_rate: float or schedule. Defaults to 0.001.
+        lazy_rows: int. Variables with at least this many rows receiving
+            sparse gradients are updated row-wise (see the module). Defaults
+            to `LAZY_ROWS`.
+        **kwargs: the Keras optimizer's arguments.
+    """
+
+    def __init__(
+        self,
+        learning_rate: Any = 0.001,
+        *,
+        lazy_rows: int = LAZY_ROWS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.lazy_rows = lazy_rows
+
+    def update_step(
+        self, gradient: Any, variable: Any, learning_rate: Any
+    ) -> None:
+        if not _is_sparse(gradient):
+            super().update_step(gradient, variable, learning_rate)
+            return
+        if self.dense_only() or variable.shape[0] < self.lazy_rows:
+            dense = _dense(gradient, variable)
+            super().update_step(dense, variable, learning_rate)
+            return
+        rows, summed = _summed_rows(gradient)
+        dtype = variable.dtype
+        self.update_rows(
+            variable,
+            rows,
+            ops.cast(summed, dtype),
+            ops.cast(learning_rate, dtype),
+        )
+
+    def dense_only(self) -> bool:
+        """Whether sparse gradients always take the dense update."""
+        return False
+
+    def update_rows(
+        self, variable: Any, rows: Any, summed: Any, learning_rate: Any
+    ) -> None:
+        """Updates `variable[rows]` (and its slots) by `summed` `(R, ...)`."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config["lazy_rows"] = self.lazy_rows
+        return config
+
+
 @keras.saving.register_keras_serializable(package="tffm")
-class Adam(keras.optimizers.Adam):  # type: ignore[misc]
+class Adam(_RowWiseUpdates, keras.optimizers.Adam):  # type: ignore[misc]
     """`keras.optimizers.Adam` that updates embedding rows exactly.
 
     Args:
@@ -44,34 +106,17 @@ class Adam(keras.optimizers.Adam):  # type: ignore[misc]
             `epsilon`, `amsgrad`, ...). With `amsgrad`, updates stay dense.
     """
 
-    def __init__(
-        self,
-        learning_rate: Any = 0.001,
-        *,
-        lazy_rows: int = LAZY_ROWS,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(learning_rate=learning_rate, **kwargs)
-        self.lazy_rows = lazy_rows
+    def dense_only(self) -> bool:
+        return bool(self.amsgrad)
 
-    def update_step(
-        self, gradient: Any, variable: Any, learning_rate: Any
+    def update_rows(
+        self, variable: Any, rows: Any, summed: Any, learning_rate: Any
     ) -> None:
-        if not _is_sparse(gradient):
-            super().update_step(gradient, variable, learning_rate)
-            return
-        if self.amsgrad or variable.shape[0] < self.lazy_rows:
-            dense = _dense(gradient, variable)
-            super().update_step(dense, variable, learning_rate)
-            return
-        rows, summed = _summed_rows(gradient)
         dtype = variable.dtype
-        lr = ops.cast(learning_rate, dtype)
-        summed = ops.cast(summed, dtype)
         step = ops.cast(self.iterations + 1, dtype)
         beta_1_power = ops.power(ops.cast(self.beta_1, dtype), step)
         beta_2_power = ops.power(ops.cast(self.beta_2, dtype), step)
-        alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        alpha = learning_rate * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
         m_rows = gather_rows(m, rows)  # (R, ...)
@@ -83,14 +128,9 @@ class Adam(keras.optimizers.Adam):  # type: ignore[misc]
         delta = m_rows * alpha / (ops.sqrt(v_rows) + self.epsilon)
         self.assign_sub(variable, _rows(delta, rows, variable))
 
-    def get_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = super().get_config()
-        config["lazy_rows"] = self.lazy_rows
-        return config
-
 
 @keras.saving.register_keras_serializable(package="tffm")
-class Adagrad(keras.optimizers.Adagrad):  # type: ignore[misc]
+class Adagrad(_RowWiseUpdates, keras.optimizers.Adagrad):  # type: ignore[misc]
     """`keras.optimizers.Adagrad` that updates embedding rows exactly.
 
     Args:
@@ -101,40 +141,14 @@ class Adagrad(keras.optimizers.Adagrad):  # type: ignore[misc]
         **kwargs: `keras.optimizers.Adagrad` arguments.
     """
 
-    def __init__(
-        self,
-        learning_rate: Any = 0.001,
-        *,
-        lazy_rows: int = LAZY_ROWS,
-        **kwargs: Any,
+    def update_rows(
+        self, variable: Any, rows: Any, summed: Any, learning_rate: Any
     ) -> None:
-        super().__init__(learning_rate=learning_rate, **kwargs)
-        self.lazy_rows = lazy_rows
-
-    def update_step(
-        self, gradient: Any, variable: Any, learning_rate: Any
-    ) -> None:
-        if not _is_sparse(gradient):
-            super().update_step(gradient, variable, learning_rate)
-            return
-        if variable.shape[0] < self.lazy_rows:
-            dense = _dense(gradient, variable)
-            super().update_step(dense, variable, learning_rate)
-            return
-        rows, summed = _summed_rows(gradient)
-        dtype = variable.dtype
-        lr = ops.cast(learning_rate, dtype)
-        summed = ops.cast(summed, dtype)
         accumulator = self._accumulators[self._get_variable_index(variable)]
         total = gather_rows(accumulator, rows) + ops.square(summed)
         self.assign(accumulator, _rows(total, rows, accumulator))
-        delta = lr * summed / ops.sqrt(total + self.epsilon)
+        delta = learning_rate * summed / ops.sqrt(total + self.epsilon)
         self.assign_sub(variable, _rows(delta, rows, variable))
-
-    def get_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = super().get_config()
-        config["lazy_rows"] = self.lazy_rows
-        return config
 
 
 def get(identifier: Any, **kwargs: Any) -> Any:

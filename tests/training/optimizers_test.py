@@ -85,6 +85,36 @@ class SparseOptimizerTest(testing.TestCase):
         expected = table - 0.1 * gradient / np.sqrt(accumulator + 1e-7)
         self.assertAllClose(after, expected, tol=(1e-6, 1e-5))
 
+    def test_amsgrad_takes_the_dense_update_even_for_large_tables(self):
+        table = self.rng.normal(size=(20, 3)).astype("float32")
+        ids = np.array([3, 7, 3])
+        upstream = self.rng.normal(size=(3, 3)).astype("float32")
+        after, _ = self.sparse_step(
+            optimizers.Adam(0.01, amsgrad=True, lazy_rows=1),
+            table,
+            ids,
+            upstream,
+        )
+        gradient = np.zeros((20, 3), "float32")
+        np.add.at(gradient, ids, upstream)
+        variable = keras.Variable(table)
+        keras.optimizers.Adam(0.01, amsgrad=True).apply(
+            [keras.ops.convert_to_tensor(gradient)], [variable]
+        )
+        # The dense update: Keras' own AMSGrad on the summed rows.
+        self.assertAllClose(after, testing.to_numpy(variable), tol=(1e-7, 0))
+
+    @parameterized.named_parameters(
+        ("adam", optimizers.Adam), ("adagrad", optimizers.Adagrad)
+    )
+    def test_lazy_rows_survive_serialization(self, cls):
+        config = keras.optimizers.serialize(cls(0.05, lazy_rows=7))
+        clone = keras.optimizers.deserialize(config)
+        self.assertIsInstance(clone, cls)
+        self.assertEqual(clone.lazy_rows, 7)
+        self.assertAllClose(clone.learning_rate, 0.05)
+        self.assertEqual(cls().lazy_rows, optimizers.LAZY_ROWS)
+
     def test_models_take_tffm_optimizers_by_name(self):
         model = tffm.FM([tffm.Categorical("a", hash_bins=10)], embedding_dim=2)
         model.compile(optimizer="adam", loss="binary_crossentropy")
