@@ -309,6 +309,184 @@ class LibsvmTest(testing.TestCase):
             collect(data.read_libsvm(str(path), num_features=10))
 
 
+def parsed(result):
+    """`parse_*`'s tensors as numpy (strings as `str`)."""
+    features, labels, problems = result
+    out = {k: v.numpy() for k, v in features.items()}
+    return out, labels.numpy(), [p.decode() for p in problems.numpy()]
+
+
+class ParseDelimitedTest(testing.TestCase):
+    """`parse_delimited` on one batch of lines, no files involved."""
+
+    COLUMNS = ["label", "city", "n", "year", "tags"]
+    KINDS = {
+        "city": "categorical",
+        "n": "numeric",
+        "year": "integer",
+        "tags": "list",
+    }
+
+    def parse(self, lines, **kwargs):
+        kwargs.setdefault("columns", self.COLUMNS)
+        kwargs.setdefault("kinds", self.KINDS)
+        kwargs.setdefault("label", "label")
+        kwargs.setdefault("delimiter", ",")
+        return parsed(
+            data.parse_delimited(
+                tf.constant(lines), max_len={"tags": 3}, **kwargs
+            )
+        )
+
+    def test_values_missing_and_lists(self):
+        features, labels, problems = self.parse(
+            [
+                "1,paris,2.5,1999,a|b",
+                '0,"lima, ""pe""",,,',  # quoted delimiter; empty cells
+                "1,oslo,-1e3,7,a|b|c|d\r",
+            ]
+        )
+        self.assertEqual(problems, ["", "", ""])
+        self.assertAllEqual(labels, [1.0, 0.0, 1.0])
+        self.assertEqual(
+            features["city"].tolist(), [b"paris", b'lima, "pe"', b"oslo"]
+        )
+        self.assertAllClose(features["n"][[0, 2]], [2.5, -1000.0])
+        self.assertTrue(math.isnan(features["n"][1]))  # empty: missing
+        self.assertEqual(features["year"].dtype, np.int64)
+        self.assertAllEqual(features["year"], [1999, -1, 7])  # -1: missing
+        # Cut / padded with "" to max_len 3.
+        self.assertEqual(
+            features["tags"].tolist(),
+            [[b"a", b"b", b""], [b"", b"", b""], [b"a", b"b", b"c"]],
+        )
+
+    def test_tab_separated_without_quotes_or_label(self):
+        features, labels, problems = self.parse(
+            ['"x"\t3', "y\t"],
+            columns=["city", "n"],
+            kinds={"city": "categorical", "n": "numeric"},
+            label=None,
+            delimiter="\t",
+            quoted=False,
+            keep=["city"],
+        )
+        self.assertEqual(problems, ["", ""])
+        self.assertAllEqual(labels, [0.0, 0.0])  # no label column: 0
+        self.assertEqual(features["city"].tolist(), [b'"x"', b"y"])
+        self.assertEqual(features["#city"].tolist(), [b'"x"', b"y"])
+        self.assertAllClose(features["n"][:1], [3.0])
+
+    def test_delimiter_must_be_one_character(self):
+        with self.assertRaisesRegex(ValueError, "delimiter=';;'"):
+            self.parse(["1;;a"], delimiter=";;")
+
+    def test_list_separator(self):
+        features, _, _ = self.parse(
+            ["1,a,1,1,x;y"], list_separator=";", kinds={"tags": "list"}
+        )
+        self.assertEqual(features["tags"].tolist(), [[b"x", b"y", b""]])
+
+    def test_problems_name_the_column_and_leave_placeholders(self):
+        features, labels, problems = self.parse(
+            [
+                "1,a,2,3",  # 4 columns
+                '1,"a,2,3,x',  # unbalanced quote
+                '1, "a",2,3,x',  # a quote inside an unquoted field
+                "1,a\rb,2,3,x",
+                "1,a,2x,3,x",
+                "1,a,1e39,3,x",  # beyond float32
+                "2,a,1,3,x",  # with binary: label 2
+                ",a,1,3,x",  # empty label
+                "1,a,1,3,x",
+            ],
+            binary=True,
+        )
+        self.assertEqual(
+            problems,
+            [
+                "expected 5 columns, got 4",
+                "unbalanced double quote, or one inside an unquoted field",
+                "unbalanced double quote, or one inside an unquoted field",
+                "carriage return inside a field",
+                "column n: bad number 2x",
+                "column n: infinite or beyond float32 (+-3.4e38): 1e39",
+                "column label must be 0 or 1 for a binary task, got 2",
+                "column label: bad number ",
+                "",
+            ],
+        )
+        # Bad rows get label 0 and missing values, never a parse failure.
+        self.assertAllEqual(labels, [0] * 8 + [1])
+        self.assertTrue(np.isnan(features["n"][:8]).all())
+        self.assertAllEqual(features["n"][8:], [1.0])
+
+
+class ParseLibsvmTest(testing.TestCase):
+    """`parse_libsvm` on one batch of lines, no files involved."""
+
+    def parse(self, lines, **kwargs):
+        return parsed(data.parse_libsvm(tf.constant(lines), **kwargs))
+
+    def test_sparse_entries_padded_with_minus_one(self):
+        features, labels, problems = self.parse(
+            ["1 3:0.5 7:2", "0  1:1 ", "1 2:1 3:1 4:-1.5e-1"]
+        )
+        self.assertEqual(problems, ["", "", ""])
+        self.assertAllEqual(labels, [1.0, 0.0, 1.0])
+        self.assertEqual(features["indices"].dtype, np.int32)
+        self.assertAllEqual(
+            features["indices"], [[3, 7, -1], [1, -1, -1], [2, 3, 4]]
+        )
+        self.assertAllClose(
+            features["values"], [[0.5, 2, 0], [1, 0, 0], [1, 1, -0.15]]
+        )
+
+    def test_max_nonzeros_cuts_and_pads(self):
+        features, _, _ = self.parse(
+            ["1 3:0.5 7:2 9:1", "0 1:1"], max_nonzeros=2
+        )
+        self.assertAllEqual(features["indices"], [[3, 7], [1, -1]])
+        self.assertAllClose(features["values"], [[0.5, 2], [1, 0]])
+
+    def test_ffm_and_named_fields(self):
+        features, _, _ = self.parse(["1 0:5:1 1:9:0.5", "0 1:2:1"], ffm=True)
+        self.assertAllEqual(features["fields"], [[0, 1], [1, -1]])
+        self.assertAllEqual(features["indices"], [[5, 9], [2, -1]])
+        features, labels, problems = self.parse(
+            ["1 4:1 10:1", "-1 5:1 11:1", "+1 6:1"],
+            fields=["user", "item"],
+            binary_labels=True,
+        )
+        self.assertAllEqual(features["user"], [4, 5, 6])
+        self.assertAllEqual(features["item"][:2], [10, 11])
+        self.assertAllEqual(labels[:2], [1.0, 0.0])  # > 0 is 1
+        self.assertEqual(
+            problems,
+            ["", "", "expected 2 idx:val entries (fields ['user', 'item'])"],
+        )
+
+    def test_problems(self):
+        _, labels, problems = self.parse(
+            ["1 3-0.5", "1 a:1", "x 3:1", "1 12:1", "-1 3:1", "1 3:1"],
+            num_features=10,
+            binary=True,
+        )
+        self.assertEqual(
+            problems,
+            [
+                "entries must be idx:val or field:idx:val",
+                "bad index or value in an idx:val entry",
+                "column label: bad number x",
+                "index >= num_features=10",
+                "label must be 0 or 1 for a binary task, got -1 "
+                "(for -1/+1 labels: --binary-labels)",
+                "",
+            ],
+        )
+        self.assertAllEqual(labels, [0, 0, 0, 0, 0, 1])
+
+
 class HoldoutTest(testing.TestCase):
     def test_holdout_split_is_a_partition(self):
         import tempfile

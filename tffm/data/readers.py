@@ -311,25 +311,40 @@ def parse_delimited(
     """
     import tensorflow as tf
 
+    if len(delimiter) != 1 or delimiter in '"\r\n':
+        raise ValueError(
+            "`delimiter` must be one character, not a double quote or a "
+            f"line break. Received: delimiter={delimiter!r}"
+        )
     max_len = dict(max_len or {})
     position = {name: j for j, name in enumerate(columns)}
     numeric = [n for n, k in kinds.items() if k in ("numeric", "integer")]
     lines = tf.strings.regex_replace(lines, "\r$", "")
     if quoted:
-        # Count fields with quoted sections (which may hold the delimiter)
-        # collapsed; a quote left over is unbalanced.
-        flat = tf.strings.regex_replace(lines, r'"(?:[^"]|"")*"', "Q")
+        # As `decode_csv` reads RFC 4180: a field is either quoted whole
+        # (quotes inside doubled: "a ""b""") or holds no quote at all.
+        d = f"\\x{{{ord(delimiter):X}}}"  # the delimiter, as an RE2 escape
+        field = f'(?:"(?:[^"]|"")*"|[^"{d}]*)'
         quote_problem = tf.where(
-            tf.strings.regex_full_match(flat, '[^"]*'),
+            tf.strings.regex_full_match(lines, f"{field}(?:{d}{field})*"),
             "",
-            "unbalanced double quote",
+            "unbalanced double quote, or one inside an unquoted field",
         )
+        # Count fields with quoted sections (which may hold the delimiter)
+        # collapsed.
+        flat = tf.strings.regex_replace(lines, r'"(?:[^"]|"")*"', "Q")
     else:
         flat, quote_problem = lines, tf.zeros_like(lines)
     counts = tf.strings.split(flat, delimiter).row_lengths()  # (B,)
     structure = L.first_problem(
         L.utf8_problem(lines),
         quote_problem,
+        # `decode_csv` refuses a CR outside quotes (a trailing one is gone).
+        tf.where(
+            tf.strings.regex_full_match(flat, "[^\r]*"),
+            "",
+            "carriage return inside a field",
+        ),
         L.column_count_problem(counts, [len(columns)]),
     )
     # Rows that cannot be split become an empty row, so the CSV op never
