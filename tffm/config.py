@@ -247,6 +247,12 @@ class TrainConfig:
     max_tokens: int | None = option(
         None, "vocabulary: keep at most this many values", minimum=1
     )
+    scan: str | None = option(
+        None,
+        "use this folder's vocabularies and statistics (written by "
+        "python -m tffm.data.beam_scan or a previous tffm train) instead "
+        "of scanning; its scan.json must match this config",
+    )
     shuffle_buffer: int = option(
         100_000, "rows in the shuffle buffer", minimum=0
     )

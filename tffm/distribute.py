@@ -10,8 +10,9 @@ rate, and how each worker reads its part of the input.
   gradients summed every step.
 - `multi-worker`: `tf.distribute.MultiWorkerMirroredStrategy` over the
   hosts of `TF_CONFIG`; each worker runs the same command.
-- `parameter-server`: not available with Keras 3 (`PARAMETER_SERVER_
-  UNSUPPORTED` says why); the flag fails with that reason.
+- `parameter-server`: `tf.distribute.ParameterServerStrategy` over the
+  `chief`, `worker` and `ps` tasks of `TF_CONFIG`: variables on the ps
+  tasks, asynchronous steps on the workers (`tffm.parameter_server`).
 - `data-parallel`: `keras.distribution.DataParallel` over the JAX devices.
 - `model-parallel`: `keras.distribution.ModelParallel` over the JAX
   devices, the fused embedding table split by rows (`layout_map`).
@@ -42,17 +43,10 @@ from typing import Any
 from tffm.config import TrainConfig
 
 _TF = ("mirrored", "multi-worker", "parameter-server")
-PARAMETER_SERVER_UNSUPPORTED = (
-    "distribution='parameter-server' cannot train with Keras 3: "
-    "Model.fit has no tf.distribute.ParameterServerStrategy support (Keras "
-    "2 drove it through a ClusterCoordinator; Keras 3's TensorFlow trainer "
-    "has none), and a hand-written ClusterCoordinator loop over a Keras 3 "
-    "model never finishes its first scheduled step (tried: 2 workers, 1 "
-    "ps on 127.0.0.1, TensorFlow 2.21, Keras 3.15). For tables larger than "
-    "one device use model-parallel (JAX backend), which splits them by "
-    "rows over the devices; for more hosts, multi-worker."
-)
 _JAX = ("data-parallel", "model-parallel")
+# Whole files go to workers when the heaviest worker's bytes are at most
+# this much over the lightest's (else every N-th line: see `shard_files`).
+FILE_IMBALANCE = 0.1
 
 
 @dataclasses.dataclass
@@ -70,6 +64,9 @@ class Plan:
         batch_size: rows of one step over all replicas (global batch).
         learning_rate: the learning rate, scaled.
         note: one line: replicas, batch and learning rate, for the log.
+        serves: whether this process is a parameter-server cluster's
+            `worker` or `ps` task, which serves the chief (`serve`)
+            instead of training.
     """
 
     distribution: str
@@ -82,11 +79,24 @@ class Plan:
     batch_size: int
     learning_rate: float
     note: str
+    serves: bool = False
+
+    def serve(self) -> dict[str, Any]:
+        """A `worker` or `ps` task: serves the chief until it is gone."""
+        from tffm import parameter_server
+
+        return parameter_server.serve()
 
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
-        """Variables created inside are distributed as the plan says."""
-        if self.strategy is not None:
+        """Variables created inside are distributed as the plan says.
+
+        `parameter-server`: none are; the model built here is the chief's,
+        which `tffm.parameter_server.fit` copies onto the ps tasks.
+        """
+        if self.distribution == "parameter-server":
+            yield
+        elif self.strategy is not None:
             with self.strategy.scope():
                 yield
         elif self.layout is not None:
@@ -121,9 +131,19 @@ class Plan:
                 from the `index`-th when `record_shard=(count, index)`.
 
         Returns:
-            A `tf.data.Dataset`, or a distributed dataset for TensorFlow
-            strategies.
+            A `tf.data.Dataset`, a distributed dataset for the TensorFlow
+            strategies, or a `tffm.parameter_server.TrainingInput`.
         """
+        if self.distribution == "parameter-server":
+            from tffm import parameter_server
+
+            # The worker's index is a tensor there: every N-th line.
+            return parameter_server.TrainingInput(
+                strategy=self.strategy,
+                num_workers=self.num_workers,
+                batch_size=self.batch_size,
+                build=lambda batch, shard: build(list(files), batch, shard),
+            )
         if self.strategy is None:
             ds = build(list(files), self.batch_size, None)
             if self.distribution == "data-parallel":
@@ -146,13 +166,16 @@ class Plan:
         On the TensorFlow backend, with or without a strategy, duplicate
         rows of sparse gradients are summed before Keras' own optimizers
         see them (`merge_sparse`), so Adam's update is the same on one
-        device and on several, and the same as on JAX and torch.
+        device and on several, and the same as on JAX and torch. Under
+        `mirrored` and `multi-worker`, a replica whose input has run out
+        trains on one row of weight 0 (`fill_empty_batches`).
         """
         import keras
 
         if keras.backend.backend() == "tensorflow" and model.optimizer:
             merge_sparse(model.optimizer)
-        if self.strategy is not None:
+        if self.distribution in ("mirrored", "multi-worker"):
+            fill_empty_batches(model)
             # Keras 3 would XLA-compile the whole distributed step, which
             # reads every replica's variables from one device: XLA refuses
             # ("Trying to access resource ... located in device CPU:1").
@@ -222,7 +245,7 @@ def plan(config: TrainConfig) -> Plan:
         worker = _worker_index(resolver.task_type, resolver.task_id, spec)
         chief = worker == 0
     elif name == "parameter-server":
-        raise ValueError(PARAMETER_SERVER_UNSUPPORTED)
+        return _parameter_server_plan(config)
     elif name in _JAX:
         layout = jax_distribution(name)
     replicas = _replicas(strategy, layout)
@@ -248,6 +271,59 @@ def plan(config: TrainConfig) -> Plan:
         batch_size=batch,
         learning_rate=rate,
         note=f"{name}: {note}",
+    )
+
+
+def _parameter_server_plan(config: TrainConfig) -> Plan:
+    """The chief trains (`tffm.parameter_server.fit`); the others serve.
+
+    Steps are asynchronous, each one worker's batch: `batch_size` is that
+    batch, and scaling (`batch_scaling`) applies to the replicas inside a
+    worker (its GPUs), not to the workers.
+    """
+    from tffm import parameter_server
+
+    if config.format in ("parquet", "encoded"):
+        raise ValueError(
+            f"distribution='parameter-server' cannot read format="
+            f"{config.format!r}: its reader is a Python generator "
+            "(tf.data.Dataset.from_generator), which runs in the process "
+            "that builds it, not on a worker. Use csv, criteo or libsvm "
+            "files."
+        )
+    task_type, task_id = parameter_server.cluster_task()
+    workers = parameter_server.num_workers()
+    if task_type != "chief":
+        return Plan(
+            distribution="parameter-server",
+            strategy=None,
+            layout=None,
+            num_replicas=1,
+            num_workers=workers,
+            worker=task_id,
+            is_chief=False,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            note=f"parameter-server: {task_type} {task_id} serves the chief",
+            serves=True,
+        )
+    strategy = parameter_server.strategy()
+    replicas = int(strategy.num_replicas_in_sync)
+    batch, rate, note = scale(config, replicas)
+    return Plan(
+        distribution="parameter-server",
+        strategy=strategy,
+        layout=None,
+        num_replicas=replicas,
+        num_workers=workers,
+        worker=0,
+        is_chief=True,
+        batch_size=batch,
+        learning_rate=rate,
+        note=(
+            f"parameter-server: {workers} workers, asynchronous steps of "
+            f"one worker's batch each; per worker {note}"
+        ),
     )
 
 
@@ -277,46 +353,103 @@ def shard_files(
 ) -> tuple[list[str], tuple[int, int] | None]:
     """Worker `index` of `count`'s input: `(files, record_shard)`.
 
-    With at least `count` files, whole files are dealt round-robin (each
-    worker reads only its files; their sizes should be similar). With
-    fewer, every worker reads every file and keeps every `count`-th line
-    from the `index`-th. Either way each line goes to exactly one worker.
+    Whole files when they split evenly: dealt largest first, each to the
+    worker with the fewest bytes so far, as long as the heaviest worker
+    then has at most `FILE_IMBALANCE` (10%) more bytes than the lightest
+    (each worker reads only its files). Otherwise (fewer files than
+    workers, or sizes that do not balance) every worker reads every file
+    and keeps every `count`-th line from the `index`-th. Either way each
+    line goes to exactly one worker.
+
+    Why balance: synchronous workers take a step together, so a worker
+    whose input ends first trains on empty batches (`fill_empty_batches`)
+    while the others finish theirs: its replicas add nothing to those
+    steps, and the tail of the epoch runs at `1 / count` of the rows.
+    Every `count`-th line leaves the workers at most one batch apart.
     """
     files = list(files)
     if count == 1:
         return files, None
     if len(files) >= count:
-        return files[index::count], None
+        dealt = _deal_by_size(files, count)
+        if dealt is not None:
+            return dealt[index], None
     return files, (count, index)
 
 
+def _deal_by_size(files: list[str], count: int) -> list[list[str]] | None:
+    """`count` lists of `files` with even bytes, or None if they are not."""
+    sizes = [_size(f) for f in files]
+    if None in sizes:  # not local files (e.g. gs://): keep the file order
+        return [files[i::count] for i in range(count)]
+    loads = [0] * count
+    dealt: list[list[str]] = [[] for _ in range(count)]
+    # Largest first (ties by name), each to the lightest worker so far.
+    for size, path in sorted(zip(sizes, files, strict=True), key=_by_size):
+        lightest = loads.index(min(loads))
+        loads[lightest] += int(size or 0)
+        dealt[lightest].append(path)
+    if max(loads) > (1 + FILE_IMBALANCE) * min(loads):
+        return None
+    order = {path: i for i, path in enumerate(files)}
+    return [sorted(paths, key=order.__getitem__) for paths in dealt]
+
+
+def _by_size(item: tuple[int | None, str]) -> tuple[int, str]:
+    return -int(item[0] or 0), item[1]
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
+
+
 def mirrored_strategy() -> Any:
-    """`MirroredStrategy` over the GPUs, else over the logical CPU devices."""
+    """`MirroredStrategy` over the GPUs, else over the logical CPU devices.
+
+    With `reduce` fixed for Keras 3's fit (`_fit_safe`).
+    """
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")
     devices = gpus or tf.config.list_logical_devices("CPU")
-    return tf.distribute.MirroredStrategy([d.name for d in devices])
+    strategy = _fit_safe(tf.distribute.MirroredStrategy)
+    return strategy([d.name for d in devices])
 
 
 def multi_worker_strategy() -> Any:
     """`MultiWorkerMirroredStrategy` with `reduce` fixed for Keras 3's fit.
 
     Keras 3's TensorFlow trainer cannot `fit` under this strategy in
-    multi-worker mode as it is (tensorflow/tensorflow#72388):
-
-    - each step's logs are scalars, which it reduces with
-      `reduce("MEAN", value, axis=0)`: "Invalid reduction dimension 0 for
-      input with 0 dimensions". The mean over the replicas is what it
-      means: for a scalar, `axis` is dropped here;
-    - before the first step it averages a whole input batch over the
-      replicas (`reduce("MEAN", batch)`) only to trace the model with its
-      shapes, which fails on a dict and on string or integer ids. A nested
-      batch gets this worker's own part instead: same shapes and dtypes.
+    multi-worker mode as it is (tensorflow/tensorflow#72388): see
+    `_fit_safe`.
     """
     import tensorflow as tf
 
-    class Strategy(tf.distribute.MultiWorkerMirroredStrategy):
+    return _fit_safe(tf.distribute.MultiWorkerMirroredStrategy)()
+
+
+def _fit_safe(base: Any) -> Any:
+    """A subclass of the strategy `base` whose `reduce` Keras 3's fit takes.
+
+    - each step's logs are scalars, which Keras reduces with
+      `reduce("MEAN", value, axis=0)`: "Invalid reduction dimension 0 for
+      input with 0 dimensions" (multi-worker). The mean over the replicas
+      is what it means: for a scalar, `axis` is dropped here;
+    - before the first step it averages a whole input batch over the
+      replicas (`reduce("MEAN", batch)`) only to trace the model with its
+      shapes, which fails on a dict and on string or integer ids
+      (multi-worker), and on replicas' batches of different sizes
+      (mirrored: "Inputs to operation AddN of type AddN must have the same
+      size and shape. Input 0: [63] != input 1: [64]", when the header
+      line leaves the first replica 63 rows of 64). A nested batch gets
+      the first replica's part instead: same shapes and dtypes.
+    """
+    import tensorflow as tf
+
+    class Strategy(base):  # type: ignore[misc, valid-type]
         def reduce(self, reduce_op: Any, value: Any, axis: Any) -> Any:
             if isinstance(value, dict | tuple | list):
                 return tf.nest.map_structure(
@@ -327,7 +460,7 @@ def multi_worker_strategy() -> Any:
                 axis = None
             return super().reduce(reduce_op, value, axis)
 
-    return Strategy()
+    return Strategy
 
 
 def jax_distribution(name: str) -> Any:
@@ -447,6 +580,51 @@ def merge_sparse(optimizer: Any) -> None:
         ]
 
     optimizer._all_reduce_sum_gradients = merged
+
+
+def fill_empty_batches(model: Any) -> None:
+    """A replica whose input has run out trains on one row of weight 0.
+
+    Under a synchronous strategy every replica takes every step (the
+    gradient all-reduce needs them all). When one input pipeline ends
+    before the others (workers with fewer lines, or an odd number of
+    batches over 2 replicas), `tf.distribute` hands its replicas empty
+    batches until all have ended, and Keras' step on 0 rows gives NaN: a
+    mean loss of 0 / 0, and batch normalization's moments of no rows go
+    into its moving statistics (measured: 2 workers, files of 3,000 and
+    300 rows; every weight NaN after one epoch, silently). Here such a
+    batch becomes one row of zeros (ids 0: out of vocabulary) with sample
+    weight 0: the loss and gradients are 0 and the moments finite. Other
+    batches get sample weight 1, which changes no loss or metric.
+    (Batch normalization's moving statistics still take that row in, once
+    per early-ending replica and epoch; validation's `loss` counts it as a
+    row of loss 0, and `embeddings_l2` the rows it reads.)
+    """
+    import keras
+    import tensorflow as tf
+
+    def filled(data: Any) -> Any:
+        x, y, weight = keras.utils.unpack_x_y_sample_weight(data)
+        if weight is None:
+            weight = tf.ones(tf.shape(y)[:1], tf.float32)
+
+        def one_row(t: Any) -> Any:
+            return tf.zeros(tf.concat([[1], tf.shape(t)[1:]], 0), t.dtype)
+
+        empty = tf.equal(tf.shape(y)[0], 0)
+        return tf.cond(
+            empty,
+            lambda: (
+                tf.nest.map_structure(one_row, x),
+                one_row(y),
+                tf.zeros([1], weight.dtype),
+            ),
+            lambda: (x, y, weight),
+        )
+
+    train_step, test_step = model.train_step, model.test_step
+    model.train_step = lambda data: train_step(filled(data))
+    model.test_step = lambda data: test_step(filled(data))
 
 
 def cluster() -> dict[str, Any]:

@@ -32,6 +32,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from tffm import parameter_server
+
 CHECKPOINT = "checkpoint.npz"
 # Callback attributes that carry state across epochs (Keras' EarlyStopping,
 # ReduceLROnPlateau, ModelCheckpoint); restored on resume.
@@ -138,6 +140,13 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     @property
     def path(self) -> str:
         return os.path.join(self.directory, CHECKPOINT)
+
+    @property
+    def initial_epoch(self) -> int:
+        """The epoch a fit resumes at (0 when it starts afresh)."""
+        if self._resumed is None:
+            return 0
+        return int(self._resumed["meta"]["epoch"])
 
     def state(self) -> dict[str, Any] | None:
         """The last checkpoint's metadata (epoch, step, ...), or None."""
@@ -316,6 +325,16 @@ def fit(
         _assign(model.weights, arrays["weights"], "model")
         return {k: list(v) for k, v in meta["history"].items()}
     checkpoint.callbacks = list(callbacks)
+    if isinstance(dataset, parameter_server.TrainingInput):
+        # No `model.fit` under ParameterServerStrategy: a loop of its own.
+        return parameter_server.fit(
+            model,
+            dataset,
+            checkpoint=checkpoint,
+            epochs=epochs,
+            callbacks=callbacks,
+            **kwargs,
+        )
     while True:
         model.fit(
             dataset,

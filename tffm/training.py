@@ -312,15 +312,21 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
 
     from tffm import distribute
     from tffm import resume
+    from tffm.data import beam_scan
     from tffm.data.lines import resolve_files
-    from tffm.data.vocab import scan as scan_data
     from tffm.encoder import FeatureEncoder
 
     if not config.data:
         raise ValueError("No training data: set `data` (or --data).")
     # First: multi-worker collectives must be set up before any TF op.
     plan = distribute.plan(config)
-    if plan.num_replicas > 1 or config.batch_scaling != "global":
+    if plan.serves:  # a parameter-server cluster's worker or ps task
+        return TrainResult(None, [], {}, output, plan.serve())
+    if (
+        plan.num_replicas > 1
+        or config.batch_scaling != "global"
+        or plan.distribution == "parameter-server"
+    ):
         print(f"tffm train: {plan.note}", file=sys.stderr)
     # What the model and the readers use: the global batch, scaled rate.
     run = dataclasses.replace(
@@ -332,14 +338,8 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
     if config.format == "encoded":
         return _train_encoded(config, run, plan, output, verbose)
     use_holdout = not config.validation_data
-    scan_source = open_source(
-        config, config.data, holdout=False if use_holdout else None
-    )
-    scanned = scan_data(
-        scan_source.dataset,
-        column_kinds(config),
-        log_columns=log_columns(config),
-    )
+    # From `config.scan`, or scanned now and written to `output` at once.
+    scanned, scan_log = beam_scan.scan_for_training(config, output)
     features = build_features(config, scanned)
     plan.check(features)
     encoder = FeatureEncoder(features)
@@ -377,7 +377,8 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
         order=order,
         evaluated_on="holdout" if use_holdout else "validation_data",
         refit=config.refit and use_holdout,
-        skipped=(scan_source.log, valid_source.log),
+        # (With `scan`, the training rows were checked by that scan.)
+        skipped=None if scan_log is None else (scan_log, valid_source.log),
     )
 
 
@@ -479,20 +480,14 @@ def encode(
         `{part: rows}`.
     """
     from tffm import data
+    from tffm.data import beam_scan
     from tffm.data import raise_row_errors
-    from tffm.data.vocab import scan as scan_data
 
     if config.format == "encoded":
         raise ValueError("The data is encoded already.")
     use_holdout = not config.validation_data
     with raise_row_errors():
-        scanned = scan_data(
-            open_source(
-                config, config.data, holdout=False if use_holdout else None
-            ).dataset,
-            column_kinds(config),
-            log_columns=log_columns(config),
-        )
+        scanned, _ = beam_scan.scan_for_training(config)  # or config.scan's
     features = build_features(config, scanned)
     os.makedirs(output, exist_ok=True)
     parts = {"train": (config.data, False if use_holdout else None)}

@@ -137,7 +137,8 @@ class BeamScanTest(testing.TestCase):
         names = sorted(os.listdir(os.path.join(local, "vocab")))
         self.assertEqual(sorted(os.listdir(os.path.join(beam, "vocab"))), names)
         self.assertNotEmpty(names)
-        compared = ["statistics.json"] + [f"vocab/{n}" for n in names]
+        compared = ["statistics.json", "scan.json"]
+        compared += [f"vocab/{n}" for n in names]
         _, mismatch, errors = filecmp.cmpfiles(
             local, beam, compared, shallow=False
         )

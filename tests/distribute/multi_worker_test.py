@@ -1,10 +1,5 @@
-"""MultiWorkerMirroredStrategy: 2 worker processes on 127.0.0.1.
+"""MultiWorkerMirroredStrategy: 2 worker processes on 127.0.0.1."""
 
-ParameterServerStrategy: refused with its reason (Keras 3 cannot fit it).
-"""
-
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -104,27 +99,3 @@ class MultiWorkerTest(testing.TestCase):
         with open(os.path.join(out, "history.json")) as f:
             history = json.load(f)
         self.assertEqual(len(history["loss"]), 2)
-
-
-class ParameterServerTest(testing.TestCase):
-    def test_parameter_server_fails_with_its_reason(self):
-        # Shown failing, not faked: Keras 3 cannot fit under it (see
-        # tffm.distribute.PARAMETER_SERVER_UNSUPPORTED).
-        from tffm.cli import main
-
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err):
-            code = main(
-                [
-                    "train",
-                    "--data",
-                    "x.tsv",
-                    "--format",
-                    "criteo",
-                    "--distribution",
-                    "parameter-server",
-                ]
-            )
-        self.assertEqual(code, 2)
-        self.assertIn("Keras 3", err.getvalue())
-        self.assertIn("ParameterServerStrategy support", err.getvalue())

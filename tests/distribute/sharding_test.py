@@ -59,15 +59,40 @@ class ShardTest(testing.TestCase):
         path.write_text("id,label\n" + "".join(f"{i},{i % 2}\n" for i in ids))
         return str(path)
 
-    def test_files_round_robin_with_enough_files(self):
-        files = [f"f{i}" for i in range(5)]
+    def test_files_round_robin_when_sizes_are_unknown(self):
+        files = [f"gs://bucket/f{i}" for i in range(5)]
         self.assertEqual(
-            distribute.shard_files(files, 2, 0), (["f0", "f2", "f4"], None)
+            distribute.shard_files(files, 2, 0), (files[0::2], None)
         )
         self.assertEqual(
-            distribute.shard_files(files, 2, 1), (["f1", "f3"], None)
+            distribute.shard_files(files, 2, 1), (files[1::2], None)
         )
         self.assertEqual(distribute.shard_files(files, 1, 0), (files, None))
+
+    def test_whole_files_dealt_by_size_when_they_balance(self):
+        sizes = {"a": 300, "b": 100, "c": 100, "d": 100}
+        files = []
+        for name, size in sizes.items():
+            path = self.tmp / name
+            path.write_bytes(b"x" * size)
+            files.append(str(path))
+        # Largest first, each to the lightest: 300 | 100 + 100 + 100.
+        self.assertEqual(distribute.shard_files(files, 2, 0), (files[:1], None))
+        self.assertEqual(distribute.shard_files(files, 2, 1), (files[1:], None))
+
+    def test_records_when_whole_files_do_not_balance(self):
+        files = []
+        for name, size in (("a", 3000), ("b", 300)):
+            path = self.tmp / name
+            path.write_bytes(b"x" * size)
+            files.append(str(path))
+        # 3000 against 300 bytes: every other line of both instead.
+        for index in range(2):
+            self.assertEqual(
+                distribute.shard_files(files, 2, index), (files, (2, index))
+            )
+        three = files + [files[1]]  # 3000 | 300 + 300: still uneven
+        self.assertEqual(distribute.shard_files(three, 2, 0)[1], (2, 0))
 
     def test_records_with_fewer_files_each_row_once(self):
         from tffm.training import open_source
