@@ -43,6 +43,23 @@ DISTRIBUTIONS = (
     "model-parallel",
 )
 BATCH_SCALING = ("global", "linear", "sqrt")
+# The reading options only some formats have, and which each reads
+# (`tffm.training.open_source`); `encoded` data keeps its encoding's.
+_FORMAT_SPECIFIC = (
+    "columns",
+    "label",
+    "fields",
+    "binary_labels",
+    "delimiter",
+    "list_separator",
+    "column_names",
+)
+_FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
+    "criteo": (),
+    "libsvm": ("fields", "binary_labels"),
+    "csv": ("columns", "label", "delimiter", "list_separator", "column_names"),
+    "parquet": ("columns", "label"),
+}
 _COLUMN_MINIMUM = {
     "hash_bins": 1,
     "min_frequency": 1,
@@ -328,6 +345,10 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+# The reading fields in which test data may differ from the training data
+# (a headerless or otherwise delimited copy): `tffm evaluate` and
+# `tffm predict` take them as flags too.
+SCORING_FIELDS = ("delimiter", "list_separator", "column_names", "lenient")
 # The fields that say how raw files are read (and so what `tffm encode`
 # fixed): a model trained on encoded data keeps them from its encoding.
 READING_FIELDS = (
@@ -339,10 +360,7 @@ READING_FIELDS = (
     "label",
     "fields",
     "binary_labels",
-    "delimiter",
-    "list_separator",
-    "column_names",
-    "lenient",
+    *SCORING_FIELDS,
     "min_frequency",
     "max_tokens",
     "task",
@@ -417,13 +435,60 @@ def check_values(values: Mapping[str, Any], *, source: str) -> None:
             f"{source}: `learning_rate` must be > 0. "
             f"Received: {values['learning_rate']!r}"
         )
+    delimiter = values.get("delimiter", ",")
+    if len(delimiter) != 1 or delimiter in '"\r\n':
+        raise ValueError(
+            f"{source}: `delimiter` must be one character, not a double "
+            f"quote or a line break (a tab: $'\\t' in bash). Received: "
+            f"{delimiter!r}"
+        )
+    if values.get("list_separator") == "":
+        raise ValueError(f"{source}: `list_separator` must not be empty.")
     if "columns" in values:
         check_columns(values["columns"], source=source)
+    check_format_options(values, source=source)
     label = values.get("label")
     if label is not None and label in values.get("columns", {}):
         raise ValueError(
             f"{source}: the label column {label!r} is also listed in "
             "`columns`; a model must not read its own label."
+        )
+
+
+def check_format_options(values: Mapping[str, Any], *, source: str) -> None:
+    """Refuses reading options the data format's reader would ignore.
+
+    E.g. `columns` (a `hash_bins` for `C1`) or `delimiter` with Criteo
+    data, whose columns and layout are fixed; an option left at its
+    default is fine. `encoded` data is read as its encoding says.
+    """
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    data_format = values.get("format", fields["format"].default)
+    if data_format not in _FORMAT_OPTIONS:
+        return
+    allowed = _FORMAT_OPTIONS[data_format]
+    for key in _FORMAT_SPECIFIC:
+        if key not in values or key in allowed:
+            continue
+        field = fields[key]
+        default = (
+            field.default_factory()  # type: ignore[misc,operator]
+            if field.default is dataclasses.MISSING
+            else field.default
+        )
+        if values[key] == default:
+            continue
+        hint = (
+            " Criteo's 39 columns are fixed (I1..I13 log1p numerics, "
+            "C1..C26 categoricals); `min_frequency` and `max_tokens` set "
+            "their vocabularies."
+            if data_format == "criteo" and key == "columns"
+            else ""
+        )
+        raise ValueError(
+            f"{source}: `{key}` does not apply to format {data_format!r}, "
+            f"whose reader would ignore it. Options of {data_format!r} "
+            f"data: {list(allowed) or 'none'}.{hint}"
         )
 
 

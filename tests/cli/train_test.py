@@ -21,7 +21,6 @@ pytestmark = pytest.mark.skipif(
     reason="the CLI trains with the TensorFlow backend",
 )
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-SHARED = os.path.join(ROOT, "..", "shared", "data")
 
 
 def write_planted_csv(path, rows, seed):

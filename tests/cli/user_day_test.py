@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -181,17 +180,51 @@ class ScoringTest(testing.TestCase):
 
     def test_model_may_be_folder_or_keras_file_everywhere(self):
         write_csv(planted(200, seed=4), str(self.tmp / "eval.csv"))
-        for model in ("model", "model/model.keras"):
+        predictions = []
+        for i, model in enumerate(("model", "model/model.keras")):
             code, out, err = tffm_cli(
                 "evaluate", "--model", model, "--data", "eval.csv", cwd=self.tmp
             )
             self.assertEqual(code, 0, err)
             self.assertIn('"auc"', out)
-        code, _, err = tffm_cli(
-            "export", "--model", "model", "--output", "exported", cwd=self.tmp
-        )
-        self.assertEqual(code, 0, err)
+            code, out, err = tffm_cli(
+                "predict",
+                "--model",
+                model,
+                "--data",
+                "eval.csv",
+                "--output",
+                f"m{i}.csv",
+                cwd=self.tmp,
+            )
+            self.assertEqual(code, 0, err)
+            self.assertIn("200 predictions", out)
+            predictions.append((self.tmp / f"m{i}.csv").read_text())
+        self.assertEqual(predictions[0], predictions[1])
+        for model, output in (
+            ("model", "exported"),
+            ("model/model.keras", "exported_keras"),
+        ):
+            code, out, err = tffm_cli(
+                "export", "--model", model, "--output", output, cwd=self.tmp
+            )
+            self.assertEqual(code, 0, err)
+            self.assertIn("| ok |", out)  # the parity table
+            self.assertTrue(
+                os.path.isfile(self.tmp / output / "onnx" / "model-1.onnx")
+            )
         onnx_dir = self.tmp / "exported" / "onnx"
+        saved_model = self.tmp / "exported" / "saved_model" / "model" / "1"
+        for model, artifact in (
+            ("model", ["--onnx", str(onnx_dir / "model-1.onnx")]),
+            ("model/model.keras", ["--saved-model", str(saved_model)]),
+        ):
+            code, out, err = tffm_cli(
+                "verify", "--model", model, *artifact, cwd=self.tmp
+            )
+            self.assertEqual(code, 0, err)
+            self.assertIn("Parity vs Keras", out)
+            self.assertNotIn("FAIL", out)
         for artifact in ("model-1.onnx", "model/model.keras"):
             path = (
                 str(onnx_dir / artifact)
@@ -272,6 +305,44 @@ class ScoringTest(testing.TestCase):
         )
         self.assertEqual(code, 0, err)
         self.assertIn("50 predictions", out)
+
+    def test_evaluate_refuses_unlabelled_data(self):
+        write_csv(
+            planted(50, seed=9), str(self.tmp / "nolabel.csv"), label=False
+        )
+        code, out, err = tffm_cli(
+            "evaluate",
+            "--model",
+            "model",
+            "--data",
+            "nolabel.csv",
+            cwd=self.tmp,
+        )
+        self.assertEqual(code, 2, err)
+        self.assertIn(
+            "nolabel.csv: no label column 'label' to evaluate against; "
+            "`tffm predict` scores unlabelled data",
+            err,
+        )
+        self.assertNotIn("Traceback", err)
+        self.assertNotIn('"auc"', out)
+
+    def test_export_refuses_an_opset_before_any_work(self):
+        code, _, err = tffm_cli(
+            "export",
+            "--model",
+            "model",
+            "--output",
+            "opset9",
+            "--opset",
+            "9",
+            cwd=self.tmp,
+        )
+        self.assertEqual(code, 2, err)
+        self.assertRegex(err, r"`opset` must be an integer from 11 .* to 1\d")
+        self.assertIn("Received: opset=9", err)
+        self.assertNotIn("Traceback", err)
+        self.assertFalse(os.path.exists(self.tmp / "opset9"))
 
 
 class HostileInputTest(testing.TestCase):
@@ -370,6 +441,24 @@ class HostileInputTest(testing.TestCase):
         self.assertEqual(skipped["validation"]["skipped"], 1)
         self.assertRegex(err, r"skipped 1 malformed row of the training data")
         self.assertIn("dirty.csv:6: expected 6 columns, got 5", err)
+        code, out, err = tffm_cli(
+            "encode",
+            "--data",
+            "dirty.csv",
+            "--config",
+            "config.json",
+            "--output",
+            "encoded",
+            "--lenient",
+            cwd=self.tmp,
+        )
+        self.assertEqual(code, 0, err)
+        self.assertIn("train: 359 rows", out)  # 400 - 40 held out - 1
+        self.assertIn("holdout: 39 rows", out)
+        self.assertIn("Lenient: skipped 1 malformed row in train/", err)
+        self.assertIn("Lenient: skipped 1 malformed row in holdout/", err)
+        self.assertIn("dirty.csv:6: expected 6 columns, got 5", err)
+        self.assertIn("dirty.csv:20: expected 6 columns, got 7", err)
         for args in (
             [
                 "evaluate",
@@ -447,6 +536,15 @@ class ConfigTest(testing.TestCase):
                 dict(CONFIG, columns=dict(COLUMNS, label={"kind": "numeric"})),
                 "the label column 'label' is also listed in `columns`",
             ),
+            (
+                dict(CONFIG, format="criteo"),
+                "bad.json: `columns` does not apply to format 'criteo', whose "
+                "reader would ignore it",
+            ),
+            (
+                dict(CONFIG, fields=["c0"]),
+                "bad.json: `fields` does not apply to format 'csv'",
+            ),
         ]
         for config, message in cases:
             code, _, err = self.train_with(config)
@@ -497,12 +595,15 @@ class QuietCommandLineTest(testing.TestCase):
             "from tffm.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n"
         )
+        helps = {}
         for args, code in (
             (["--help"], 0),
             (["train", "--help"], 0),
+            (["demo", "--help"], 0),
+            (["tune", "--help"], 0),
             (["train", "--epochs", "x"], 2),
         ):
-            start = time.monotonic()
+            # Any import of a blocked framework raises: exit 1, traceback.
             done = subprocess.run(
                 [sys.executable, "-c", blocker, *args],
                 capture_output=True,
@@ -511,7 +612,14 @@ class QuietCommandLineTest(testing.TestCase):
                 timeout=60,
             )
             self.assertEqual(done.returncode, code, done.stderr)
-            self.assertLess(time.monotonic() - start, 20)  # no 4 s TF import
+            self.assertNotIn("Traceback", done.stderr)
+            helps[args[0]] = done.stdout
+        # Defaults shown come from the functions the flags feed.
+        self.assertRegex(
+            helps["demo"], r"--rows N\s+rows .*\(default: 600000\)"
+        )
+        self.assertRegex(helps["tune"], r"most trials \(default: 20\)")
+        self.assertIn("{bayesian,random,hyperband}", helps["tune"])
         self.assertIn(
             "--embedding-dim",
             subprocess.run(
@@ -521,25 +629,29 @@ class QuietCommandLineTest(testing.TestCase):
 
     def test_runs_show_no_framework_internals(self):
         write_csv(planted(300, seed=8), str(self.tmp / "q.csv"))
+        lines = (self.tmp / "q.csv").read_text().splitlines()
+        lines[3] += ",extra"
+        (self.tmp / "q_bad.csv").write_text("\n".join(lines) + "\n")
         runs = [
-            [
-                "train",
-                "--data",
-                "q.csv",
-                "--config",
-                "config.json",
-                "--output",
-                "q",
-            ],
-            ["evaluate", "--model", "q", "--data", "q.csv"],
-            ["export", "--model", "q", "--output", "qx"],
-            # A clean error after TensorFlow started (a bad row).
-            ["evaluate", "--model", "q", "--data", "dirty.csv"]
-            if os.path.exists(self.tmp / "dirty.csv")
-            else ["evaluate", "--model", "q", "--data", "missing.csv"],
-        ]
-        for args in runs:
+            (["train", "--data", "q.csv", "--config", "config.json",
+              "--output", "q"], 0),
+            (["evaluate", "--model", "q", "--data", "q.csv"], 0),
+            # tf2onnx runs either way; parity is checked (exit codes and
+            # all) in test_model_may_be_folder_or_keras_file_everywhere.
+            # With verification, this model fails it by a hair: edge-64's
+            # ONNX logit 21.31734 vs Keras 21.31757 (2.3e-4 > 1e-5 +
+            # 1e-5 * 21.3), float32 cancellation after n1 = 1e6 is clipped
+            # to 1e4 standard deviations.
+            (["export", "--model", "q", "--output", "qx", "--no-verify"], 0),
+            # A clean error after TensorFlow started (a bad row): where
+            # TensorFlow's "Local rendezvous is aborting" would show.
+            (["evaluate", "--model", "q", "--data", "q_bad.csv"], 2),
+        ]  # fmt: skip
+        for args, expected in runs:
             code, out, err = tffm_cli(*args, cwd=self.tmp)
+            self.assertEqual(code, expected, f"{args}: {err[-2000:]}")
+            if expected == 2:
+                self.assertIn("q_bad.csv:4: expected 6 columns, got 7", err)
             for noise in NATIVE_LOG + (
                 "UserWarning",
                 "shuffle=True",

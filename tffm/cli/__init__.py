@@ -10,6 +10,7 @@ defaults come from `tffm.config.TrainConfig`'s fields.
 import argparse
 import dataclasses
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -19,8 +20,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from tffm import constants
+from tffm import tuning
+from tffm.cli.demo import run_demo
 from tffm.config import AUTO
 from tffm.config import READING_FIELDS
+from tffm.config import SCORING_FIELDS
 from tffm.config import TrainConfig
 
 # Extras each command needs beyond the base install, by import name.
@@ -52,12 +56,6 @@ _NEEDS = {
     "tune": ("keras", "tensorflow", "keras_tuner", "sklearn"),
     "encode": ("keras", "tensorflow"),
 }  # fmt: skip
-
-
-# `TrainConfig` fields that say how to read files: `evaluate` and
-# `predict` take them as flags too (test data may differ from training
-# data in these only, e.g. a headerless copy).
-READ_FIELDS = ("delimiter", "list_separator", "column_names", "lenient")
 
 
 class UsageError(ValueError):
@@ -107,10 +105,25 @@ def _parser() -> argparse.ArgumentParser:
         "and write a report (Markdown + PNG). Everything goes under "
         "--output, which a second run replaces.",
     )
-    demo.add_argument("--output", default="tffm-demo", help="output folder")
-    demo.add_argument("--rows", type=int, default=600_000)
-    demo.add_argument("--epochs", type=int, default=8)
-    demo.add_argument("--seed", type=int, default=0)
+    demo_default = _defaults(run_demo)
+    demo.add_argument(
+        "--output",
+        default=demo_default["output"],
+        help="output folder (default: %(default)s)",
+    )
+    for flag, name, text in (
+        ("--rows", "num_rows", "rows of planted data"),
+        ("--epochs", "epochs", "most training epochs"),
+        ("--seed", "seed", "seed of the data and the model"),
+    ):
+        demo.add_argument(
+            flag,
+            dest=name,
+            metavar="N",
+            type=int,
+            default=demo_default[name],
+            help=f"{text} (default: %(default)s)",
+        )
     demo.set_defaults(run=_run_demo)
 
     train = commands.add_parser(
@@ -159,8 +172,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--config", help="JSON or TOML config file")
     tune.add_argument("--output", default="tffm-tune", help="output folder")
+    tune_default = _defaults(tuning.tune)
     tune.add_argument(
-        "--max-trials", type=int, default=20, help="most trials (default: 20)"
+        "--max-trials",
+        type=int,
+        default=tune_default["max_trials"],
+        help="most trials (default: %(default)s)",
     )
     tune.add_argument(
         "--time-budget",
@@ -169,9 +186,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     tune.add_argument(
         "--algorithm",
-        choices=("bayesian", "random", "hyperband"),
-        default="bayesian",
-        help="search algorithm (default: bayesian)",
+        choices=tuning.ALGORITHMS,
+        default=tune_default["algorithm"],
+        help="search algorithm (default: %(default)s)",
     )
     add_config_flags(tune)
     tune.set_defaults(run=_run_tune)
@@ -187,7 +204,7 @@ def _parser() -> argparse.ArgumentParser:
         "--model", required=True, help="`tffm train` folder or its .keras"
     )
     evaluate.add_argument("--data", nargs="+", required=True)
-    add_config_flags(evaluate, READ_FIELDS)
+    add_config_flags(evaluate, SCORING_FIELDS)
     evaluate.set_defaults(run=_run_evaluate)
 
     predict = commands.add_parser(
@@ -218,7 +235,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="COLUMN",
         help="input columns to copy into the output (e.g. a row id)",
     )
-    add_config_flags(predict, READ_FIELDS)
+    add_config_flags(predict, SCORING_FIELDS)
     predict.set_defaults(run=_run_predict)
 
     export = commands.add_parser(
@@ -367,6 +384,15 @@ def _show(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def _defaults(function: Any) -> dict[str, Any]:
+    """`{parameter: default}` of `function`: its flags default the same."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(function).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
 def _duration(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600}
     try:
@@ -412,10 +438,8 @@ def _installed(module: str) -> bool:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from tffm.cli.demo import run_demo
-
     report = run_demo(
-        args.output, num_rows=args.rows, epochs=args.epochs, seed=args.seed
+        args.output, num_rows=args.num_rows, epochs=args.epochs, seed=args.seed
     )
     gap = report["optimum_auc"] - report["test_auc"]
     print(
@@ -441,11 +465,16 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_encode(args: argparse.Namespace) -> int:
+    from tffm.data.encoded import EncodedData
     from tffm.training import encode
 
     rows = encode(config_from_args(args), args.output, overwrite=args.overwrite)
     for part, count in rows.items():
         print(f"{part}: {count:,} rows")
+    for part in rows:  # each part's manifest keeps what --lenient skipped
+        source = EncodedData(os.path.join(args.output, part)).manifest["source"]
+        if "skipped_rows" in source:
+            _report_skipped(source["skipped_rows"], f"in {part}/")
     print(
         f"Train with: tffm train --format encoded --data {args.output} "
         "--output tffm-model"
@@ -454,12 +483,8 @@ def _run_encode(args: argparse.Namespace) -> int:
 
 
 def _run_tune(args: argparse.Namespace) -> int:
-    from tffm.tuning import results_table
-    from tffm.tuning import search_space
-    from tffm.tuning import tune
-
     config = config_from_args(args)
-    result = tune(
+    result = tuning.tune(
         config,
         args.output,
         max_trials=args.max_trials,
@@ -468,7 +493,9 @@ def _run_tune(args: argparse.Namespace) -> int:
     )
     print()
     print(
-        results_table(result.trials, search_space(config.model), result.monitor)
+        tuning.results_table(
+            result.trials, tuning.search_space(config.model), result.monitor
+        )
     )
     print(f"\nBest config: {result.best_config}")
     print(
@@ -481,7 +508,7 @@ def _run_tune(args: argparse.Namespace) -> int:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from tffm.evaluation import evaluate_files
 
-    config, model = load_trained(args.model, _flags_given(args, READ_FIELDS))
+    config, model = load_trained(args.model, _flags_given(args, SCORING_FIELDS))
     metrics = evaluate_files(model, config, args.data)
     print(json.dumps(metrics, indent=2))
     if "skipped_rows" in metrics:
@@ -492,7 +519,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _run_predict(args: argparse.Namespace) -> int:
     from tffm.cli.predict import write_predictions
 
-    config, model = load_trained(args.model, _flags_given(args, READ_FIELDS))
+    config, model = load_trained(args.model, _flags_given(args, SCORING_FIELDS))
     scored = write_predictions(
         config,
         model,
