@@ -184,6 +184,46 @@ class FMFeatureSpecTest(testing.TestCase):
         self.assertEqual(clone.features, model.features)
         self.assertEqual(clone.order, 4)
 
+    def test_dtype_policy_reaches_the_layers_and_survives_the_config(self):
+        for kwargs in (
+            dict(features=self.FEATURES),
+            dict(num_features=7),
+        ):
+            model = tffm.FM(
+                embedding_dim=4, order=3, dtype="mixed_bfloat16", **kwargs
+            )
+            names = ["fm_interaction_2", "fm_interaction_3", "linear"]
+            names.append(
+                "feature_embedding"
+                if "features" in kwargs
+                else "sparse_embedding"
+            )
+            for name in names:
+                layer = model.get_layer(name)
+                self.assertEqual(
+                    layer.dtype_policy.name, "mixed_bfloat16", name
+                )
+                self.assertEqual(layer.compute_dtype, "bfloat16", name)
+                self.assertEqual(layer.variable_dtype, "float32", name)
+            # The head stays float32: probabilities at full precision.
+            self.assertEqual(
+                model.get_layer("probability").compute_dtype, "float32"
+            )
+            config = model.get_config()
+            self.assertEqual(
+                config["dtype"]["config"]["name"], "mixed_bfloat16"
+            )
+            clone = tffm.FM.from_config(config)
+            self.assertEqual(
+                clone.get_layer("fm_interaction_2").dtype_policy.name,
+                "mixed_bfloat16",
+            )
+            self.assertEqual(clone.get_config(), config)
+        default = tffm.FM(self.FEATURES, embedding_dim=2)
+        self.assertEqual(
+            default.get_layer("linear").dtype_policy.name, "float32"
+        )
+
     @parameterized.named_parameters(
         ("both", dict(features=FEATURES, num_features=3), "exactly one"),
         ("neither", dict(), "exactly one"),
