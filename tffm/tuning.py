@@ -34,12 +34,17 @@ _DNN = (
 
 @dataclasses.dataclass
 class TuneResult:
-    """The search's trials and the best config."""
+    """The search's trials and the best config.
+
+    `skipped_rows` (with `lenient`): what the readers skipped in the
+    training and validation rows, as `tffm train` reports it.
+    """
 
     trials: list[dict[str, Any]]
     best: dict[str, Any]
     best_config: str
     monitor: str
+    skipped_rows: dict[str, Any] | None = None
 
 
 def search_space(model: str) -> tuple[tuple[str, str, tuple[Any, ...]], ...]:
@@ -81,11 +86,10 @@ def tune(
     from tffm.callbacks import mode_of
     from tffm.callbacks import monitor_of
     from tffm.data import raise_row_errors
-    from tffm.data.vocab import scan as scan_data
+    from tffm.data.beam_scan import scan_for_training
     from tffm.encoder import FeatureEncoder
     from tffm.training import build_features
     from tffm.training import build_model
-    from tffm.training import log_columns
     from tffm.training import open_source
     from tffm.training import quiet_fit
     from tffm.training import resolve_layout
@@ -102,15 +106,10 @@ def tune(
     use_holdout = not config.validation_data
     monitor = monitor_of(config)
     space = search_space(config.model)
-    with raise_row_errors():
-        scanned = scan_data(
-            open_source(
-                config, config.data, holdout=False if use_holdout else None
-            ).dataset,
-            _kinds(config),
-            log_columns=log_columns(config),
-        )
+    with raise_row_errors():  # the scan `tffm train` makes (or `scan`'s)
+        scanned, scan_log = scan_for_training(config)
     features = build_features(config, scanned)
+    valid_logs: list[Any] = []  # each trial's validation reader
     encoder = FeatureEncoder(features)
     deadline = None if time_budget is None else time.monotonic() + time_budget
 
@@ -137,16 +136,15 @@ def tune(
                     holdout=False if use_holdout else None,
                 ).dataset
             )
-            valid = encoder.map_dataset(
-                open_source(
-                    trial,
-                    list(
-                        (trial.data if use_holdout else trial.validation_data)
-                        or []
-                    ),
-                    holdout=True if use_holdout else None,
-                ).dataset
-            ).cache()
+            valid_source = open_source(
+                trial,
+                list(
+                    (trial.data if use_holdout else trial.validation_data) or []
+                ),
+                holdout=True if use_holdout else None,
+            )
+            valid_logs.append(valid_source.log)
+            valid = encoder.map_dataset(valid_source.dataset).cache()
             callbacks = fit_callbacks(
                 trial,
                 monitor,
@@ -217,7 +215,15 @@ def tune(
         f.writelines(json.dumps(t) + "\n" for t in trials)
     with open(os.path.join(output, "results.md"), "w") as f:
         f.write(results_table(trials, space, monitor) + "\n")
-    return TuneResult(trials, best, path, monitor)
+    skipped = None
+    if config.lenient:
+        # Every trial reads the same rows: the scan's and one trial's
+        # validation reader say what was skipped, once.
+        skipped = {
+            "training": None if scan_log is None else scan_log.summary(),
+            "validation": valid_logs[0].summary() if valid_logs else None,
+        }
+    return TuneResult(trials, best, path, monitor, skipped)
 
 
 def results_table(
@@ -264,12 +270,6 @@ def _trials(
         }
         for t in finished
     ]
-
-
-def _kinds(config: TrainConfig) -> dict[str, str]:
-    from tffm.config import column_kinds
-
-    return column_kinds(config)
 
 
 def _show(value: Any) -> str:

@@ -118,3 +118,40 @@ class TuneTest(testing.TestCase):
         )
         self.assertLen(result.trials, 1)  # the first trial, then no more
         self.assertLen(lines, 1)
+
+    def test_lenient_reports_the_skipped_rows_once(self):
+        pytest.importorskip("keras_tuner")
+        from tffm.cli.demo import _write_csv
+
+        data = tffm.synthetic.make_planted_ctr(
+            600, num_categorical=2, vocabulary_size=8, seed=5
+        )
+        path = str(self.tmp / "train.csv")
+        _write_csv(data, path)
+        lines = open(path).read().splitlines(keepends=True)
+        # Line 3 is a training row, line 10 a holdout row (every 10th).
+        lines[2] = "not,enough,columns\n"
+        lines[9] = "still,not,enough\n"
+        open(path, "w").writelines(lines)
+        config = TrainConfig(
+            data=[path],
+            format="csv",
+            model="lr",
+            epochs=1,
+            lenient=True,
+            columns={"c0": {"kind": "categorical"}, "n0": {"kind": "numeric"}},
+        )
+        from tffm.tuning import tune
+
+        result = tune(
+            config,
+            str(self.tmp / "lenient"),
+            max_trials=2,
+            algorithm="random",
+            report=lambda _: None,
+        )
+        skipped = result.skipped_rows
+        self.assertEqual(skipped["training"]["skipped"], 1)
+        self.assertEqual(skipped["validation"]["skipped"], 1)
+        self.assertIn("train.csv:3", str(skipped["training"]["examples"]))
+        self.assertIn("train.csv:10", str(skipped["validation"]["examples"]))

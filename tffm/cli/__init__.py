@@ -502,6 +502,9 @@ def _run_tune(args: argparse.Namespace) -> int:
         f"Train with it: tffm train --config {result.best_config} "
         "--output tffm-model"
     )
+    for part, summary in (result.skipped_rows or {}).items():
+        if summary is not None:
+            _report_skipped(summary, f"of the {part} data")
     return 0
 
 
