@@ -112,8 +112,8 @@ class Plan:
             yield
 
     @property
-    def lines_per_step(self) -> int:
-        """Input lines one step reads from this process's input pipeline."""
+    def rows_per_step(self) -> int:
+        """Rows one step reads from this process's input pipeline."""
         return self.batch_size // self.num_workers
 
     def training_input(

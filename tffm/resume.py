@@ -15,8 +15,10 @@ over the previous one (`os.replace`, atomic on POSIX), so a kill at any
 moment leaves the last good checkpoint whole.
 
 The input position is `InputOrder`: each epoch's line order is a function
-of `(seed, epoch)` only (not of how many passes this process made), and a
-resumed epoch skips the lines its first steps already trained on. So a
+of `(seed, epoch)` only (not of how many passes this process made), the
+readers cut that stream into batches of exactly `batch_size` rows (after
+the holdout, blank and skipped lines are masked out), and a resumed epoch
+skips the batches its first steps already trained on. So a
 killed run restarted with the same command sees the same batches in the
 same order as an uninterrupted one and ends with the same weights (up to
 the float reduction order of the backend's kernels).
@@ -53,9 +55,10 @@ class InputOrder:
     """The order of a training pass, as TensorFlow variables tf.data reads.
 
     `arrange` wraps a stream of lines so that each new pass (each Keras
-    epoch creates a new iterator) reads `epoch` and `skip` when it starts:
-    the pass is shuffled with seed `(seed, epoch)` and its first `skip`
-    lines are dropped. `ResumeCheckpoint` sets both at each epoch's start.
+    epoch creates a new iterator) reads `epoch` when it starts and is
+    shuffled with seed `(seed, epoch)`; `resume` wraps the pass's batches
+    (of a fixed size) so that its first `skip` batches are dropped.
+    `ResumeCheckpoint` sets both at each epoch's start.
     """
 
     def __init__(self) -> None:
@@ -84,9 +87,21 @@ class InputOrder:
                     seed=base + self.epoch.read_value(),
                     reshuffle_each_iteration=False,
                 )
-            return ds.skip(self.skip.read_value())
+            return ds
 
         return tf.data.Dataset.from_tensors(0).flat_map(one_pass)
+
+    def resume(self, batches: Any) -> Any:
+        """`batches` without the first `skip` of this pass.
+
+        The batches must hold a fixed number of rows each (the readers
+        rebatch after masking), so that `skip` steps are `skip` batches.
+        """
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensors(0).flat_map(
+            lambda _: batches.skip(self.skip.read_value())
+        )
 
     def set(self, epoch: int, skip: int) -> None:
         self.epoch.assign(epoch)
@@ -109,8 +124,9 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         order: `InputOrder` of the training input, or None (then a
             resumed epoch starts at its first batch, as with
             `BackupAndRestore`).
-        lines_per_step: int. Input lines one step reads from this
-            process's stream (the global batch over the input pipelines).
+        rows_per_step: int. Rows one step reads from this process's
+            stream (the global batch over the input pipelines): what the
+            resume message reports.
         callbacks: the other callbacks of the fit, whose state is saved.
     """
 
@@ -120,14 +136,14 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         *,
         every: int = 0,
         order: InputOrder | None = None,
-        lines_per_step: int = 0,
+        rows_per_step: int = 0,
         callbacks: Sequence[Any] = (),
     ) -> None:
         super().__init__()
         self.directory = directory
         self.every = every
         self.order = order
-        self.lines_per_step = lines_per_step
+        self.rows_per_step = rows_per_step
         self.callbacks = list(callbacks)
         self.history: dict[str, list[float]] = {}
         self.restart = False
@@ -169,10 +185,10 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             )
         where = f"epoch {meta['epoch'] + 1} of {epochs}"
         if meta["step"]:
-            rows = meta["step"] * self.lines_per_step
+            rows = meta["step"] * self.rows_per_step
             where += (
-                f", after its step {meta['step']} (skipping the ~{rows:,} "
-                "input lines already trained on)"
+                f", after its step {meta['step']} (skipping the {rows:,} "
+                "rows already trained on)"
             )
         else:
             where += ", from its start"
@@ -221,7 +237,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             if self._first_step:
                 self._metrics = resumed["metrics"]
         if self.order is not None:
-            self.order.set(epoch, self._first_step * self.lines_per_step)
+            self.order.set(epoch, self._first_step)  # batches to skip
         self._step = self._first_step
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:

@@ -542,7 +542,7 @@ def _fit_and_save(
         os.path.join(output, "backup"),
         every=config.checkpoint_every,
         order=order,
-        lines_per_step=plan.lines_per_step,
+        rows_per_step=plan.rows_per_step,
     )
     if not config.resume:
         backup.clear()
@@ -651,7 +651,7 @@ def _refit(
         os.path.join(output, "backup", "refit"),
         every=config.checkpoint_every,
         order=order,
-        lines_per_step=plan.lines_per_step,
+        rows_per_step=plan.rows_per_step,
     )
     if not config.resume:
         backup.clear()

@@ -138,6 +138,25 @@ class InputOrderTest(testing.TestCase):
         self.assertEqual(passes[0][0], passes[0][1])  # same epoch, same order
         self.assertNotEqual(passes[0][0], passes[1][0])
         self.assertEqual(sorted(passes[1][0]), list(range(1, 201)))
-        # Resuming epoch 1 after 3 steps of 8 lines.
-        order.set(1, 24)
+        # Resuming epoch 1 after 3 steps of 8 rows.
+        order.set(1, 3)
         self.assertEqual(_ids(dataset), passes[1][0][24:])
+
+    def test_masked_rows_still_make_full_batches_and_resume_by_batch(self):
+        from tffm import resume
+        from tffm.training import open_source
+
+        path = self.tmp / "d.csv"
+        path.write_text("".join(f"{i},0\n" for i in range(1, 201)))
+        order = resume.InputOrder()
+        config = _config(shuffle_buffer=64, column_names=["id", "label"])
+        dataset = open_source(  # every 10th line held out: 180 rows
+            config, [str(path)], training=True, holdout=False, order=order
+        ).dataset
+        order.set(2, 0)
+        sizes = [int(label.shape[0]) for _, label in dataset]
+        self.assertEqual(sizes, [8] * 22 + [4])
+        rows = _ids(dataset)
+        self.assertCountEqual(rows, [i for i in range(1, 201) if i % 10])
+        order.set(2, 5)  # after 5 steps: the 40 rows they read are skipped
+        self.assertEqual(_ids(dataset), rows[40:])

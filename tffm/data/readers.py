@@ -610,7 +610,31 @@ def _pipeline(
     ds = ds.map(parse_batch, num_parallel_calls=L.AUTOTUNE, deterministic=True)
     # Masking can empty a batch (all blank, holdout or skipped lines).
     ds = ds.filter(lambda features, label: tf.size(label) > 0)
+    ds = _fixed_batches(ds, options.batch_size)
+    if options.order is not None:
+        ds = options.order.resume(ds)  # a resumed pass skips its batches
     return Source(ds.prefetch(L.AUTOTUNE), log, files)
+
+
+def _fixed_batches(ds: Any, batch_size: int) -> Any:
+    """`ds` cut again into batches of exactly `batch_size` rows.
+
+    (The last batch may be smaller; rows of variable width keep theirs.)
+    Masking leaves each batch a different number of rows: under XLA every
+    new batch size is a new compilation (measured: about 10,000 memory
+    maps and a compile each, per fit, until the process hits the kernel's
+    65,530-map limit after a few fits), and a resumed epoch could not
+    count its steps in rows. Rows of variable width (padded sparse libsvm
+    rows, as wide as their batch's longest) keep their batches.
+    """
+    import tensorflow as tf
+
+    shapes = tf.nest.flatten(
+        tf.nest.map_structure(lambda spec: spec.shape, ds.element_spec)
+    )
+    if not all(shape[1:].is_fully_defined() for shape in shapes):
+        return ds
+    return ds.rebatch(batch_size)
 
 
 def _fix_width(x: Any, width: int, pad: int) -> Any:
