@@ -648,6 +648,27 @@ class HostileFileTest(testing.TestCase):
         self.assertRegex(summary["examples"][1], r"a\.tsv:5: column I\d+")
 
 
+    def test_lenient_logs_every_example_when_batches_race(self):
+        # Five bad rows in five batches checked in parallel: each must get
+        # its own example slot (a shared, unlocked counter let two batches
+        # write the same one).
+        rows = self.lines(40)
+        for i in (1, 9, 17, 25, 33):
+            rows[i] = "short\tline"
+        path = self.tmp / "race.tsv"
+        path.write_text("\n".join(rows) + "\n")
+        for _ in range(5):
+            source = data.read_criteo(
+                str(path), data.ReadOptions(batch_size=8, lenient=True)
+            )
+            collect(source)
+            summary = source.log.summary()
+            self.assertEqual(summary["skipped"], 5)
+            self.assertEqual(
+                [e.rsplit("/", 1)[1].split(":")[1] for e in summary["examples"]],
+                ["2", "10", "18", "26", "34"],
+            )
+
 class ParquetHostileTest(testing.TestCase):
     @pytest.fixture(autouse=True)
     def _tmp(self, tmp_path):

@@ -198,6 +198,7 @@ class RowLog:
             [""] * self.MAX_EXAMPLES, dtype=tf.string, trainable=False
         )
         self.error = tf.Variable("", dtype=tf.string, trainable=False)
+        self._section = tf.CriticalSection()
         # Readers whose checks run in Python (Parquet) log here instead.
         self.python_error = ""
         self.python_skipped: list[str] = []
@@ -225,20 +226,30 @@ class RowLog:
         any_bad = tf.reduce_any(bad)
         if self.lenient:
             noted = tf.boolean_mask(where, bad)[: self.MAX_EXAMPLES]
-            start = tf.minimum(self.skipped, self.MAX_EXAMPLES)
-            room = tf.cast(self.MAX_EXAMPLES - start, tf.int32)
-            noted = noted[:room]
+            count = tf.reduce_sum(tf.cast(bad, tf.int64))
 
-            def note() -> Any:
-                index = tf.range(tf.size(noted), dtype=tf.int64) + start
-                return self.examples.scatter_nd_update(index[:, None], noted)
+            def log() -> Any:
+                # Batches are checked in parallel: reading `skipped`,
+                # writing the free example slots and counting must be one
+                # step, or two batches write the same slot.
+                start = tf.minimum(self.skipped, self.MAX_EXAMPLES)
+                room = tf.cast(self.MAX_EXAMPLES - start, tf.int32)
+                kept = noted[:room]
 
-            with tf.control_dependencies(
-                [tf.cond(tf.size(noted) > 0, note, self.examples.read_value)]
-            ):
-                control = self.skipped.assign_add(
-                    tf.reduce_sum(tf.cast(bad, tf.int64))
-                )
+                def note() -> Any:
+                    index = tf.range(tf.size(kept), dtype=tf.int64) + start
+                    return self.examples.scatter_nd_update(index[:, None], kept)
+
+                with tf.control_dependencies(
+                    [tf.cond(tf.size(kept) > 0, note, self.examples.read_value)]
+                ):
+                    return self.skipped.assign_add(count)
+
+            control = tf.cond(
+                count > 0,
+                lambda: self._section.execute(log),
+                self.skipped.read_value,
+            )
             return tf.logical_not(bad), control
         message = where[tf.argmax(tf.cast(bad, tf.int32))]
 
