@@ -1,24 +1,48 @@
 """Parity: Keras vs SavedModel vs ONNX Runtime on the same raw batches."""
 
 import dataclasses
+import gc
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
+import keras
 import numpy as np
 
 from export.edge_cases import edge_case_batch
 from tffm import constants
+from tffm.types import Tensor
+
+# An artifact may differ from Keras by this many times float32's own error
+# on a value, beyond `tolerance`: two float32 programs of one model, each
+# off from exact arithmetic by about that much, can be that far apart.
+# Measured (FMs whose clipped numeric terms, 1e2 to 1e4, cancel to ~20):
+# ONNX Runtime needed at most 1.8 times the estimate below.
+FLOAT32_ERROR_FACTOR = 4.0
+# Float64 runs with every layer's output rounded at random, which estimate
+# float32's error on each value (with 2, ONNX needed up to 5.7 times it).
+ROUNDING_SAMPLES = 8
+_UNIT_ROUNDOFF = 2.0**-24  # float32: a result is exact * (1 + d), |d| <= it
 
 
 @dataclasses.dataclass(frozen=True)
 class ParityRow:
-    """One artifact's one output on one batch, against Keras."""
+    """One artifact's one output on one batch, against Keras.
+
+    `max_abs` / `max_rel`: largest `|artifact - keras|` (and over
+    `|keras|`). Float32's error on the batch's values, from the float64
+    reference `r` (NaN without one): `keras_error`, largest `|keras - r|`;
+    `rounding_error`, largest `|r' - r|` of the runs `r'` with random
+    float32 rounding.
+    """
 
     batch: str
     artifact: str
     output: str
     max_abs: float
     max_rel: float
+    keras_error: float
+    rounding_error: float
     dtype: str
     shape: tuple[int, ...]
     ok: bool
@@ -27,10 +51,16 @@ class ParityRow:
 
 @dataclasses.dataclass(frozen=True)
 class ParityReport:
-    """All rows of a parity check; `ok` when every row passed."""
+    """All rows of a parity check; `ok` when every row passed.
+
+    `reference`: `"float64"`, or why there was no float64 reference (then
+    no value got the `error_factor` term).
+    """
 
     rows: tuple[ParityRow, ...]
     tolerance: tuple[float, float]
+    error_factor: float = FLOAT32_ERROR_FACTOR
+    reference: str = "float64"
 
     @property
     def ok(self) -> bool:
@@ -39,18 +69,35 @@ class ParityReport:
     def table(self) -> str:
         """A Markdown table, one line per (batch, artifact, output)."""
         atol, rtol = self.tolerance
-        lines = [
-            f"Parity vs Keras (pass: |a-b| <= {atol:g} + {rtol:g}*|b|)",
+        if self.reference == "float64":
+            rule = [
+                f"Parity vs Keras (pass: |a-b| <= {atol:g} + {rtol:g}*|r| + "
+                f"{self.error_factor:g}*e per value)",
+                "",
+                "a: artifact; b: Keras; r: the model in float64; e: "
+                "float32's error on the value, the larger of |b-r| (Keras "
+                f"f32 err) and |r'-r| over {ROUNDING_SAMPLES} float64 runs r' "
+                "with each layer's outputs rounded at random by float32's "
+                "unit roundoff (rounding est.).",
+            ]
+        else:
+            rule = [
+                f"Parity vs Keras (pass: |a-b| <= {atol:g} + {rtol:g}*|b|; "
+                f"no float64 reference: {self.reference})"
+            ]
+        lines = rule + [
             "",
             "| batch | artifact | output | max abs err | max rel err "
-            "| dtype | shape | result |",
-            "| --- | --- | --- | ---: | ---: | --- | --- | --- |",
+            "| Keras f32 err | rounding est. | dtype | shape | result |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- |",
         ]
         for r in self.rows:
             result = "ok" if r.ok else f"FAIL {r.problem}".strip()
             lines.append(
                 f"| {r.batch} | {r.artifact} | {r.output} | {r.max_abs:.3g} "
-                f"| {r.max_rel:.3g} | {r.dtype} | {r.shape} | {result} |"
+                f"| {r.max_rel:.3g} | {_format(r.keras_error)} "
+                f"| {_format(r.rounding_error)} | {r.dtype} | {r.shape} "
+                f"| {result} |"
             )
         return "\n".join(lines)
 
@@ -62,15 +109,30 @@ def verify_parity(
     onnx: str | None = None,
     batches: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     tolerance: tuple[float, float] = constants.PARITY_TOLERANCE,
+    error_factor: float = FLOAT32_ERROR_FACTOR,
 ) -> ParityReport:
     """Runs Keras, the SavedModel signature and ONNX Runtime on raw batches.
 
     Each artifact runs through the predictor users serve it with: the
     SavedModel, loaded fresh, through `SavedModelPredictor`
     (`serving_default`); the ONNX file through `serving.OnnxPredictor`
-    (onnxruntime, CPU). Every named output is compared with the
-    Keras model's: value (elementwise `|a - b| <= atol + rtol * |b|`, NaN
-    only where Keras has NaN), dtype and shape.
+    (onnxruntime, CPU). Every named output is compared with the Keras
+    model's: dtype, shape and value. A value `a` passes against Keras' `b`
+    when `|a - b| <= atol + rtol * |r| + error_factor * e` (NaN only where
+    Keras has NaN), `r` being the value computed by the model in float64
+    (every layer rebuilt with `dtype="float64"`, the output head included,
+    and given the same weights) and `e` float32's error on it: the larger
+    of Keras' own, `|b - r|`, and the largest change of `r` over
+    `ROUNDING_SAMPLES` float64 runs with each layer's outputs multiplied by
+    `1 + d`, `d` uniform within float32's unit roundoff (2^-24).
+
+    Where a value is the small difference of large terms (a numeric value
+    clipped to 10,000 standard deviations), float32 is off from exact
+    arithmetic by more than `atol + rtol * |r|`, in Keras and in every
+    artifact, each in its own direction; `e` allows that much. Elsewhere
+    `e` is ~1e-7 and the check is `(atol, rtol)`'s, so an artifact that
+    computes another function (a changed weight, a wrong hash bucket) still
+    fails.
 
     Args:
         model: the tffm model the artifacts were exported from.
@@ -79,6 +141,8 @@ def verify_parity(
         batches: dict `{label: raw batch}`. Defaults to edge-case batches of
             sizes 1, 64 and 10,000 (`export.edge_cases`).
         tolerance: `(atol, rtol)`. Defaults to `(1e-5, 1e-5)`.
+        error_factor: float. Multiple of float32's error `e` allowed on
+            each value. Defaults to `FLOAT32_ERROR_FACTOR` (4).
 
     Returns:
         A `ParityReport`.
@@ -95,8 +159,24 @@ def verify_parity(
             f"edge-{n}": edge_case_batch(model.features, n, seed=n)
             for n in constants.PARITY_BATCH_SIZES
         }
-    reference = KerasPredictor(model)
-    expected = {label: reference.predict(raw) for label, raw in batches.items()}
+    keras_predictor = KerasPredictor(model)
+    expected = {
+        label: keras_predictor.predict(raw) for label, raw in batches.items()
+    }
+    exact, reference = _float64_outputs(keras_predictor, batches)
+    allowed = {
+        label: {
+            name: _allowance(
+                want,
+                None if exact is None else exact[label][name],
+                tolerance,
+                error_factor,
+            )
+            for name, want in outputs.items()
+        }
+        for label, outputs in expected.items()
+    }
+    del keras_predictor
     loaders: dict[str, Any] = {}
     if saved_model is not None:
         loaders["saved_model"] = lambda: SavedModelPredictor(saved_model)
@@ -112,13 +192,18 @@ def verify_parity(
             for name, want in expected[label].items():
                 rows.append(
                     _compare(
-                        label, artifact, name, actual.get(name), want, tolerance
+                        label,
+                        artifact,
+                        name,
+                        actual.get(name),
+                        want,
+                        *allowed[label][name],
                     )
                 )
         del runner
     order = {label: i for i, label in enumerate(batches)}
     rows.sort(key=lambda r: order[r.batch])  # by batch, as before
-    return ParityReport(tuple(rows), tolerance)
+    return ParityReport(tuple(rows), tolerance, error_factor, reference)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,14 +274,149 @@ def accuracy_change(
     )
 
 
+class _RandomRounding(keras.layers.Layer):
+    """`x * (1 + d)`, `d` uniform in `+-2^-24`: float32 rounding, in float64.
+
+    Args:
+        seed: int. Seed of this layer's draws.
+        **kwargs: Base `keras.layers.Layer` arguments.
+    """
+
+    def __init__(self, seed: int, **kwargs: Any) -> None:
+        super().__init__(dtype="float64", **kwargs)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs: Tensor) -> Tensor:
+        d = keras.random.uniform(
+            keras.ops.shape(inputs),
+            minval=-_UNIT_ROUNDOFF,
+            maxval=_UNIT_ROUNDOFF,
+            dtype="float64",
+            seed=self.seed_generator,
+        )  # same shape as inputs
+        return inputs * (1.0 + d)
+
+
+def _float64_outputs(
+    predictor: Any, batches: Mapping[str, Mapping[str, np.ndarray]]
+) -> tuple[dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] | None, str]:
+    """Per batch and output: `(value in float64, float32 rounding spread)`.
+
+    `predictor` is the Keras model's `KerasPredictor`. The spread is the
+    largest `|r' - r|` over `ROUNDING_SAMPLES` runs `r'` with random
+    rounding. Returns `(None, why)` without a float64 model.
+    """
+    from tffm.encoder import to_tensors
+
+    models = _float64_models(predictor.model)
+    if isinstance(models, str):
+        return None, models
+    exact, rounded = models
+    outputs = {}
+    for label, raw in batches.items():
+        ids = predictor.encoder(to_tensors(predictor.features, raw))
+        values = _to_numpy(exact(ids, training=False))
+        spread = {name: np.zeros_like(v) for name, v in values.items()}
+        for _ in range(ROUNDING_SAMPLES):
+            for name, v in _to_numpy(rounded(ids, training=False)).items():
+                spread[name] = np.fmax(spread[name], np.abs(v - values[name]))
+        outputs[label] = {name: (values[name], spread[name]) for name in values}
+    # The float64 copy holds twice the weights' memory; Keras layers hold
+    # reference cycles, so it is collected before any artifact loads.
+    del exact, rounded, models
+    gc.collect()
+    return outputs, "float64"
+
+
+def _float64_models(named: Any) -> tuple[Any, Any] | str:
+    """`(exact, rounded)` float64 copies of a model with named outputs.
+
+    Every layer is rebuilt from its config with `dtype="float64"`: the
+    output head too, which tffm keeps in float32 under any policy (so a
+    model rebuilt from its own config in float64 would still add its logit
+    parts in float32). The float32 weights are exact in float64. `rounded`
+    shares `exact`'s layers and passes each layer's outputs through
+    `_RandomRounding`. Returns why not when a layer keeps another dtype.
+    """
+
+    def to_float64(layer: Any) -> Any:
+        if isinstance(layer, keras.layers.InputLayer):
+            return layer
+        config = layer.get_config()
+        config["dtype"] = "float64"
+        return type(layer).from_config(config)
+
+    exact = keras.models.clone_model(named, clone_function=to_float64)
+    for layer in exact.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        layer.set_weights(named.get_layer(layer.name).get_weights())
+        dtypes = {layer.compute_dtype} | {
+            w.dtype for w in layer.weights if "float" in w.dtype
+        }  # not a seed generator's integer state
+        if dtypes != {"float64"}:
+            return (
+                f"layer {layer.name!r} keeps {sorted(dtypes)} when rebuilt "
+                "with dtype float64"
+            )
+    seeds = itertools.count()
+
+    def call_rounded(layer: Any, *args: Any, **kwargs: Any) -> Any:
+        return keras.tree.map_structure(
+            lambda t: (
+                _RandomRounding(next(seeds))(t) if "float" in t.dtype else t
+            ),
+            layer(*args, **kwargs),
+        )
+
+    rounded = keras.models.clone_model(
+        exact, clone_function=lambda layer: layer, call_function=call_rounded
+    )
+    return exact, rounded
+
+
+def _allowance(
+    expected: np.ndarray,
+    exact: tuple[np.ndarray, np.ndarray] | None,
+    tolerance: tuple[float, float],
+    factor: float,
+) -> tuple[np.ndarray, float, float]:
+    """Allowed `|artifact - keras|` per value; Keras' and rounding's error.
+
+    `atol + rtol * |r| + factor * max(|b - r|, spread)` for Keras' `b` and
+    `exact = (r, spread)`; where those are not finite (NaN in, NaN out) or
+    without a reference, `atol + rtol * |b|`. The errors are the largest
+    `|b - r|` and spread, NaN without a reference.
+    """
+    atol, rtol = tolerance
+    b = expected.astype(np.float64)
+    if exact is None:
+        nan = float("nan")
+        return atol + rtol * np.abs(np.nan_to_num(b)), nan, nan
+    r, spread = exact
+    keras_error = np.abs(b - r)  # (B, 1)
+    error = np.fmax(keras_error, spread)  # NaN only where both are
+    finite = np.isfinite(error) & np.isfinite(r)
+    scale = np.where(finite, np.abs(r), np.abs(np.nan_to_num(b)))
+    allowed = atol + rtol * scale + factor * np.where(finite, error, 0.0)
+    return (
+        allowed,
+        float(keras_error[np.isfinite(keras_error)].max(initial=0.0)),
+        float(spread[np.isfinite(spread)].max(initial=0.0)),
+    )
+
+
 def _compare(
     batch: str,
     artifact: str,
     name: str,
     actual: Any,
     expected: np.ndarray,
-    tolerance: tuple[float, float],
+    allowed: np.ndarray,
+    keras_error: float,
+    rounding_error: float,
 ) -> ParityRow:
+    errors = (keras_error, rounding_error)
     if actual is None:
         return ParityRow(
             batch,
@@ -204,6 +424,7 @@ def _compare(
             name,
             np.inf,
             np.inf,
+            *errors,
             "-",
             (),
             False,
@@ -221,6 +442,7 @@ def _compare(
             name,
             np.inf,
             np.inf,
+            *errors,
             str(actual.dtype),
             actual.shape,
             False,
@@ -232,8 +454,7 @@ def _compare(
     diff = np.where(both_nan | same_inf, 0.0, np.abs(a - b))
     diff = np.where(np.isnan(diff), np.inf, diff)
     rel = diff / np.maximum(np.abs(b), np.finfo(np.float32).tiny)
-    atol, rtol = tolerance
-    passed = bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(b))))
+    passed = bool(np.all(diff <= allowed))
     if not passed:
         problems.append("values")
     return ParityRow(
@@ -242,8 +463,17 @@ def _compare(
         name,
         float(diff.max(initial=0.0)),
         float(np.nan_to_num(rel).max(initial=0.0)),
+        *errors,
         str(actual.dtype),
         actual.shape,
         passed and not problems,
         "; ".join(problems),
     )
+
+
+def _to_numpy(outputs: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
+    return {k: keras.ops.convert_to_numpy(v) for k, v in outputs.items()}
+
+
+def _format(error: float) -> str:
+    return "-" if np.isnan(error) else f"{error:.3g}"
