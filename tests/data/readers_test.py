@@ -647,7 +647,6 @@ class HostileFileTest(testing.TestCase):
         self.assertRegex(summary["examples"][0], r"a\.tsv:2: expected 40")
         self.assertRegex(summary["examples"][1], r"a\.tsv:5: column I\d+")
 
-
     def test_lenient_logs_every_example_when_batches_race(self):
         # Five bad rows in five batches checked in parallel: each must get
         # its own example slot (a shared, unlocked counter let two batches
@@ -665,9 +664,13 @@ class HostileFileTest(testing.TestCase):
             summary = source.log.summary()
             self.assertEqual(summary["skipped"], 5)
             self.assertEqual(
-                [e.rsplit("/", 1)[1].split(":")[1] for e in summary["examples"]],
+                [
+                    e.rsplit("/", 1)[1].split(":")[1]
+                    for e in summary["examples"]
+                ],
                 ["2", "10", "18", "26", "34"],
             )
+
 
 class ParquetHostileTest(testing.TestCase):
     @pytest.fixture(autouse=True)
