@@ -13,8 +13,11 @@ from tffm.config import TrainConfig
 from tffm.config import auto_defaults
 from tffm.training import resolve_layout
 
+# The options resolved by (task, model); `model` itself by the task.
 AUTO_FIELDS = [
-    f.name for f in dataclasses.fields(TrainConfig) if f.default is AUTO
+    f.name
+    for f in dataclasses.fields(TrainConfig)
+    if f.default is AUTO and f.name != "model"
 ]
 
 
@@ -26,6 +29,20 @@ class AutoDefaultsTest(testing.TestCase):
         self.assertCountEqual(expected, AUTO_FIELDS)
         for name in AUTO_FIELDS:
             self.assertEqual(getattr(config, name), expected[name], name)
+
+    def test_the_model_follows_the_task_unless_given(self):
+        self.assertEqual(TrainConfig(format="criteo").model, "deepfm")
+        regression = TrainConfig(format="criteo", task="regression")
+        self.assertEqual(regression.model, "fm")
+        self.assertEqual(
+            regression.embedding_dim,
+            AUTO_DEFAULTS[("regression", "fm")]["embedding_dim"],
+        )
+        given = TrainConfig(format="criteo", task="regression", model="deepfm")
+        self.assertEqual(given.model, "deepfm")
+        self.assertEqual(
+            TrainConfig.from_dict(given.to_dict()).model, "deepfm"
+        )
 
     def test_explicit_values_win_and_lists_are_not_shared(self):
         config = TrainConfig(format="criteo", embedding_dim=3, epochs=2)
