@@ -1,0 +1,87 @@
+"""`tffm train`'s flags are TrainConfig's fields: names, choices, defaults."""
+
+import argparse
+import dataclasses
+
+from tffm import testing
+from tffm.cli import _parser
+from tffm.config import AUTO
+from tffm.config import TrainConfig
+
+
+def train_actions():
+    parser = _parser()
+    (subparsers,) = [
+        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    ]
+    train = subparsers.choices["train"]
+    return {a.dest: a for a in train._actions}
+
+
+class TrainFlagsTest(testing.TestCase):
+    def test_every_flagged_field_has_its_flag_choices_and_default(self):
+        actions = train_actions()
+        for field in dataclasses.fields(TrainConfig):
+            if not field.metadata["flag"]:
+                self.assertNotIn(field.name, actions, field.name)
+                continue
+            action = actions[field.name]
+            self.assertEqual(
+                action.option_strings[0],
+                "--" + field.name.replace("_", "-"),
+            )
+            # None = "not given": a config file's value is kept.
+            self.assertIsNone(action.default, field.name)
+            choices = field.metadata["choices"]
+            if choices and field.type is not bool:
+                self.assertEqual(tuple(action.choices), choices, field.name)
+            default = (
+                field.default_factory()
+                if field.default is dataclasses.MISSING
+                else field.default
+            )
+            if default is AUTO:
+                shown = "by task and model"
+            elif isinstance(default, list):
+                shown = ",".join(map(str, default)) or "none"
+            else:
+                shown = "none" if default is None else str(default)
+            self.assertIn(f"(default: {shown}", action.help, field.name)
+
+    def test_flags_given_become_the_config(self):
+        from tffm.cli import config_from_args
+
+        args = _parser().parse_args(
+            [
+                "train",
+                "--data",
+                "a.tsv",
+                "b.tsv",
+                "--format",
+                "criteo",
+                "--hidden-units",
+                "64,32",
+                "--no-batch-norm",
+                "--learning-rate",
+                "0.02",
+                "--task",
+                "regression",
+                "--schedule",
+                "cosine",
+            ]
+        )
+        config = config_from_args(args)
+        self.assertEqual(config.data, ["a.tsv", "b.tsv"])
+        self.assertEqual(config.hidden_units, [64, 32])
+        self.assertIs(config.batch_norm, False)
+        self.assertEqual(config.learning_rate, 0.02)
+        self.assertEqual(config.schedule, "cosine")
+        # Not given: the defaults by task (the model) and model.
+        self.assertEqual(config.model, "fm")
+        self.assertEqual(
+            config, TrainConfig.from_dict(config.to_dict(), source="again")
+        )
+
+    def test_a_choice_outside_the_field_s_is_refused(self):
+        with self.assertRaises(SystemExit):
+            _parser().parse_args(["train", "--schedule", "step"])
