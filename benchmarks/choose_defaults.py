@@ -47,14 +47,11 @@ GRIDS = {
         {"embeddings_l2": 0.003},
         {"embeddings_l2": 0.03},
         {"learning_rate": 1e-3},
-        {"dropout": 0.2},
-        {"batch_norm": False},
     ],
     ("binary", "fm"): [
         {},
         {"embeddings_l2": 0.01},
         {"embeddings_l2": 0.1},
-        {"learning_rate": 3e-3},
     ],
     ("binary", "lr"): [{}, {"learning_rate": 3e-3}],
     ("regression", "fm"): [

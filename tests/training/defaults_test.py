@@ -30,8 +30,8 @@ class AutoDefaultsTest(testing.TestCase):
         for name in AUTO_FIELDS:
             self.assertEqual(getattr(config, name), expected[name], name)
 
-    def test_the_model_follows_the_task_unless_given(self):
-        self.assertEqual(TrainConfig(format="criteo").model, "deepfm")
+    def test_the_model_is_fm_unless_given(self):
+        self.assertEqual(TrainConfig(format="criteo").model, "fm")
         regression = TrainConfig(format="criteo", task="regression")
         self.assertEqual(regression.model, "fm")
         self.assertEqual(
