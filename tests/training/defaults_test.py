@@ -40,9 +40,7 @@ class AutoDefaultsTest(testing.TestCase):
         )
         given = TrainConfig(format="criteo", task="regression", model="deepfm")
         self.assertEqual(given.model, "deepfm")
-        self.assertEqual(
-            TrainConfig.from_dict(given.to_dict()).model, "deepfm"
-        )
+        self.assertEqual(TrainConfig.from_dict(given.to_dict()).model, "deepfm")
 
     def test_explicit_values_win_and_lists_are_not_shared(self):
         config = TrainConfig(format="criteo", embedding_dim=3, epochs=2)
