@@ -76,7 +76,7 @@ class TrainFlagsTest(testing.TestCase):
         self.assertIs(config.batch_norm, False)
         self.assertEqual(config.learning_rate, 0.02)
         self.assertEqual(config.schedule, "cosine")
-        # Not given: the defaults by task (the model) and model.
+        # Not given: the default model and the defaults by task and model.
         self.assertEqual(config.model, "fm")
         self.assertEqual(
             config, TrainConfig.from_dict(config.to_dict(), source="again")

@@ -13,11 +13,8 @@ from tffm.config import TrainConfig
 from tffm.config import auto_defaults
 from tffm.training import resolve_layout
 
-# The options resolved by (task, model); `model` itself by the task.
 AUTO_FIELDS = [
-    f.name
-    for f in dataclasses.fields(TrainConfig)
-    if f.default is AUTO and f.name != "model"
+    f.name for f in dataclasses.fields(TrainConfig) if f.default is AUTO
 ]
 
 
@@ -61,6 +58,9 @@ class AutoDefaultsTest(testing.TestCase):
             regression.embedding_dim,
             auto_defaults("regression", "fm")["embedding_dim"],
         )
+        # The schedule goes by task: regression keeps a constant rate.
+        self.assertEqual(binary.schedule, "plateau")
+        self.assertEqual(regression.schedule, "constant")
 
     def test_the_config_file_form_holds_plain_values(self):
         values = TrainConfig(format="criteo", model="fm").to_dict()
