@@ -153,6 +153,7 @@ def verify_parity(
     from export.saved_model import SavedModelPredictor
     from serving.onnx_predictor import OnnxPredictor
     from tffm.encoder import KerasPredictor
+    from tffm.encoder import run_numpy
 
     if batches is None:
         batches = {
@@ -160,10 +161,16 @@ def verify_parity(
             for n in constants.PARITY_BATCH_SIZES
         }
     keras_predictor = KerasPredictor(model)
-    expected = {
-        label: keras_predictor.predict(raw) for label, raw in batches.items()
+    # Each batch encoded once: Keras (`KerasPredictor.predict`'s two steps)
+    # and the float64 reference run on the same inputs.
+    encoded = {
+        label: keras_predictor.encode(raw) for label, raw in batches.items()
     }
-    exact, reference = _float64_outputs(keras_predictor, batches)
+    expected = {
+        label: run_numpy(keras_predictor.model, ids)
+        for label, ids in encoded.items()
+    }
+    exact, reference = _float64_outputs(keras_predictor.model, encoded)
     allowed = {
         label: {
             name: _allowance(
@@ -176,7 +183,7 @@ def verify_parity(
         }
         for label, outputs in expected.items()
     }
-    del keras_predictor
+    del keras_predictor, encoded
     loaders: dict[str, Any] = {}
     if saved_model is not None:
         loaders["saved_model"] = lambda: SavedModelPredictor(saved_model)
@@ -298,27 +305,27 @@ class _RandomRounding(keras.layers.Layer):
 
 
 def _float64_outputs(
-    predictor: Any, batches: Mapping[str, Mapping[str, np.ndarray]]
+    model: Any, encoded: Mapping[str, Mapping[str, Tensor]]
 ) -> tuple[dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] | None, str]:
     """Per batch and output: `(value in float64, float32 rounding spread)`.
 
-    `predictor` is the Keras model's `KerasPredictor`. The spread is the
-    largest `|r' - r|` over `ROUNDING_SAMPLES` runs `r'` with random
-    rounding. Returns `(None, why)` without a float64 model.
+    `model` is the Keras model with named outputs, `encoded` its inputs by
+    batch. The spread is the largest `|r' - r|` over `ROUNDING_SAMPLES`
+    runs `r'` with random rounding. Returns `(None, why)` without a float64
+    model.
     """
-    from tffm.encoder import to_tensors
+    from tffm.encoder import run_numpy
 
-    models = _float64_models(predictor.model)
+    models = _float64_models(model)
     if isinstance(models, str):
         return None, models
     exact, rounded = models
     outputs = {}
-    for label, raw in batches.items():
-        ids = predictor.encoder(to_tensors(predictor.features, raw))
-        values = _to_numpy(exact(ids, training=False))
+    for label, ids in encoded.items():
+        values = run_numpy(exact, ids)
         spread = {name: np.zeros_like(v) for name, v in values.items()}
         for _ in range(ROUNDING_SAMPLES):
-            for name, v in _to_numpy(rounded(ids, training=False)).items():
+            for name, v in run_numpy(rounded, ids).items():
                 spread[name] = np.fmax(spread[name], np.abs(v - values[name]))
         outputs[label] = {name: (values[name], spread[name]) for name in values}
     # The float64 copy holds twice the weights' memory; Keras layers hold
@@ -469,10 +476,6 @@ def _compare(
         passed and not problems,
         "; ".join(problems),
     )
-
-
-def _to_numpy(outputs: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
-    return {k: keras.ops.convert_to_numpy(v) for k, v in outputs.items()}
 
 
 def _format(error: float) -> str:

@@ -138,11 +138,21 @@ class KerasPredictor:
         self.encoder = FeatureEncoder(self.features)
         self.model = output_model(model)
 
+    def encode(self, raw: Mapping[str, Any]) -> dict[str, Tensor]:
+        """The model's encoded inputs (ids, values) for raw values."""
+        return self.encoder(to_tensors(self.features, raw))
+
     def predict(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Returns `{output_name: (batch_size, 1) float32}` for raw values."""
-        ids = self.encoder(to_tensors(self.features, raw))
-        outputs = self.model(ids, training=False)
-        return {k: keras.ops.convert_to_numpy(v) for k, v in outputs.items()}
+        return run_numpy(self.model, self.encode(raw))
+
+
+def run_numpy(
+    model: keras.Model, inputs: Mapping[str, Tensor]
+) -> dict[str, np.ndarray]:
+    """`{output_name: numpy array}` of a named-output model, not training."""
+    outputs = model(inputs, training=False)
+    return {k: keras.ops.convert_to_numpy(v) for k, v in outputs.items()}
 
 
 def _lookup_layer(feature: Lookup) -> keras.layers.Layer:

@@ -126,8 +126,9 @@ class Float64ReferenceTest(testing.TestCase):
         from export.parity import _float64_outputs
 
         raw = _edge(64)
+        predictor = KerasPredictor(self.model)
         outputs, reference = _float64_outputs(
-            KerasPredictor(self.model), {"b": raw}
+            predictor.model, {"b": predictor.encode(raw)}
         )
         self.assertEqual(reference, "float64")
         expected = numpy_fm(self.model, raw)
