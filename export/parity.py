@@ -23,6 +23,11 @@ FLOAT32_ERROR_FACTOR = 4.0
 # float32's error on each value (with 2, ONNX needed up to 5.7 times it).
 ROUNDING_SAMPLES = 8
 _UNIT_ROUNDOFF = 2.0**-24  # float32: a result is exact * (1 + d), |d| <= it
+# Models with more float32 weights than this get no float64 reference: its
+# copy holds twice their bytes, beside the model, while the SavedModel and
+# ONNX exports' memory is still held (a 2.5 GiB DeepFM peaked past 16 GiB).
+# They are checked by `(atol, rtol)` alone, as the report says.
+FLOAT64_REFERENCE_MAX_BYTES = 2**30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +137,10 @@ def verify_parity(
     artifact, each in its own direction; `e` allows that much. Elsewhere
     `e` is ~1e-7 and the check is `(atol, rtol)`'s, so an artifact that
     computes another function (a changed weight, a wrong hash bucket) still
-    fails.
+    fails. A model with over `FLOAT64_REFERENCE_MAX_BYTES` (1 GiB) of
+    weights has no float64 copy made (it would hold twice their memory):
+    its values pass by `|a - b| <= atol + rtol * |b|`, and the report's
+    `reference` says why.
 
     Args:
         model: the tffm model the artifacts were exported from.
@@ -312,10 +320,20 @@ def _float64_outputs(
     `model` is the Keras model with named outputs, `encoded` its inputs by
     batch. The spread is the largest `|r' - r|` over `ROUNDING_SAMPLES`
     runs `r'` with random rounding. Returns `(None, why)` without a float64
-    model.
+    model: one layer keeps float32, or the weights are over
+    `FLOAT64_REFERENCE_MAX_BYTES`.
     """
+    from export.onnx_data import weight_bytes
     from tffm.encoder import run_numpy
 
+    size = weight_bytes(model)
+    limit = FLOAT64_REFERENCE_MAX_BYTES
+    if size > limit:
+        return None, (
+            f"the model's {size / 2**30:.2f} GiB of weights are over "
+            f"FLOAT64_REFERENCE_MAX_BYTES ({limit / 2**30:g} GiB), and a "
+            "float64 copy would hold twice that"
+        )
     models = _float64_models(model)
     if isinstance(models, str):
         return None, models

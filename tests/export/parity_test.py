@@ -177,6 +177,27 @@ class Float64ReferenceTest(testing.TestCase):
         )
         self.assertFalse(old_rule.ok, old_rule.table())
 
+    def test_a_model_over_the_memory_limit_gets_the_plain_rule(self):
+        from unittest import mock
+
+        from export import parity
+
+        # A 1-byte limit: this model is over it, so no float64 copy is made
+        # and each value is held to 1e-5 + 1e-5 * |b| (edge-1 has no
+        # cancelling row, so ONNX Runtime passes that).
+        with mock.patch.object(parity, "FLOAT64_REFERENCE_MAX_BYTES", 1):
+            report = parity.verify_parity(
+                self.model,
+                onnx=self.result.onnx,
+                batches={"edge-1": _edge(1)},
+            )
+        self.assertIn("over FLOAT64_REFERENCE_MAX_BYTES", report.reference)
+        self.assertIn("no float64 reference", report.table())
+        self.assertTrue(report.rows)
+        self.assertTrue(report.ok, report.table())
+        for row in report.rows:
+            self.assertTrue(np.isnan(row.rounding_error), report.table())
+
     def test_reported_logit_passes_and_a_wrong_one_fails(self):
         from export.parity import _allowance
 
