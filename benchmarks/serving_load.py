@@ -19,7 +19,8 @@ CPU per request, taken from the same cores: the table says which ran).
 gRPC answers errors in HTTP/2 trailers, which h2load does not read, so
 errors are counted by the server (`tffm_serving_errors_total`).
 
-    python benchmarks/serving_load.py [--scale 1.0] [--no-record]
+    python benchmarks/serving_load.py [--scale 1.0] [--servers LABEL,...]
+        [--client auto|h2load|python] [--no-record]
 """
 
 import argparse
@@ -224,12 +225,24 @@ async def _rest_client(address, head, body, count, latencies, counts):
                 reader, writer = await asyncio.open_connection(*address)
             writer.write(head + body)
             status = await reader.readline()
-            length = 0
+            if not status:  # closed before answering: a reset, as h2load
+                raise ConnectionResetError
+            length, close = None, status.startswith(b"HTTP/1.0")
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 key, _, value = line.decode().partition(":")
-                if key.lower() == "content-length":
+                key, value = key.strip().lower(), value.strip().lower()
+                if key == "content-length":
                     length = int(value)
-            await reader.readexactly(length)
+                elif key == "connection":
+                    close = value == "close"
+            if length is None:  # the body runs to the end of the connection
+                await reader.read()
+                close = True
+            else:
+                await reader.readexactly(length)
+            if close:  # HTTP/1.0 or "Connection: close": a new one next time
+                writer.close()
+                writer = None
             if b" 200 " not in status:
                 counts["errors"] += 1
                 continue
@@ -584,6 +597,11 @@ def main() -> None:
     parser.add_argument(
         "--client", choices=["auto", "h2load", "python"], default="auto"
     )
+    parser.add_argument(
+        "--servers",
+        help="comma-separated row labels to run (default: all), e.g. "
+        "'old rest_server (baseline)'",
+    )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -627,6 +645,12 @@ def main() -> None:
             f"--model={raw_path}", "--name=ctr",
         ],
     }  # fmt: skip
+    if args.servers:
+        chosen = [name.strip() for name in args.servers.split(",")]
+        unknown = sorted(set(chosen) - set(servers))
+        if unknown:
+            parser.error(f"unknown --servers {unknown}; known: {list(servers)}")
+        servers = {name: servers[name] for name in chosen}
     rows, stresses = [], {}
     workdir = tempfile.mkdtemp(prefix="serving-load-")
     for label, command in servers.items():
