@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/real_data.py [--datasets frappe,movielens,...]
     [--models lr,fm,deepfm] [--modes default,tuned] [--seeds 0,1,2]
-    [--baselines torch_fm,lightgbm] [--no-record]
+    [--baselines torch_fm,lightgbm] [--tuned-config DATASET=best_config.json]
+    [--no-record]
 
 Each data set is read with only the options needed to read it (`base`).
 Rows:
@@ -10,7 +11,8 @@ Rows:
   model, README "Defaults"), the model chosen;
 - `tuned`: the recipe below (`tuning` + the model's options), chosen on the
   holdout of each training set (every 10th line) or its validation file,
-  never on a test split;
+  never on a test split; with `--tuned-config`, the values `tffm tune`
+  chose for that data set and model (on the same holdout) instead;
 - baselines on the same encoded features and the same split
   (`baselines.py`): a hand-written PyTorch FM and LightGBM, each with a
   small grid chosen on the same holdout.
@@ -222,6 +224,37 @@ def keys_of(task):
     return ("auc", "logloss") if task == "binary" else ("rmse", "mae")
 
 
+def tuned_config(spec):
+    """`DATASET=path` -> ((dataset, model), (options, label)).
+
+    The options are the values `tffm tune` searched (`search_space`) as its
+    `best_config.json` holds them; everything else stays the default, as
+    it was in the trials.
+    """
+    import json
+
+    from tffm.tuning import search_space
+
+    name, sep, path = spec.partition("=")
+    if not sep or name not in DATASETS:
+        raise SystemExit(
+            f"--tuned-config {spec!r}: expected DATASET=best_config.json "
+            f"with DATASET one of {sorted(DATASETS)}"
+        )
+    with open(path) as f:
+        best = json.load(f)
+    model = best["model"]
+    options = {key: best[key] for key, _, _ in search_space(model)}
+    options["model"] = model
+    trials = os.path.join(os.path.dirname(path), "trials.jsonl")
+    count = None
+    if os.path.exists(trials):
+        with open(trials) as f:
+            count = sum(1 for _ in f)
+    label = "tffm tune" + (f" ({count} trials)" if count else "")
+    return (name, model), (options, label)
+
+
 def run_tffm(name, base, tuning, models, test_files, args, tmp):
     """Yields one summary row per (model, mode) over the seeds."""
     from tffm.training import resolve_layout
@@ -232,8 +265,12 @@ def run_tffm(name, base, tuning, models, test_files, args, tmp):
             continue
         for mode in args.modes:
             extra = {"model": options["model"]}
+            label = mode
             if mode == "tuned":
                 extra = dict(tuning, **options)
+                found = args.tuned_config.get((name, options["model"]))
+                if found is not None:  # what `tffm tune` chose, on its own
+                    extra, label = found
             runs = []
             for seed in args.seeds:
                 config = resolve_layout(
@@ -257,7 +294,7 @@ def run_tffm(name, base, tuning, models, test_files, args, tmp):
                     f"{metrics['seconds']:.0f} s)",
                     flush=True,
                 )
-            yield summarize(name, f"tffm {model_name}", mode, task, runs)
+            yield summarize(name, f"tffm {model_name}", label, task, runs)
 
 
 def run_baselines(name, base, test_files, args):
@@ -362,8 +399,17 @@ def main():
     parser.add_argument("--modes", default="default,tuned")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--baselines", default="torch_fm,lightgbm")
+    parser.add_argument(
+        "--tuned-config",
+        action="append",
+        default=[],
+        metavar="DATASET=best_config.json",
+        help="`tuned` rows of DATASET take the searched values (and model) "
+        "of this `tffm tune` result instead of the recipe here",
+    )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    args.tuned_config = dict(tuned_config(spec) for spec in args.tuned_config)
     for key in ("datasets", "models", "modes", "baselines"):
         setattr(args, key, [v for v in getattr(args, key).split(",") if v])
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
