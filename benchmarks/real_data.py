@@ -26,7 +26,9 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import shutil
+import sys
 import tempfile
 import time
 
@@ -430,16 +432,22 @@ def main():
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
         machine = f"{platform.machine()}, {os.cpu_count()} cores, CPU only"
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        command = " ".join(shlex.quote(a) for a in sys.argv[1:])
+        chosen = "".join(
+            f"\n- `tffm tune`'s choice for {name} {model}: "
+            + ", ".join(
+                f"{key} {value}"
+                for key, value in options.items()
+                if key != "model"
+            )
+            for (name, model), (options, _) in args.tuned_config.items()
+        )
         with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
             f.write(
                 f"\n### real_data.py, {stamp}, {machine}\n\n"
-                f"`python benchmarks/real_data.py "
-                f"--datasets {','.join(args.datasets)} "
-                f"--models {','.join(args.models)} "
-                f"--modes {','.join(args.modes)} "
-                f"--seeds {','.join(map(str, args.seeds))}`; "
+                f"`python benchmarks/real_data.py {command}`; "
                 f"{(time.time() - started) / 60:.0f} min, load average at "
-                f"the end {load}.\n\n{table}\n"
+                f"the end {load}.\n{chosen}\n\n{table}\n"
             )
 
 
