@@ -233,8 +233,6 @@ def tuned_config(spec):
     `best_config.json` holds them; everything else stays the default, as
     it was in the trials.
     """
-    import json
-
     from tffm.tuning import search_space
 
     name, sep, path = spec.partition("=")
@@ -243,10 +241,9 @@ def tuned_config(spec):
             f"--tuned-config {spec!r}: expected DATASET=best_config.json "
             f"with DATASET one of {sorted(DATASETS)}"
         )
-    with open(path) as f:
-        best = json.load(f)
-    model = best["model"]
-    options = {key: best[key] for key, _, _ in search_space(model)}
+    best = TrainConfig.from_file(path)  # checked as `tffm train` checks it
+    model = best.model
+    options = {key: getattr(best, key) for key, _, _ in search_space(model)}
     options["model"] = model
     trials = os.path.join(os.path.dirname(path), "trials.jsonl")
     count = None
@@ -442,12 +439,13 @@ def main():
             )
             for (name, model), (options, _) in args.tuned_config.items()
         )
+        chosen = f"\n{chosen}" if chosen else ""
         with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
             f.write(
                 f"\n### real_data.py, {stamp}, {machine}\n\n"
                 f"`python benchmarks/real_data.py {command}`; "
                 f"{(time.time() - started) / 60:.0f} min, load average at "
-                f"the end {load}.\n{chosen}\n\n{table}\n"
+                f"the end {load}.{chosen}\n\n{table}\n"
             )
 
 
