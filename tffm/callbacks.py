@@ -64,6 +64,9 @@ def fit_callbacks(
     mode = mode_of(monitor)
     os.makedirs(os.path.dirname(checkpoint), exist_ok=True)
     callbacks: list[Any] = [DerivedMetrics()]  # first: others read its keys
+    average = AveragedWeights() if config.ema else None
+    if average is not None:  # validated, then read by those below
+        callbacks.append(average)
     schedule = learning_rate_schedule(config, monitor)
     if schedule is not None:
         callbacks.append(schedule)
@@ -79,6 +82,8 @@ def fit_callbacks(
             checkpoint, monitor=monitor, mode=mode, save_best_only=True
         ),
     ]
+    if average is not None:  # training goes on from the raw weights
+        callbacks.append(average.swap_back)
     if importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(
             keras.callbacks.TensorBoard(os.path.join(logs, "logs"))
@@ -119,6 +124,63 @@ class DerivedMetrics(keras.callbacks.Callback):
             logs[AUC_LOGLOSS] = float(logs["val_auc"]) - float(
                 logs["val_logloss"]
             )
+
+
+class AveragedWeights(keras.callbacks.SwapEMAWeights):  # type: ignore[misc]
+    """The weights' moving average where the fit is judged (`config.ema`).
+
+    With an optimizer of `use_ema=True`, Keras keeps an exponential moving
+    average of the weights (Polyak averaging) beside the raw weights that
+    take the steps. This puts the average in the model while it is
+    validated, and at each epoch's end for the callbacks listed between
+    this one and `swap_back` (early stopping keeps the best epoch's
+    average, the checkpoint saves it); `swap_back` then returns the raw
+    weights to the model, so training and a resume checkpoint (listed
+    after it) go on from them. When `fit` ends, Keras writes the average
+    into the model (`finalize_variable_values`).
+
+    Keras' own `SwapEMAWeights(swap_on_epoch=True)` leaves the average in
+    the model after the epoch's end instead, so a fit that early stopping
+    ends before its last epoch has the raw weights written over the model
+    by that final step, and a resume checkpoint taken at an epoch's end
+    would hold the two swapped.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(swap_on_epoch=False)
+        self.swap_back = _SwapBack(self)
+
+    def on_epoch_end(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
+        self.put_average(True)
+
+    def put_average(self, in_model: bool) -> None:
+        """Swaps so that the model holds the average (True) or not."""
+        if self._ema_weights_in_model != in_model:
+            self._swap_variables()
+            self._ema_weights_in_model = in_model
+
+    # `fit` calls no predict hooks; Keras' `on_predict_end` would leave the
+    # average in the model.
+    def on_predict_begin(self, logs: dict[str, Any] | None = None) -> None:
+        pass
+
+    def on_predict_end(self, logs: dict[str, Any] | None = None) -> None:
+        pass
+
+
+class _SwapBack(keras.callbacks.Callback):
+    """Returns the raw weights to the model at an epoch's end."""
+
+    def __init__(self, average: AveragedWeights) -> None:
+        super().__init__()
+        self.average = average
+
+    def on_epoch_end(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
+        self.average.put_average(False)
 
 
 class PlateauDecay(keras.callbacks.Callback):

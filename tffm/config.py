@@ -270,6 +270,14 @@ class TrainConfig:
         minimum=0.0,
         below=1.0,
     )
+    ema: float = option(
+        0.0,
+        "momentum of an exponential moving average of the weights, taken "
+        "every step (e.g. 0.99); validation, early stopping and the saved "
+        "model use the average (0: off)",
+        minimum=0.0,
+        below=1.0,
+    )
     calibrate: bool = option(
         True,
         "binary tasks: fit Platt scaling of the logit on the validation rows "
@@ -327,6 +335,13 @@ class TrainConfig:
                 if getattr(self, name) is AUTO:
                     setattr(self, name, copy.copy(value))
         check_values(dataclasses.asdict(self), source="config")
+        if self.ema and self.distribution == "parameter-server":
+            raise ValueError(
+                "config: `ema` is not available with "
+                "distribution='parameter-server' (its workers update the "
+                "weights asynchronously, with no one step to average at). "
+                f"Received: ema={self.ema!r}"
+            )
         if self.format in ("csv", "parquet") and not self.columns:
             raise ValueError(
                 f"format={self.format!r} needs `columns` in the config: "
