@@ -50,8 +50,9 @@ GRIDS = {
     ],
     ("binary", "fm"): [
         {},
-        {"embeddings_l2": 0.01},
-        {"embeddings_l2": 0.1},
+        {"min_frequency": 2},
+        {"min_frequency": 3},
+        {"table_l2": 1e-4},
     ],
     ("binary", "lr"): [{}, {"learning_rate": 3e-3}],
     ("regression", "fm"): [

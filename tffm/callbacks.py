@@ -148,6 +148,7 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):  # type: ignore[misc]
 
     def __init__(self) -> None:
         super().__init__(swap_on_epoch=False)
+        self._ema_weights_in_model: bool = False  # Keras' own flag, typed
         self.swap_back = _SwapBack(self)
 
     def on_epoch_end(

@@ -278,6 +278,12 @@ class TrainConfig:
         minimum=0.0,
         below=1.0,
     )
+    precise_bn: bool = option(
+        True,
+        "after training, recompute the DNN's batch-norm statistics from "
+        "training batches with the kept weights and dropout off (one "
+        "device; README 'Defaults')",
+    )
     calibrate: bool = option(
         True,
         "binary tasks: fit Platt scaling of the logit on the validation rows "

@@ -369,6 +369,17 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
         config, list(valid_files or []), holdout=True if use_holdout else None
     )
     valid_ds = encoder.map_dataset(valid_source.dataset).cache()
+
+    def statistics_input() -> Any:  # training rows, on this process
+        return encoder.map_dataset(
+            open_source(
+                run,
+                config.data,
+                training=True,
+                holdout=False if use_holdout else None,
+            ).dataset
+        )
+
     return _fit_and_save(
         config,
         run,
@@ -378,6 +389,7 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
         features=features,
         train_ds=train_ds,
         valid_ds=valid_ds,
+        statistics_input=statistics_input,
         order=order,
         evaluated_on="holdout" if use_holdout else "validation_data",
         refit=config.refit and use_holdout,
@@ -408,6 +420,15 @@ def _train_encoded(
     valid = data.read_encoded(
         valid_dir, data.ReadOptions(batch_size=run.batch_size)
     ).dataset.cache()
+
+    def statistics_input() -> Any:
+        options = data.ReadOptions(
+            batch_size=run.batch_size,
+            shuffle_buffer=run.shuffle_buffer,
+            seed=run.seed,
+        )
+        return data.read_encoded(train_dir, options).dataset
+
     return _fit_and_save(
         config,
         run,
@@ -417,6 +438,7 @@ def _train_encoded(
         features=features,
         train_ds=plan.training_input([train_dir], build),
         valid_ds=valid,
+        statistics_input=statistics_input,
         order=None,
         evaluated_on=os.path.basename(valid_dir),
         refit=False,
@@ -525,6 +547,7 @@ def _fit_and_save(
     features: list[Feature],
     train_ds: Any,
     valid_ds: Any,
+    statistics_input: Callable[[], Any],
     order: Any,
     evaluated_on: str,
     refit: bool,
@@ -565,10 +588,13 @@ def _fit_and_save(
             verbose=verbose,
             shuffle=False,  # the reader shuffles (`shuffle_buffer`)
         )
+    statistics = _batch_norm_statistics(config, plan, model, statistics_input)
     metrics: dict[str, Any] = dict(
         evaluate_dataset(model, valid_ds, config.task)
     )
     metrics["evaluated_on"] = evaluated_on
+    if statistics is not None:
+        metrics["batch_norm_statistics"] = statistics
     calibrating = config.calibrate and config.task == "binary"
     if calibrating:  # on rows the model did not train on
         _calibrate(model, valid_ds, metrics, config.task)
@@ -578,6 +604,7 @@ def _fit_and_save(
         model, epochs = _refit(
             run, features, history, monitor, verbose, plan, output
         )
+        _batch_norm_statistics(config, plan, model, statistics_input)
         if calibrating:
             # The refit model trained on the holdout, where it would look
             # calibrated already: it takes the selection model's fit (same
@@ -610,6 +637,21 @@ def _fit_and_save(
     resume.ResumeCheckpoint(os.path.join(output, "backup", "refit")).clear()
     backup.clear()
     return TrainResult(model, features, history, output, metrics)
+
+
+def _batch_norm_statistics(
+    config: TrainConfig, plan: Any, model: Any, batches: Callable[[], Any]
+) -> str | None:
+    """Precise BN (`config.precise_bn`): what was done, for metrics.json."""
+    from tffm.precise_bn import recompute_batch_norm
+
+    if not config.precise_bn:
+        return None
+    if plan.num_replicas > 1 or plan.distribution == "parameter-server":
+        # Replicas normalized their own parts of each batch.
+        return "kept from training (distributed)"
+    read = recompute_batch_norm(model, batches())
+    return f"recomputed from {read} training batches" if read else None
 
 
 def _calibrate(

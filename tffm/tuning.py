@@ -23,6 +23,7 @@ _COMMON = (
     ("learning_rate", "log", (1e-4, 3e-2)),
     ("embeddings_l2", "choice", (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1)),
     ("batch_size", "choice", (256, 512, 1024, 2048)),
+    ("ema", "choice", (0.0, 0.99, 0.995, 0.999)),
 )
 _DNN = (
     ("hidden_units", "choice", ("400,400,400", "256,128", "800,400", "128,64")),

@@ -190,6 +190,25 @@ class TrainCliTest(testing.TestCase):
         self.assertTrue(
             os.path.exists(os.path.join(out, "checkpoints", "selection.keras"))
         )
+        # The refit model trained on the holdout too: its Platt scaling is
+        # the one the selection model fitted there, not one of its own.
+        fitted = metrics["selection"]["calibration_fit"]
+        self.assertEqual(
+            metrics["calibration_fit"]["fitted_on"],
+            "holdout, by the selection model",
+        )
+        self.assertNotEqual((fitted["scale"], fitted["shift"]), (1.0, 0.0))
+        import tffm
+
+        saved = tffm.load_model(os.path.join(out, "model.keras"))
+        self.assertAllClose(
+            [
+                float(saved.get_layer("logit").scale),
+                float(saved.get_layer("logit").shift),
+            ],
+            [fitted["scale"], fitted["shift"]],
+            tol=(1e-7, 1e-6),
+        )
         test_csv = str(self.tmp / "test.csv")
         test = write_planted_csv(test_csv, 600, seed=5)
         printed = io.StringIO()
@@ -199,8 +218,6 @@ class TrainCliTest(testing.TestCase):
         shown = json.loads(printed.getvalue())
         # The printed AUC is the saved model's on these rows, computed here
         # independently from its raw-value predictions.
-        import tffm
-
         model = tffm.load_model(os.path.join(out, "model.keras"))
         p = KerasPredictor(model).predict(test.raw)["probability"][:, 0]
         self.assertEqual(shown["rows"], 600)

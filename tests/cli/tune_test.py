@@ -75,7 +75,7 @@ class TuneTest(testing.TestCase):
         best = TrainConfig.from_file(
             str(self.tmp / "tune" / "best_config.json")
         )
-        for name in ("embedding_dim", "learning_rate", "batch_size"):
+        for name in ("embedding_dim", "learning_rate", "batch_size", "ema"):
             self.assertEqual(getattr(best, name), trials[0][name])
         self.assertEqual(best.columns, config["columns"])  # fixed options
         code = main(
