@@ -44,9 +44,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 GRIDS = {
     ("binary", "deepfm"): [
         {},
-        {"embeddings_l2": 0.003},
-        {"embeddings_l2": 0.03},
-        {"learning_rate": 1e-3},
+        {"min_frequency": 3},
+        {"ema": 0.995},
     ],
     ("binary", "fm"): [
         {},
@@ -54,13 +53,12 @@ GRIDS = {
         {"min_frequency": 3},
         {"table_l2": 1e-4},
     ],
-    ("binary", "lr"): [{}, {"learning_rate": 3e-3}],
+    ("binary", "lr"): [{}, {"min_frequency": 3}],
     ("regression", "fm"): [
         {},
-        {"embeddings_l2": 0.03},
-        {"embeddings_l2": 0.3},
-        {"embedding_dim": 64},
-        {"learning_rate": 1e-3},
+        {"min_frequency": 3},
+        {"ema": 0.99},
+        {"ema": 0.99, "embedding_dim": 64, "epochs": 100},
     ],
     ("regression", "deepfm"): [
         {},

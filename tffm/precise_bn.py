@@ -5,14 +5,14 @@ statistics of its batches, taken while the weights moved and while dropout
 was on. The model that is kept is none of those: it is the best epoch's
 weights (or their moving average, `ema`), evaluated without dropout. Its
 inference statistics are then off by a shift that differs from run to run:
-on Frappe, a DeepFM's Platt fit on the holdout shifted its logits by -0.7
-to -2.8 depending on the seed. Recomputed from training batches with the
-final weights and dropout off, the shift is gone (-0.02 to +0.03), the
-calibrated logloss is lower (0.2363 -> 0.2294 and 0.2617 -> 0.2438 for two
+on Frappe, a DeepFM's Platt fit on the holdout shifted its logits by -2.76
+or -1.16 depending on the seed. Recomputed from training batches with the
+final weights and dropout off, the shift is gone (+0.04 and -0.03), the
+calibrated logloss is lower (0.2667 -> 0.2434 and 0.2425 -> 0.2323 for two
 seeds) and AUC unchanged; and since what remains is the model's
 over-confidence, which the recipe fixes, a Platt fit carries over from one
-run to another (a refit): 0.002 logloss lost in the transfer instead of
-0.02.
+run to another (a refit): 0.001 logloss lost in the transfer instead of
+0.05 (`benchmarks/precise_bn.py`, RESULTS.md).
 
 References:
     - [Wu & Johnson, 2021](https://arxiv.org/abs/2105.07576), "Rethinking

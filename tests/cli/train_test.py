@@ -78,6 +78,8 @@ class TrainCliTest(testing.TestCase):
                 "deepfm",
                 "--epochs",
                 "3",
+                "--ema",
+                "0.9",
             ]
         )
         self.assertEqual(code, 0)
@@ -92,6 +94,12 @@ class TrainCliTest(testing.TestCase):
             self.assertTrue(os.path.exists(os.path.join(out, name)), name)
         written = json.load(open(os.path.join(out, "config.json")))
         self.assertEqual(written["epochs"], 3)  # the flag won over the file
+        self.assertEqual(written["ema"], 0.9)
+        # Precise BN (the default) ran on the DeepFM's batch norm.
+        metrics = json.load(open(os.path.join(out, "metrics.json")))
+        self.assertRegex(
+            metrics["batch_norm_statistics"], r"recomputed from \d+ training"
+        )
         self.assertEqual(written["columns"], CONFIG["columns"])
         vocab = open(os.path.join(out, "vocab", "c0.txt")).read().split()
         self.assertEqual(sorted(vocab), sorted(f"c0_{k}" for k in range(10)))
