@@ -133,8 +133,17 @@ def movielens(tmp):
     )
     models = {
         "lr": dict(model="lr", learning_rate=0.01),
+        # `tuned`: chosen on the holdout of u1.base (every 10th line): the
+        # FM's holdout RMSE went from 0.9144 (the defaults then) to 0.9121
+        # with `ema` 0.99 and to 0.9101 with 64 factors and room to train
+        # (it early-stopped at 70 epochs); then refit on every row.
         "fm": dict(
-            model="fm", embedding_dim=64, learning_rate=0.003, embeddings_l2=0.1
+            model="fm",
+            embedding_dim=64,
+            learning_rate=0.003,
+            embeddings_l2=0.1,
+            ema=0.99,
+            epochs=150,
         ),
         "deepfm": dict(
             model="deepfm",
@@ -144,9 +153,10 @@ def movielens(tmp):
             batch_norm=True,
             embeddings_l2=0.1,
             learning_rate=0.003,
+            batch_size=256,
         ),
     }
-    tuning = dict(batch_size=256, epochs=40, patience=3, refit=True)
+    tuning = dict(epochs=40, refit=True)
     return base, tuning, models, [test_path]
 
 

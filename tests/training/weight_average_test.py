@@ -201,6 +201,12 @@ class AveragedWeightsTest(testing.TestCase):
         )
         with self.assertRaisesRegex(ValueError, "`ema` must be < 1"):
             TrainConfig(data=["x"], columns={"a": {"kind": "numeric"}}, ema=1.0)
+        # The binary DeepFM averages by default, except where it cannot.
+        deepfm = dict(format="criteo", model="deepfm")
+        self.assertEqual(TrainConfig(**deepfm).ema, 0.995)
+        self.assertEqual(
+            TrainConfig(**deepfm, distribution="parameter-server").ema, 0.0
+        )
         with self.assertRaisesRegex(ValueError, "parameter-server"):
             TrainConfig(
                 data=["x"],
