@@ -11,6 +11,8 @@ pre-encoded int ids drawn uniformly, random labels. Rows:
 - `tffm_deepfm` / `tffm_fm`: `tffm.DeepFM` / `tffm.FM` with 39
   `tffm.Categorical(f"c{i}", hash_bins=vocab - 1)`, `model.fit` on a dict
   of numpy arrays named by feature (what the README tells users to do);
+- `tffm_deepfm_ema`: `tffm_deepfm` with the weight average (`ema` 0.995)
+  that `tffm train`'s binary DeepFM keeps by default;
 - `torch_deepfm` / `torch_fm`: the same models hand-written in PyTorch
   (eager, 2 threads, `torch.optim.Adam`, dense embedding gradients),
   skipped when torch is not installed.
@@ -55,7 +57,13 @@ EMBEDDING_DIM = 16
 HIDDEN = (400, 400, 400)
 BATCH_SIZE = 4096
 LEARNING_RATE = 1e-3
-KERAS_ROWS = ("keras_deepfm", "tffm_deepfm", "keras_fm", "tffm_fm")
+KERAS_ROWS = (
+    "keras_deepfm",
+    "tffm_deepfm",
+    "tffm_deepfm_ema",
+    "keras_fm",
+    "tffm_fm",
+)
 TORCH_ROWS = ("torch_deepfm", "torch_fm")
 BIG_VOCAB = 200_000
 MIN_AVAILABLE_MB = 1536
@@ -131,6 +139,9 @@ def build_keras_rows(names, vocab):
         "tffm_deepfm": lambda: tffm.DeepFM(
             features, embedding_dim=EMBEDDING_DIM, hidden_units=list(HIDDEN)
         ),
+        "tffm_deepfm_ema": lambda: tffm.DeepFM(
+            features, embedding_dim=EMBEDDING_DIM, hidden_units=list(HIDDEN)
+        ),
         "tffm_fm": lambda: tffm.FM(features, embedding_dim=EMBEDDING_DIM),
     }
     models = {}
@@ -142,8 +153,15 @@ def build_keras_rows(names, vocab):
         # model: the same algorithm, embedding gradients summed per row)
         # and tffm's compile defaults for tffm's.
         adam = tffm.optimizers.Adam if name.startswith("tffm") else None
+        # `_ema`: with the weight average `tffm train`'s binary DeepFM keeps
+        # by default (`ema` 0.995; row-wise on tables of 1M+ rows).
+        average = (
+            dict(use_ema=True, ema_momentum=0.995)
+            if name.endswith("_ema")
+            else {}
+        )
         model.compile(
-            optimizer=(adam or keras.optimizers.Adam)(LEARNING_RATE),
+            optimizer=(adam or keras.optimizers.Adam)(LEARNING_RATE, **average),
             loss="binary_crossentropy",
         )
         models[name] = model

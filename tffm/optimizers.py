@@ -57,6 +57,18 @@ class _RowWiseUpdates(keras.optimizers.Optimizer):  # type: ignore[misc]
     ) -> None:
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.lazy_rows = lazy_rows
+        self._touched: dict[Any, Any] = {}  # var key -> rows, this step
+
+    def build(self, variables: Any) -> None:
+        super().build(variables)
+        if self.use_ema:
+            # Row-wise averages (below) start from the weights, as Keras'
+            # dense average does at its first step.
+            for variable, average in zip(
+                variables, self._model_variables_moving_average, strict=True
+            ):
+                if average is not None and _is_lazy(variable, self.lazy_rows):
+                    average.assign(variable)
 
     def update_step(
         self, gradient: Any, variable: Any, learning_rate: Any
@@ -69,6 +81,8 @@ class _RowWiseUpdates(keras.optimizers.Optimizer):  # type: ignore[misc]
             super().update_step(dense, variable, learning_rate)
             return
         rows, summed = _summed_rows(gradient)
+        if self.use_ema and _single_device():
+            self._touched[self._var_key(variable)] = rows
         dtype = variable.dtype
         self.update_rows(
             variable,
@@ -76,6 +90,38 @@ class _RowWiseUpdates(keras.optimizers.Optimizer):  # type: ignore[misc]
             ops.cast(summed, dtype),
             ops.cast(learning_rate, dtype),
         )
+
+    def _update_model_variables_moving_average(
+        self, trainable_variables: Any
+    ) -> None:
+        """Keras' weight average (`use_ema`); row-wise where updated so.
+
+        A table updated row-wise has its average updated on the same rows
+        only (a "lazy" average: an untouched row did not move, so its
+        average waits too), so that averaging costs a step what the
+        update does, not a pass over a table of millions of rows.
+        """
+        touched, self._touched = self._touched, {}
+        if not self.use_ema:
+            return
+        for variable, average in zip(
+            trainable_variables,
+            self._model_variables_moving_average,
+            strict=True,
+        ):
+            if average is None:
+                continue
+            dtype = variable.dtype
+            first = ops.cast(ops.equal(self.iterations, 0), dtype)
+            momentum = (1 - first) * ops.cast(self.ema_momentum, dtype)
+            rows = touched.get(self._var_key(variable))
+            if rows is None:
+                average.assign(momentum * average + (1 - momentum) * variable)
+                continue
+            mixed = momentum * gather_rows(average, rows) + (
+                1 - momentum
+            ) * gather_rows(variable, rows)
+            self.assign(average, _rows(mixed, rows, average))
 
     def dense_only(self) -> bool:
         """Whether sparse gradients always take the dense update."""
@@ -172,6 +218,17 @@ _NAMED: dict[str, type[keras.optimizers.Optimizer]] = {
 def _is_sparse(gradient: Any) -> bool:
     """`tf.IndexedSlices`, by duck typing (this module imports no TF)."""
     return hasattr(gradient, "indices") and hasattr(gradient, "dense_shape")
+
+
+def _is_lazy(variable: Any, threshold: int) -> bool:
+    return bool(len(variable.shape)) and variable.shape[0] >= threshold
+
+
+def _single_device() -> bool:
+    """No `tf.distribute` strategy: the touched rows are this step's."""
+    import tensorflow as tf
+
+    return not tf.distribute.has_strategy()
 
 
 def lazy_variables(optimizer: Any, variables: Any) -> list[Any]:

@@ -84,6 +84,14 @@ def recompute_batch_norm(
     return batches
 
 
+def has_batch_norm(model: Any) -> bool:
+    """Whether `model` holds a batch-norm layer (a DeepFM's DNN may)."""
+    return any(
+        isinstance(layer, keras.layers.BatchNormalization)
+        for layer in _layers(model)
+    )
+
+
 def _layers(layer: Any) -> Iterator[Any]:
     """`layer`'s sublayers, depth first (Keras tracks them as attributes)."""
     seen: set[int] = set()

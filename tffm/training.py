@@ -604,7 +604,9 @@ def _fit_and_save(
         model, epochs = _refit(
             run, features, history, monitor, verbose, plan, output
         )
-        _batch_norm_statistics(config, plan, model, statistics_input)
+        refit_statistics = _batch_norm_statistics(
+            config, plan, model, statistics_input
+        )
         if calibrating:
             # The refit model trained on the holdout, where it would look
             # calibrated already: it takes the selection model's fit (same
@@ -619,6 +621,8 @@ def _fit_and_save(
         )
         metrics["refit_epochs"] = epochs
         metrics["selection"] = selection
+        if refit_statistics is not None:
+            metrics["batch_norm_statistics"] = refit_statistics
         if calibrating:
             metrics["calibration_fit"] = dict(
                 selection["calibration_fit"],
@@ -643,9 +647,10 @@ def _batch_norm_statistics(
     config: TrainConfig, plan: Any, model: Any, batches: Callable[[], Any]
 ) -> str | None:
     """Precise BN (`config.precise_bn`): what was done, for metrics.json."""
+    from tffm.precise_bn import has_batch_norm
     from tffm.precise_bn import recompute_batch_norm
 
-    if not config.precise_bn:
+    if not config.precise_bn or not has_batch_norm(model):
         return None
     if plan.num_replicas > 1 or plan.distribution == "parameter-server":
         # Replicas normalized their own parts of each batch.

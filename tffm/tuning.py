@@ -107,6 +107,8 @@ def tune(
     use_holdout = not config.validation_data
     monitor = monitor_of(config)
     space = search_space(config.model)
+    if config.distribution == "parameter-server":  # no weight average there
+        space = tuple(s for s in space if s[0] != "ema")
     with raise_row_errors():  # the scan `tffm train` makes (or `scan`'s)
         scanned, scan_log = scan_for_training(config)
     features = build_features(config, scanned)

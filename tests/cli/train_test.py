@@ -1,4 +1,5 @@
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -373,6 +374,35 @@ class EncodedTrainingTest(testing.TestCase):
     @pytest.fixture(autouse=True)
     def _tmp(self, tmp_path):
         self.tmp = tmp_path
+
+    def test_another_model_on_an_encoding_takes_its_own_defaults(self):
+        from tffm.cli import _encoding_base
+        from tffm.config import TrainConfig
+
+        # What `tffm encode` writes without a model: the FM's resolved
+        # options, one of them (embedding_dim) chosen by the user.
+        encoding = TrainConfig(**dict(CONFIG, embedding_dim=7), data=["x.csv"])
+        encoding = dataclasses.replace(encoding, learning_rate=0.01)
+        path = self.tmp / "config.json"
+        path.write_text(json.dumps(dict(encoding.to_dict(), model="fm")))
+        fm = TrainConfig(format="criteo", model="fm")
+        deepfm = TrainConfig(format="criteo", model="deepfm")
+        values = _encoding_base(
+            str(path), {"model": "deepfm", "format": "encoded"}
+        )
+        config = TrainConfig.from_dict(values)
+        self.assertEqual(config.model, "deepfm")
+        self.assertEqual(config.learning_rate, deepfm.learning_rate)
+        self.assertEqual(config.ema, deepfm.ema)
+        self.assertEqual(config.embedding_dim, 7)  # not a default: kept
+        # The vocabulary's cut is the encoding's, whatever the model.
+        self.assertEqual(config.min_frequency, encoding.min_frequency)
+        self.assertNotEqual(fm.learning_rate, deepfm.learning_rate)
+        # The same model keeps everything the encoding says.
+        same = TrainConfig.from_dict(
+            _encoding_base(str(path), {"format": "encoded"})
+        )
+        self.assertEqual(same.learning_rate, 0.01)
 
     def test_encode_once_then_train_and_evaluate_on_raw_files(self):
         import tffm.data

@@ -142,3 +142,53 @@ class SparseOptimizerTest(testing.TestCase):
             )
         config = keras.optimizers.serialize(optimizers.Adam(lazy_rows=7))
         self.assertEqual(keras.optimizers.deserialize(config).lazy_rows, 7)
+
+
+class RowWiseAverageTest(testing.TestCase):
+    """`use_ema` on a row-wise table: the touched rows' average only."""
+
+    def _steps(self, lazy_rows, id_lists, momentum=0.5):
+        import tensorflow as tf
+
+        rng = np.random.default_rng(2)
+        table = rng.normal(size=(8, 2)).astype("float32")
+        variable = keras.Variable(table)
+        optimizer = optimizers.Adam(
+            0.1, lazy_rows=lazy_rows, use_ema=True, ema_momentum=momentum
+        )
+        optimizer.build([variable])
+        trajectory = []
+        for ids in id_lists:
+            upstream = rng.normal(size=(len(ids), 2)).astype("float32")
+            with tf.GradientTape() as tape:
+                gathered = keras.ops.take(variable.value, ids, axis=0)
+                loss = keras.ops.sum(gathered * upstream)
+            (gradient,) = tape.gradient(loss, [variable.value])
+            optimizer.apply([gradient], [variable])
+            trajectory.append(testing.to_numpy(variable).astype(np.float64))
+        (average,) = optimizer._model_variables_moving_average
+        return table, trajectory, testing.to_numpy(average)
+
+    def test_touched_rows_average_untouched_rows_wait(self):
+        ids = [np.array([1, 3, 1]), np.array([3, 5]), np.array([1])]
+        table, trajectory, average = self._steps(1, ids)
+        # Reference: from the table, each step's touched rows move toward
+        # that step's weights (the first step copies them).
+        expected = table.astype(np.float64).copy()
+        for step, (rows, weights) in enumerate(
+            zip(ids, trajectory, strict=True)
+        ):
+            rows = np.unique(rows)
+            m = 0.0 if step == 0 else 0.5
+            expected[rows] = m * expected[rows] + (1 - m) * weights[rows]
+        self.assertAllClose(average, expected, tol=(1e-6, 1e-6))
+        never = [0, 2, 4, 6, 7]
+        self.assertAllEqual(average[never], table[never])
+
+    def test_dense_tables_keep_keras_average(self):
+        ids = [np.array([1, 3, 1]), np.array([3, 5]), np.array([1])]
+        _, trajectory, average = self._steps(10**9, ids)
+        expected = trajectory[0]
+        for weights in trajectory[1:]:
+            expected = 0.5 * expected + 0.5 * weights
+        self.assertAllClose(average, expected, tol=(1e-6, 1e-6))

@@ -352,8 +352,39 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     encoding = os.path.join(data[0], "config.json") if len(data) == 1 else ""
     if overrides.get("format") == "encoded" and os.path.isfile(encoding):
         # `tffm encode`'s config is the base: the flags given change it.
-        return TrainConfig.from_file(encoding, **overrides)
+        return TrainConfig.from_dict(
+            _encoding_base(encoding, overrides), source=encoding
+        )
     return TrainConfig.from_dict(overrides, source="command line")
+
+
+def _encoding_base(path: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """`tffm encode`'s config with `overrides`, re-defaulted for a new model.
+
+    The encoding's config holds every option resolved for the model it
+    was encoded with (by default the FM). Training another model on it
+    (`--model deepfm`) gives that model its own defaults (learning rate,
+    `ema`, ...) for each option still at the encoding model's default;
+    the reading options (the vocabulary's `min_frequency` included) stay
+    the encoding's, which fixed them.
+    """
+    from tffm.config import auto_defaults
+    from tffm.config import read_config_file
+
+    values = read_config_file(path)
+    encoded_with = values.get("model")
+    task = values.get("task", "binary")
+    if (
+        overrides.get("model", encoded_with) != encoded_with
+        and task in constants.TASKS
+        and encoded_with in constants.MODELS
+    ):
+        old = auto_defaults(task, str(encoded_with))
+        for name, default in old.items():
+            if name not in READING_FIELDS and values.get(name) == default:
+                values.pop(name, None)
+    values.update(overrides)
+    return values
 
 
 def _flags_given(
