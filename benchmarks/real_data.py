@@ -54,7 +54,8 @@ def frappe(tmp):
     # `tuned`: the values `tffm tune` chose on the holdout (2026-12-04:
     # Bayesian, 45 trials for the FM, 58 for the DeepFM; RESULTS.md), then
     # refit on every training row; the DeepFM also averages its weights
-    # (`ema` 0.995, chosen on the same holdout: AUC 0.9531 against 0.9520).
+    # (`ema` 0.995: on the same holdout, the DeepFM default's grid in
+    # RESULTS.md "Defaults" 2026-12-05).
     # Options tffm tune did not search take today's defaults (the FM's
     # `min_frequency` 3 since 2026-12-05; it searched at 1).
     models = {
@@ -135,10 +136,9 @@ def movielens(tmp):
     )
     models = {
         "lr": dict(model="lr", learning_rate=0.01),
-        # `tuned`: chosen on the holdout of u1.base (every 10th line): the
-        # FM's holdout RMSE went from 0.9144 (the defaults then) to 0.9121
-        # with `ema` 0.99 and to 0.9101 with 64 factors and room to train
-        # (it early-stopped at 70 epochs); then refit on every row.
+        # `tuned`: chosen on the holdout of u1.base (every 10th line;
+        # RESULTS.md "Defaults" 2026-12-05: `ema` 0.99 and 64 factors with
+        # room to train, here up to 150 epochs), then refit on every row.
         "fm": dict(
             model="fm",
             embedding_dim=64,
