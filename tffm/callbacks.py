@@ -71,12 +71,11 @@ def fit_callbacks(
     if schedule is not None:
         callbacks.append(schedule)
     callbacks += [
-        keras.callbacks.EarlyStopping(
+        EarlyStopping(
             monitor=monitor,
             mode=mode,
             patience=config.patience,
-            restore_best_weights=True,
-            start_from_epoch=config.warmup_epochs,
+            warmup_epochs=config.warmup_epochs,
         ),
         keras.callbacks.ModelCheckpoint(
             checkpoint, monitor=monitor, mode=mode, save_best_only=True
@@ -124,6 +123,48 @@ class DerivedMetrics(keras.callbacks.Callback):
             logs[AUC_LOGLOSS] = float(logs["val_auc"]) - float(
                 logs["val_logloss"]
             )
+
+
+class EarlyStopping(keras.callbacks.EarlyStopping):  # type: ignore[misc]
+    """Early stopping that never stops during warm-up, yet keeps any epoch.
+
+    Keras' `start_from_epoch` both forbids stopping before it and ignores
+    the epochs before it when keeping the best weights, so a model whose
+    best validation came early (an FM on a few thousand rows, before its
+    factors overfit: Criteo's sample) was kept at a later, worse epoch,
+    while the checkpoint (`ModelCheckpoint`, watching every epoch) held the
+    better one. Here every epoch may be the best, restored at the end;
+    only the patience waits for `warmup_epochs`.
+
+    Args:
+        monitor: str. The metric in the epoch logs.
+        mode: str. `"max"` or `"min"`.
+        patience: int. Epochs without improvement, after warm-up, before
+            stopping.
+        warmup_epochs: int. Epochs during which training never stops.
+    """
+
+    def __init__(
+        self, *, monitor: str, mode: str, patience: int, warmup_epochs: int
+    ) -> None:
+        super().__init__(
+            monitor=monitor,
+            mode=mode,
+            patience=patience,
+            restore_best_weights=True,
+        )
+        self.warmup_epochs = warmup_epochs
+        self.stopped_epoch: int = 0  # Keras' own, typed
+
+    def on_epoch_end(
+        self, epoch: int, logs: dict[str, Any] | None = None
+    ) -> None:
+        super().on_epoch_end(epoch, logs)
+        if epoch < self.warmup_epochs:
+            self.wait = 0  # the patience counts from the warm-up's end
+            if self.stopped_epoch == epoch and self.model.stop_training:
+                self.model.stop_training = False
+                self.stopped_epoch = 0
 
 
 class AveragedWeights(keras.callbacks.SwapEMAWeights):  # type: ignore[misc]

@@ -7,6 +7,7 @@ from tffm import testing
 from tffm.callbacks import AUC_LOGLOSS
 from tffm.callbacks import CosineDecay
 from tffm.callbacks import DerivedMetrics
+from tffm.callbacks import EarlyStopping
 from tffm.callbacks import PlateauDecay
 from tffm.models import LogLoss
 
@@ -90,3 +91,60 @@ class LogLossTest(testing.TestCase):
         restored = keras.metrics.deserialize(keras.metrics.serialize(LogLoss()))
         self.assertIsInstance(restored, LogLoss)
         self.assertEqual(restored.name, "logloss")
+
+
+class MarkedModel:
+    """A model whose weights say which epoch wrote them."""
+
+    def __init__(self):
+        self.stop_training = False
+        self.marker = -1
+
+    def get_weights(self):
+        return [np.array(self.marker)]
+
+    def set_weights(self, weights):
+        self.marker = int(weights[0])
+
+
+class EarlyStoppingTest(testing.TestCase):
+    def run_epochs(self, values, *, patience, warmup):
+        callback = EarlyStopping(
+            monitor="val_auc",
+            mode="max",
+            patience=patience,
+            warmup_epochs=warmup,
+        )
+        model = MarkedModel()
+        callback.set_model(model)
+        callback.on_train_begin()
+        ran = 0
+        for epoch, value in enumerate(values):
+            model.marker = epoch  # this epoch's weights
+            callback.on_epoch_end(epoch, {"val_auc": value})
+            ran += 1
+            if model.stop_training:
+                break
+        callback.on_train_end()
+        return ran, model.marker
+
+    def test_an_epoch_inside_the_warmup_can_be_the_best(self):
+        # Best at epoch 0; no stop before epoch 3; then 2 flat epochs.
+        ran, kept = self.run_epochs(
+            [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3], patience=2, warmup=3
+        )
+        self.assertEqual((ran, kept), (5, 0))
+
+    def test_patience_zero_still_waits_for_the_warmup(self):
+        ran, kept = self.run_epochs(
+            [0.9, 0.8, 0.85, 0.7, 0.95, 0.1], patience=0, warmup=3
+        )
+        self.assertEqual((ran, kept), (4, 0))
+
+    def test_improvements_after_the_warmup_reset_the_wait(self):
+        ran, kept = self.run_epochs(
+            [0.5, 0.6, 0.55, 0.7, 0.65, 0.8, 0.7, 0.6, 0.5],
+            patience=2,
+            warmup=3,
+        )
+        self.assertEqual((ran, kept), (8, 5))
