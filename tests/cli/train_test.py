@@ -381,12 +381,12 @@ class EncodedTrainingTest(testing.TestCase):
 
         # What `tffm encode` writes without a model: the FM's resolved
         # options, one of them (embedding_dim) chosen by the user.
-        encoding = TrainConfig(**dict(CONFIG, embedding_dim=7), data=["x.csv"])
-        encoding = dataclasses.replace(encoding, learning_rate=0.01)
-        path = self.tmp / "config.json"
-        path.write_text(json.dumps(dict(encoding.to_dict(), model="fm")))
         fm = TrainConfig(format="criteo", model="fm")
         deepfm = TrainConfig(format="criteo", model="deepfm")
+        encoding = TrainConfig(**dict(CONFIG, embedding_dim=7), data=["x.csv"])
+        encoding = dataclasses.replace(encoding, learning_rate=fm.learning_rate)
+        path = self.tmp / "config.json"
+        path.write_text(json.dumps(dict(encoding.to_dict(), model="fm")))
         values = _encoding_base(
             str(path), {"model": "deepfm", "format": "encoded"}
         )
@@ -402,7 +402,7 @@ class EncodedTrainingTest(testing.TestCase):
         same = TrainConfig.from_dict(
             _encoding_base(str(path), {"format": "encoded"})
         )
-        self.assertEqual(same.learning_rate, 0.01)
+        self.assertEqual(same.learning_rate, fm.learning_rate)
 
     def test_encode_once_then_train_and_evaluate_on_raw_files(self):
         import tffm.data
