@@ -17,16 +17,22 @@ sets costs accuracy). Regression: MovieLens-100K u1.base with user and
 item side fields (the one regression set here with categorical fields).
 
 Usage: python benchmarks/choose_defaults.py [--only binary/fm,...]
-    [--seeds 0,1,2] [--grid JSON] [--no-record]
+    [--seeds 0,1,2] [--grid JSON] [--nested] [--sets frappe,...]
+    [--no-record]
 With several seeds a candidate's holdout metric is the mean over them (the
 Criteo and Avazu holdouts are about 400 rows each, where one seed's best
 epoch moves the AUC by 0.02). `--grid` replaces the candidates of the one
-`--only` entry, e.g. '[{}, {"learning_rate": 0.003}]'.
+`--only` entry, e.g. '[{}, {"learning_rate": 0.003}]'. `--nested` scores
+one holdout level down, for candidates whose model trains on its own
+holdout (`refit`): each trains on the training data less a holdout of its
+own and is scored on the holdout above (the validation file, or the
+carved holdout's lines).
 Prints one table per (task, model) and appends them to RESULTS.md.
 """
 
 import argparse
 import datetime
+import gzip
 import json
 import os
 import platform
@@ -39,6 +45,7 @@ import real_data
 
 from tffm.config import AUTO_DEFAULTS
 from tffm.config import TrainConfig
+from tffm.evaluation import evaluate_files
 from tffm.training import resolve_layout
 from tffm.training import train
 
@@ -107,19 +114,64 @@ def reading(name, tmp):
     return base
 
 
-def holdout_score(base, task, model, change, tmp, tag, seeds=(0,)):
-    """Mean holdout metric and epochs over `seeds`."""
+def nested(base, tmp, name):
+    """`(base, scored_on)` one level down, for candidates that `refit`.
+
+    A refit model trains on its own holdout, so its holdout metric says
+    nothing. Here the candidates train on the training data alone with a
+    holdout carved from it (every 10th line) and are scored on the
+    held-out part one level up: the data set's validation file, or (for a
+    set whose holdout is carved) the lines of that holdout, written apart.
+    """
+    if base.get("validation_data"):
+        return dict(base, validation_data=None), base["validation_data"]
+    (path,) = base["data"]
+    header = base["format"] == "csv"
+    opener = gzip.open if path.endswith(".gz") else open
+    parts = {p: os.path.join(tmp, f"{name}-nested-{p}.txt") for p in ("a", "b")}
+    with (
+        opener(path, "rt") as f,
+        open(parts["a"], "w") as train_part,
+        open(parts["b"], "w") as holdout_part,
+    ):
+        for number, line in enumerate(f, start=1):
+            if header and number == 1:
+                train_part.write(line)
+                holdout_part.write(line)
+            elif number % 10 == 0:  # `holdout_every`'s rule (tffm.data)
+                holdout_part.write(line)
+            else:
+                train_part.write(line)
+    return dict(base, data=[parts["a"]]), [parts["b"]]
+
+
+def holdout_score(base, task, model, change, tmp, tag, seeds=(0,), score=None):
+    """Mean holdout metric and epochs over `seeds`.
+
+    With `score` (files), the metric is the model's on those files instead.
+    """
     values, epochs = [], []
+    key = "auc" if task == "binary" else "rmse"
+    if not score:
+        # A refit model trains on the holdout that would score it.
+        if change.get("refit"):
+            raise SystemExit(
+                f"{change}: a candidate that refits needs --nested"
+            )
+        change = dict(change, refit=False)
     for seed in seeds:
         config = resolve_layout(
             TrainConfig(**base, model=model, **dict(change, seed=seed)),
             report=lambda _: None,
         )
         result = train(config, os.path.join(tmp, f"{tag}-{seed}"), verbose=0)
-        # With `refit` off (the default), metrics.json is the chosen model's
-        # on the holdout / validation file; `calibrate` leaves AUC as it is.
-        key = "auc" if task == "binary" else "rmse"
-        values.append(float(result.metrics[key]))
+        if score:
+            metrics = evaluate_files(result.model, config, score)
+        else:
+            # Without refit, metrics.json is the chosen model's on the
+            # holdout / validation file; `calibrate` leaves AUC as it is.
+            metrics = result.metrics
+        values.append(float(metrics[key]))
         epochs.append(len(result.history["loss"]))
     return float(np.mean(values)), float(np.mean(epochs))
 
@@ -139,6 +191,14 @@ def main():
     parser.add_argument("--only", default="", help="e.g. binary/fm")
     parser.add_argument("--seeds", default="0", help="e.g. 0,1,2")
     parser.add_argument("--grid", default="", help="JSON list of changes")
+    parser.add_argument(
+        "--nested",
+        action="store_true",
+        help="score one holdout level down (for candidates that refit)",
+    )
+    parser.add_argument(
+        "--sets", default="", help="only these data sets, e.g. frappe,criteo"
+    )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     wanted = [tuple(w.split("/")) for w in args.only.split(",") if w]
@@ -155,6 +215,8 @@ def main():
             if wanted and (task, model) not in wanted:
                 continue
             sets = BINARY_SETS if task == "binary" else REGRESSION_SETS
+            if args.sets:
+                sets = [n for n in sets if n in args.sets.split(",")]
             scores, epochs = [], []
             start = time.time()
             for i, change in enumerate(grid):
@@ -162,9 +224,14 @@ def main():
                 for name in sets:
                     if name not in bases:
                         bases[name] = reading(name, tmp)
+                        if args.nested:
+                            bases[name] = nested(bases[name], tmp, name)
+                    base, score = (
+                        bases[name] if args.nested else (bases[name], None)
+                    )
                     value, n = holdout_score(
-                        bases[name], task, model, change, tmp,
-                        f"{task}-{model}-{i}-{name}", seeds,
+                        base, task, model, change, tmp,
+                        f"{task}-{model}-{i}-{name}", seeds, score,
                     )  # fmt: skip
                     row.append(value)
                     row_epochs.append(n)
@@ -179,7 +246,12 @@ def main():
             sections.append(
                 table(task, model, grid, sets, scores, epochs, regret, best)
                 + f"\n\nSeeds {args.seeds} (mean over them); "
-                f"{(time.time() - start) / 60:.0f} min."
+                + (
+                    "scored one holdout level down (`--nested`); "
+                    if args.nested
+                    else ""
+                )
+                + f"{(time.time() - start) / 60:.0f} min."
             )
             print(sections[-1], flush=True)
     if not args.no_record and sections:

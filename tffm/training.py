@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from tffm.config import REFIT_MAX_ROWS
 from tffm.config import TrainConfig
 from tffm.config import column_kinds
 from tffm.config import column_options
@@ -344,6 +345,13 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
     use_holdout = not config.validation_data
     # From `config.scan`, or scanned now and written to `output` at once.
     scanned, scan_log = beam_scan.scan_for_training(config, output)
+    refit = use_holdout and (
+        scanned.rows <= REFIT_MAX_ROWS
+        if config.refit is None
+        else bool(config.refit)
+    )
+    # config.json says what was done (`tffm train --config` repeats it).
+    config = dataclasses.replace(config, refit=refit)
     features = build_features(config, scanned)
     plan.check(features)
     encoder = FeatureEncoder(features)
@@ -392,7 +400,7 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
         statistics_input=statistics_input,
         order=order,
         evaluated_on="holdout" if use_holdout else "validation_data",
-        refit=config.refit and use_holdout,
+        refit=refit,
         # (With `scan`, the training rows were checked by that scan.)
         skipped=None if scan_log is None else (scan_log, valid_source.log),
     )

@@ -94,6 +94,7 @@ class TrainCliTest(testing.TestCase):
         ):
             self.assertTrue(os.path.exists(os.path.join(out, name)), name)
         written = json.load(open(os.path.join(out, "config.json")))
+        self.assertIs(written["refit"], False)  # binary: no refit by default
         self.assertEqual(written["epochs"], 3)  # the flag won over the file
         self.assertEqual(written["ema"], 0.9)
         # Precise BN (the default) ran on the DeepFM's batch norm.
@@ -236,6 +237,42 @@ class TrainCliTest(testing.TestCase):
         self.assertAllClose(
             shown["logloss"], log_loss(test.labels, p), tol=(1e-5, 1e-5)
         )
+
+    def test_refit_none_refits_only_small_data_with_a_holdout(self):
+        from unittest import mock
+
+        from tffm.config import TrainConfig
+        from tffm.training import train
+
+        train_csv = str(self.tmp / "train.csv")
+        valid_csv = str(self.tmp / "valid.csv")
+        write_planted_csv(train_csv, 1000, seed=6)
+        write_planted_csv(valid_csv, 300, seed=7)
+        base = dict(CONFIG, model="fm", epochs=1, data=[train_csv])
+        # None (by the data's size) is regression's default; binary models
+        # do not refit unless told.
+        for model in ("lr", "fm", "deepfm"):
+            config = TrainConfig(**dict(base, task="regression", model=model))
+            self.assertIsNone(config.refit, model)
+        self.assertIs(TrainConfig(**dict(base, model="deepfm")).refit, False)
+        self.assertIs(TrainConfig(**base).refit, False)
+        cases = [
+            # (what changes, rows allowed, refit done)
+            # 1,000 rows, 100 of them the holdout: 900 training rows.
+            ({"refit": None}, 900, True),
+            ({"refit": None}, 899, False),
+            # No holdout to give back.
+            ({"refit": None, "validation_data": [valid_csv]}, 10**6, False),
+            ({}, 10**6, False),
+        ]
+        for i, (change, limit, expected) in enumerate(cases):
+            out = str(self.tmp / f"run{i}")
+            with mock.patch("tffm.training.REFIT_MAX_ROWS", limit):
+                train(TrainConfig(**base, **change), out, verbose=0)
+            written = json.load(open(os.path.join(out, "config.json")))
+            metrics = json.load(open(os.path.join(out, "metrics.json")))
+            self.assertIs(written["refit"], expected, change)
+            self.assertEqual("refit_epochs" in metrics, expected, change)
 
     def test_malformed_data_fails_with_file_and_line(self):
         path = self.tmp / "bad.csv"
