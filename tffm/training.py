@@ -706,6 +706,13 @@ def _refit(
         np.argmax(scores) if mode_of(monitor) == "max" else np.argmin(scores)
     )
     rates = [float(r) for r in history["learning_rate"]]
+    if verbose:
+        print(
+            f"tffm train: refit: a fresh model on every training row, the "
+            f"holdout included, for the best epoch count ({best + 1}; "
+            "--no-refit skips it)",
+            file=sys.stderr,
+        )
     encoder = FeatureEncoder(features)
     order = None if config.format == "parquet" else resume.InputOrder()
 
