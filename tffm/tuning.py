@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -200,7 +201,13 @@ def tune(
     else:
         tuner = Tuner(HyperModel(), max_trials=max_trials, **common)
     keras.utils.set_random_seed(config.seed)
-    tuner.search(epochs=config.epochs, verbose=0)
+    with warnings.catch_warnings():
+        # The Bayesian oracle's Gaussian process warns on most trials once
+        # a length scale reaches its bound: noise between the trial lines.
+        warnings.filterwarnings(
+            "ignore", message="The optimal value found for dimension"
+        )
+        tuner.search(epochs=config.epochs, verbose=0)
     trials = _trials(tuner, space, monitor)
     if not trials:
         raise ValueError("No trial finished; see the errors above.")
