@@ -381,6 +381,19 @@ class TrainConfig:
                 "weights asynchronously, with no one step to average at). "
                 f"Received: ema={self.ema!r}"
             )
+        if self.refit is True and (
+            self.validation_data or self.format == "encoded"
+        ):
+            raise ValueError(
+                "config: `refit` retrains on the holdout cut from `data`; "
+                + (
+                    "with `validation_data` there is none to give back "
+                    "(drop --validation-data, or --refit)."
+                    if self.validation_data
+                    else "encoded data keeps its holdout apart (`tffm "
+                    "encode`'s holdout folder): drop --refit."
+                )
+            )
         if self.format in ("csv", "parquet") and not self.columns:
             raise ValueError(
                 f"format={self.format!r} needs `columns` in the config: "

@@ -72,6 +72,18 @@ class AutoDefaultsTest(testing.TestCase):
         with self.assertRaisesRegex(ValueError, "epochs"):
             TrainConfig.from_dict({"format": "criteo", "epochs": 1.5})
 
+    def test_refit_without_a_holdout_to_give_back_is_refused(self):
+        # Regression's default (None) means "when there is a holdout".
+        self.assertIsNone(
+            TrainConfig(
+                format="criteo", task="regression", validation_data=["v"]
+            ).refit
+        )
+        with self.assertRaisesRegex(ValueError, "refit.*validation_data"):
+            TrainConfig(format="criteo", refit=True, validation_data=["v"])
+        with self.assertRaisesRegex(ValueError, "refit.*encoded"):
+            TrainConfig(format="encoded", refit=True)
+
 
 class LibsvmLayoutTest(testing.TestCase):
     def write(self, lines, name="d.libfm.gz"):
