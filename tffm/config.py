@@ -385,14 +385,13 @@ class TrainConfig:
             self.validation_data or self.format == "encoded"
         ):
             raise ValueError(
-                "config: `refit` retrains on the holdout cut from `data`; "
+                "config: `refit` retrains on the holdout cut from `data`, "
                 + (
-                    "with `validation_data` there is none to give back "
-                    "(drop --validation-data, or --refit)."
+                    "and with `validation_data` there is none"
                     if self.validation_data
-                    else "encoded data keeps its holdout apart (`tffm "
-                    "encode`'s holdout folder): drop --refit."
+                    else "and encoded data keeps its holdout apart"
                 )
+                + ": leave `refit` unset or false (--no-refit)."
             )
         if self.format in ("csv", "parquet") and not self.columns:
             raise ValueError(

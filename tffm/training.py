@@ -350,8 +350,6 @@ def _train(config: TrainConfig, output: str, verbose: int | str) -> TrainResult:
         if config.refit is None
         else bool(config.refit)
     )
-    # config.json says what was done (`tffm train --config` repeats it).
-    config = dataclasses.replace(config, refit=refit)
     features = build_features(config, scanned)
     plan.check(features)
     encoder = FeatureEncoder(features)

@@ -95,6 +95,7 @@ class TrainCliTest(testing.TestCase):
             self.assertTrue(os.path.exists(os.path.join(out, name)), name)
         written = json.load(open(os.path.join(out, "config.json")))
         self.assertIs(written["refit"], False)  # binary: no refit by default
+        self.assertNotIn("refit_epochs", json.load(open(out + "/metrics.json")))
         self.assertEqual(written["epochs"], 3)  # the flag won over the file
         self.assertEqual(written["ema"], 0.9)
         # Precise BN (the default) ran on the DeepFM's batch norm.
@@ -269,10 +270,13 @@ class TrainCliTest(testing.TestCase):
             out = str(self.tmp / f"run{i}")
             with mock.patch("tffm.training.REFIT_MAX_ROWS", limit):
                 train(TrainConfig(**base, **change), out, verbose=0)
-            written = json.load(open(os.path.join(out, "config.json")))
             metrics = json.load(open(os.path.join(out, "metrics.json")))
-            self.assertIs(written["refit"], expected, change)
             self.assertEqual("refit_epochs" in metrics, expected, change)
+            self.assertEqual(
+                os.path.exists(os.path.join(out, "checkpoints", "best.keras")),
+                not expected,
+                change,
+            )
 
     def test_malformed_data_fails_with_file_and_line(self):
         path = self.tmp / "bad.csv"
