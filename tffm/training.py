@@ -217,6 +217,7 @@ def build_model(config: TrainConfig, features: list[Feature]) -> Any:
             batch_norm=config.batch_norm,
             embeddings_l2=config.embeddings_l2,
             table_l2=config.table_l2,
+            linear_l2=config.linear_l2,
             kernel_l2=config.kernel_l2,
             task=config.task,
             dtype=config.precision,
@@ -227,6 +228,7 @@ def build_model(config: TrainConfig, features: list[Feature]) -> Any:
             embedding_dim=config.embedding_dim if config.model == "fm" else 0,
             embeddings_l2=config.embeddings_l2,
             table_l2=config.table_l2,
+            linear_l2=config.linear_l2,
             task=config.task,
             dtype=config.precision,
         )

@@ -68,6 +68,8 @@ class TrainFlagsTest(testing.TestCase):
                 "regression",
                 "--schedule",
                 "cosine",
+                "--linear-l2",
+                "0.05",
             ]
         )
         config = config_from_args(args)
@@ -76,6 +78,7 @@ class TrainFlagsTest(testing.TestCase):
         self.assertIs(config.batch_norm, False)
         self.assertEqual(config.learning_rate, 0.02)
         self.assertEqual(config.schedule, "cosine")
+        self.assertEqual(config.linear_l2, 0.05)
         # Not given: the default model and the defaults by task and model.
         self.assertEqual(config.model, "fm")
         self.assertEqual(

@@ -100,6 +100,29 @@ class FeatureEmbeddingTest(testing.TestCase):
         self.assertLen(layer.losses, 1)
         self.assertAllClose(layer.losses[0], 0.5 * np.mean(rows))
 
+    @parameterized.named_parameters(("free_biases", 0.0), ("apart", 0.2))
+    def test_linear_l2_weights_the_linear_weights_apart(self, linear_l2):
+        layer = build_layer(embeddings_l2=0.5, linear_l2=linear_l2)
+        x = self.inputs()
+        layer(x)
+        table = testing.fused_table(layer)
+        rows = []
+        for b in range(4):
+            read = [table[x["city"][b]], table[5 + x["ad"][b]]]
+            read += [table[12 + i] for i in x["tags"][b] if i > 0]
+            read += [table[i] for i in x["liked"][b] if i > 0]
+            rows.append(
+                sum(0.5 * np.sum(r[:-1] ** 2) + linear_l2 * r[-1] ** 2 for r in read)
+            )
+        self.assertLen(layer.losses, 1)
+        self.assertAllClose(layer.losses[0], np.mean(rows))
+        restored = FeatureEmbedding.from_config(layer.get_config())
+        self.assertEqual(restored.linear_l2, linear_l2)
+
+    def test_negative_linear_l2_is_refused(self):
+        with self.assertRaisesRegex(ValueError, "linear_l2"):
+            build_layer(linear_l2=-0.1)
+
     def test_table_l2_penalizes_whole_table(self):
         layer = build_layer(table_l2=0.25)
         table = testing.fused_table(layer)

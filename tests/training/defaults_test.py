@@ -62,6 +62,31 @@ class AutoDefaultsTest(testing.TestCase):
         self.assertEqual(binary.schedule, "plateau")
         self.assertEqual(regression.schedule, "constant")
 
+    def test_linear_l2_reaches_the_model_and_frees_regression_biases(self):
+        from tffm.features import Categorical
+        from tffm.training import build_model
+
+        features = [Categorical("user", vocabulary=["a", "b"])]
+        layers = {}
+        for task in ("binary", "regression"):
+            config = TrainConfig(format="criteo", model="fm", task=task)
+            layers[task] = build_model(config, features).get_layer(
+                "feature_embedding"
+            )
+        # Binary: None, the rows' `embeddings_l2` on their biases too.
+        self.assertIsNone(layers["binary"].linear_l2)
+        self.assertEqual(layers["regression"].linear_l2, 0.0)
+        self.assertGreater(layers["regression"].embeddings_l2, 0.0)
+        given = TrainConfig(
+            format="criteo", model="deepfm", task="regression", linear_l2=0.2
+        )
+        self.assertEqual(
+            build_model(given, features)
+            .get_layer("feature_embedding")
+            .linear_l2,
+            0.2,
+        )
+
     def test_the_config_file_form_holds_plain_values(self):
         values = TrainConfig(format="criteo", model="fm").to_dict()
         text = json.dumps(values)  # AUTO would not serialize

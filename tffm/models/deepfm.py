@@ -44,6 +44,8 @@ class DeepFM(FactorizationModel):
         batch_norm: bool. Batch normalization in the DNN. Defaults to False.
         embeddings_l2: float. L2 penalty on the embedding rows a batch reads.
         table_l2: float. L2 penalty on the whole embedding table.
+        linear_l2: float or None. `embeddings_l2`'s penalty on the linear
+            weights of the rows read; None (default): `embeddings_l2`.
         kernel_l2: float. L2 penalty on the DNN kernels.
         task: str. `"binary"` (default) or `"regression"`.
         dtype: dtype policy of every layer (e.g. `"mixed_bfloat16"`); the
@@ -65,6 +67,7 @@ class DeepFM(FactorizationModel):
         batch_norm: bool = False,
         embeddings_l2: float = 0.0,
         table_l2: float = 0.0,
+        linear_l2: float | None = None,
         kernel_l2: float = 0.0,
         task: str = "binary",
         dtype: Any = None,
@@ -80,6 +83,7 @@ class DeepFM(FactorizationModel):
             embedding_dim,
             embeddings_l2=embeddings_l2,
             table_l2=table_l2,
+            linear_l2=linear_l2,
             name="feature_embedding",
             dtype=dtype,
         )
@@ -116,5 +120,6 @@ class DeepFM(FactorizationModel):
         self.batch_norm = batch_norm
         self.embeddings_l2 = embeddings_l2
         self.table_l2 = table_l2
+        self.linear_l2 = linear_l2
         self.kernel_l2 = kernel_l2
         self.task = task

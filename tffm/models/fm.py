@@ -51,6 +51,9 @@ class FM(FactorizationModel):
             (feature-spec form only). Defaults to 0.
         table_l2: float. L2 penalty on the whole table (feature-spec form
             only). Defaults to 0.
+        linear_l2: float or None. `embeddings_l2`'s penalty on the linear
+            weights of the rows read; None (default): `embeddings_l2`
+            (feature-spec form only).
         dtype: dtype policy of every layer (e.g. `"mixed_bfloat16"`); the
             output head stays float32. Defaults to Keras' global policy.
         **kwargs: Base `keras.Model` arguments (`name`).
@@ -70,6 +73,7 @@ class FM(FactorizationModel):
         task: str = "binary",
         embeddings_l2: float = 0.0,
         table_l2: float = 0.0,
+        linear_l2: float | None = None,
         dtype: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -94,16 +98,19 @@ class FM(FactorizationModel):
                 embedding_dim,
                 embeddings_l2=embeddings_l2,
                 table_l2=table_l2,
+                linear_l2=linear_l2,
                 name="feature_embedding",
                 dtype=dtype,
             )
             inputs = feature_inputs(spec)
         else:
-            if embeddings_l2 or table_l2:
+            if embeddings_l2 or table_l2 or linear_l2:
                 raise ValueError(
-                    "`embeddings_l2` and `table_l2` apply to the feature-spec "
-                    f"form only. Received: embeddings_l2={embeddings_l2!r}, "
-                    f"table_l2={table_l2!r} with num_features={num_features!r}"
+                    "`embeddings_l2`, `table_l2` and `linear_l2` apply to the "
+                    "feature-spec form only. Received: "
+                    f"embeddings_l2={embeddings_l2!r}, table_l2={table_l2!r}, "
+                    f"linear_l2={linear_l2!r} with "
+                    f"num_features={num_features!r}"
                 )
             embedding = SparseEmbedding(
                 num_features,  # type: ignore[arg-type]
@@ -152,3 +159,4 @@ class FM(FactorizationModel):
         self.task = task
         self.embeddings_l2 = embeddings_l2
         self.table_l2 = table_l2
+        self.linear_l2 = linear_l2
