@@ -512,6 +512,42 @@ class HoldoutTest(testing.TestCase):
         self.assertEqual(parts[1], [5, 10, 15, 20, 25, 30])
         self.assertEqual(sorted(parts[0] + parts[1]), list(range(1, 31)))
 
+    @parameterized.parameters(False, True)
+    def test_batches_the_holdout_empties_are_dropped(self, lenient):
+        # Batches of 4 lines, every 10th line held out: most batches keep
+        # no row, and the row check on an empty batch once failed
+        # ("Reduction axis 0 is empty") whenever the batch size was below
+        # `holdout_every` or a shuffled batch missed the holdout.
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/x.csv"
+            with open(path, "w") as f:
+                f.write("x,label\n")
+                f.write("".join(f"{i},{i % 2}\n" for i in range(1, 26)))
+            for holdout, expected in ((True, [9, 19]), (False, None)):
+                features, labels = collect(
+                    data.read_csv(
+                        path,
+                        data.ReadOptions(
+                            batch_size=4,
+                            holdout_every=10,
+                            holdout=holdout,
+                            lenient=lenient,
+                        ),
+                        kinds={"x": "numeric"},
+                        label="label",
+                    )
+                )
+                # Line numbers count the header: lines 10 and 20 hold x=9, 19.
+                x = sorted(features["x"].tolist())
+                if expected is None:
+                    self.assertEqual(len(x), 25 - 2)
+                    self.assertNotIn(9, x)
+                else:
+                    self.assertEqual(x, expected)
+                    self.assertAllEqual(labels, [1, 1])
+
 
 class HostileFileTest(testing.TestCase):
     """Files that are cut, mislabelled, or hold values a model cannot use."""

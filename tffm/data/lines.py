@@ -251,7 +251,10 @@ class RowLog:
                 self.skipped.read_value,
             )
             return tf.logical_not(bad), control
-        message = where[tf.argmax(tf.cast(bad, tf.int32))]
+        # The first bad row's text ("" if none). Not `where[argmax(bad)]`:
+        # a batch that masking emptied (a run of lines outside the holdout,
+        # blank lines) has no rows, and argmax of nothing is an error.
+        message = tf.strings.reduce_join(tf.boolean_mask(where, bad)[:1])
 
         def record() -> Any:
             return self.error.assign(message)
