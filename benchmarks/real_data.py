@@ -139,14 +139,14 @@ def movielens(tmp):
         # `tuned`: chosen on the holdout of u1.base (every 10th line;
         # RESULTS.md "Defaults" 2026-12-05: `ema` 0.99 and 64 factors with
         # room to train, here up to 150 epochs; 2026-12-06: free biases and
-        # batch 256), then refit on every row.
+        # batch 128), then refit on every row.
         "fm": dict(
             model="fm",
             embedding_dim=64,
             learning_rate=0.003,
             embeddings_l2=0.1,
             linear_l2=0.0,
-            batch_size=256,
+            batch_size=128,
             ema=0.99,
             epochs=150,
         ),
