@@ -112,7 +112,10 @@ class FeatureEmbeddingTest(testing.TestCase):
             read += [table[12 + i] for i in x["tags"][b] if i > 0]
             read += [table[i] for i in x["liked"][b] if i > 0]
             rows.append(
-                sum(0.5 * np.sum(r[:-1] ** 2) + linear_l2 * r[-1] ** 2 for r in read)
+                sum(
+                    0.5 * np.sum(r[:-1] ** 2) + linear_l2 * r[-1] ** 2
+                    for r in read
+                )
             )
         self.assertLen(layer.losses, 1)
         self.assertAllClose(layer.losses[0], np.mean(rows))
