@@ -86,17 +86,24 @@ class FeatureEmbeddingTest(testing.TestCase):
         for b, row in enumerate([5, 5, 7, 5]):
             self.assertAllClose(emb[b, 1], table[row, :3])
 
-    def test_embedding_l2_penalizes_rows_read(self):
-        layer = build_layer(embeddings_l2=0.5)
-        x = self.inputs()
-        layer(x)
+    def rows_read(self, layer, x):
+        """Per example, the fused-table rows (`[v..., w]`) its ids read."""
         table = testing.fused_table(layer)
-        rows = []
+        out = []
         for b in range(4):
             read = [table[x["city"][b]], table[5 + x["ad"][b]]]
             read += [table[12 + i] for i in x["tags"][b] if i > 0]
             read += [table[i] for i in x["liked"][b] if i > 0]
-            rows.append(sum(np.sum(r**2) for r in read))
+            out.append(read)
+        return out
+
+    def test_embedding_l2_penalizes_rows_read(self):
+        layer = build_layer(embeddings_l2=0.5)
+        x = self.inputs()
+        layer(x)
+        rows = [
+            sum(np.sum(r**2) for r in read) for read in self.rows_read(layer, x)
+        ]
         self.assertLen(layer.losses, 1)
         self.assertAllClose(layer.losses[0], 0.5 * np.mean(rows))
 
@@ -105,18 +112,12 @@ class FeatureEmbeddingTest(testing.TestCase):
         layer = build_layer(embeddings_l2=0.5, linear_l2=linear_l2)
         x = self.inputs()
         layer(x)
-        table = testing.fused_table(layer)
-        rows = []
-        for b in range(4):
-            read = [table[x["city"][b]], table[5 + x["ad"][b]]]
-            read += [table[12 + i] for i in x["tags"][b] if i > 0]
-            read += [table[i] for i in x["liked"][b] if i > 0]
-            rows.append(
-                sum(
-                    0.5 * np.sum(r[:-1] ** 2) + linear_l2 * r[-1] ** 2
-                    for r in read
-                )
+        rows = [
+            sum(
+                0.5 * np.sum(r[:-1] ** 2) + linear_l2 * r[-1] ** 2 for r in read
             )
+            for read in self.rows_read(layer, x)
+        ]
         self.assertLen(layer.losses, 1)
         self.assertAllClose(layer.losses[0], np.mean(rows))
         restored = FeatureEmbedding.from_config(layer.get_config())
