@@ -23,9 +23,13 @@ _COMMON = (
     ("embedding_dim", "choice", (8, 16, 32, 64)),
     ("learning_rate", "log", (1e-4, 3e-2)),
     ("embeddings_l2", "choice", (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1)),
-    ("batch_size", "choice", (256, 512, 1024, 2048)),
+    ("batch_size", "choice", (128, 256, 512, 1024, 2048)),
     ("ema", "choice", (0.0, 0.99, 0.995, 0.999)),
 )
+# The factorization models' linear weights take their own L2 (free biases
+# won MovieLens; RESULTS.md, "Defaults" 2026-12-06); LR's linear weights
+# are its embeddings, which `embeddings_l2` already weighs.
+_LINEAR = (("linear_l2", "choice", (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1)),)
 _DNN = (
     ("hidden_units", "choice", ("400,400,400", "256,128", "800,400", "128,64")),
     ("dropout", "choice", (0.0, 0.1, 0.3, 0.5)),
@@ -53,7 +57,7 @@ def search_space(model: str) -> tuple[tuple[str, str, tuple[Any, ...]], ...]:
     """The hyperparameters `tffm tune` searches for `model`."""
     if model == "lr":
         return tuple(s for s in _COMMON if s[0] != "embedding_dim")
-    return _COMMON + (_DNN if model == "deepfm" else ())
+    return _COMMON + _LINEAR + (_DNN if model == "deepfm" else ())
 
 
 def tune(

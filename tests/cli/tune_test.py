@@ -75,7 +75,8 @@ class TuneTest(testing.TestCase):
         best = TrainConfig.from_file(
             str(self.tmp / "tune" / "best_config.json")
         )
-        for name in ("embedding_dim", "learning_rate", "batch_size", "ema"):
+        names = ("embedding_dim", "learning_rate", "batch_size", "ema")
+        for name in (*names, "embeddings_l2", "linear_l2"):
             self.assertEqual(getattr(best, name), trials[0][name])
         self.assertEqual(best.columns, config["columns"])  # fixed options
         code = main(
