@@ -164,8 +164,9 @@ def _parser() -> argparse.ArgumentParser:
         help="search hyperparameters on the holdout (KerasTuner)",
         description="Search the model's hyperparameters (embedding size, "
         "learning rate, the L2 weights, batch size, weight averaging; "
-        "DeepFM: DNN widths, dropout, batch norm, kernel L2) with KerasTuner, scoring each trial on the holdout of the "
-        "training data (or --validation-data): no test file is read. "
+        "DeepFM: DNN widths, dropout, batch norm, kernel L2) with "
+        "KerasTuner, scoring each trial on the holdout of the training "
+        "data (or --validation-data): no test file is read. "
         "Writes results.md, trials.jsonl and best_config.json, which "
         "`tffm train --config` reads. Other flags and --config fix what is "
         "not searched.",
