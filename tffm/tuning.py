@@ -19,17 +19,18 @@ from tffm.config import TrainConfig
 ALGORITHMS = ("bayesian", "random", "hyperband")
 # The search space: (name, kind, values) per hyperparameter; DeepFM adds
 # its DNN's. Values are the config's own (hidden units as "400,400").
+_L2 = (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1)
 _COMMON = (
     ("embedding_dim", "choice", (8, 16, 32, 64)),
     ("learning_rate", "log", (1e-4, 3e-2)),
-    ("embeddings_l2", "choice", (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1)),
+    ("embeddings_l2", "choice", _L2),
     ("batch_size", "choice", (128, 256, 512, 1024, 2048)),
     ("ema", "choice", (0.0, 0.99, 0.995, 0.999)),
 )
 # The factorization models' linear weights take their own L2 (free biases
 # won MovieLens; RESULTS.md, "Defaults" 2026-12-06); LR's linear weights
 # are its embeddings, which `embeddings_l2` already weighs.
-_LINEAR = (("linear_l2", "choice", (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1)),)
+_LINEAR = (("linear_l2", "choice", _L2),)
 _DNN = (
     ("hidden_units", "choice", ("400,400,400", "256,128", "800,400", "128,64")),
     ("dropout", "choice", (0.0, 0.1, 0.3, 0.5)),

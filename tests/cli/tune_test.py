@@ -75,8 +75,14 @@ class TuneTest(testing.TestCase):
         best = TrainConfig.from_file(
             str(self.tmp / "tune" / "best_config.json")
         )
-        names = ("embedding_dim", "learning_rate", "batch_size", "ema")
-        for name in (*names, "embeddings_l2", "linear_l2"):
+        for name in (
+            "embedding_dim",
+            "learning_rate",
+            "embeddings_l2",
+            "linear_l2",
+            "batch_size",
+            "ema",
+        ):
             self.assertEqual(getattr(best, name), trials[0][name])
         self.assertEqual(best.columns, config["columns"])  # fixed options
         code = main(
