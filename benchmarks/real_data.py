@@ -88,7 +88,11 @@ def frappe(tmp):
 
 
 def movielens(tmp):
-    """MovieLens-100K, GroupLens u1 split, with user and item side fields."""
+    """MovieLens-100K, GroupLens u1 split, with user and item side fields.
+
+    User: age (by decade), gender, occupation. Item: genres (a list) and
+    release year (categorical; the one film without a date has it missing).
+    """
     d = os.path.join(DATA, "movielens_100k")
     with open(os.path.join(d, "u.data")) as f:
         ratings = [line.rstrip("\n").split("\t") for line in f]
@@ -97,15 +101,18 @@ def movielens(tmp):
         for line in f:
             uid, age, gender, occupation, _ = line.rstrip("\n").split("|")
             users[uid] = (str(int(age) // 10), gender, occupation)
-    genres = {}
+    items = {}
     with open(os.path.join(d, "u.item"), encoding="latin-1") as f:
         for line in f:
             parts = line.rstrip("\n").split("|")
             flags = parts[5:]
-            genres[parts[0]] = "|".join(
+            genres = "|".join(
                 f"g{k}" for k, flag in enumerate(flags) if flag == "1"
             )
-    header = "user,item,age,gender,occupation,genres,rating\n"
+            # Release date "01-Jan-1995": the year; empty when unknown.
+            year = parts[2].rsplit("-", 1)[-1]
+            items[parts[0]] = (genres, year)
+    header = "user,item,age,gender,occupation,genres,year,rating\n"
 
     def write(rows, name):
         rows = sorted(rows, key=lambda r: (int(r[0]), int(r[1])))
@@ -114,7 +121,7 @@ def movielens(tmp):
             f.write(header)
             for user, item, rating, _ in rows:
                 f.write(
-                    ",".join([user, item, *users[user], genres[item], rating])
+                    ",".join([user, item, *users[user], *items[item], rating])
                     + "\n"
                 )
         return path
@@ -129,6 +136,7 @@ def movielens(tmp):
         "gender": {"kind": "categorical"},
         "occupation": {"kind": "categorical"},
         "genres": {"kind": "list", "max_len": 6},
+        "year": {"kind": "categorical"},
     }
     base = dict(
         data=[train_path],
