@@ -29,7 +29,7 @@ COLUMN_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 _COLUMN_CHOICES = {
     "transform": ("identity", "log1p"),
-    "combiner": ("mean", "sum"),
+    "combiner": ("sum", "mean"),
 }
 # Where `tffm train` runs (`tffm.distribute`): one device, a
 # `tf.distribute` strategy (TensorFlow backend) or a `keras.distribution`

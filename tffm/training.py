@@ -185,14 +185,10 @@ def build_features(config: TrainConfig, scan: Any) -> list[Feature]:
                 )
             lookup["vocabulary"] = vocabulary
         if kind == "list":
-            features.append(
-                MultiCategorical(
-                    name,
-                    max_len=opts.get("max_len", 16),
-                    combiner=opts.get("combiner", "mean"),
-                    **lookup,
-                )
-            )
+            # Unset, `max_len` and `combiner` take `MultiCategorical`'s
+            # defaults.
+            shape = {k: opts[k] for k in ("max_len", "combiner") if k in opts}
+            features.append(MultiCategorical(name, **shape, **lookup))
         else:
             features.append(Categorical(name, **lookup))
     return features

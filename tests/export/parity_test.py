@@ -40,9 +40,9 @@ def numpy_fm(model, raw):
     """`{"logit", "probability"}` `(batch_size,)` of `model` in float64.
 
     Rendle's FM from the weights, pairs summed one by one, the way
-    `FeatureEmbedding`'s docstring defines each field (mean-pooled lists,
-    `x' = clip(x, +-NUMERIC_BOUND)` for these plain numeric features, 0 for
-    NaN); only the ids come from tffm's encoder.
+    `FeatureEmbedding`'s docstring defines each field (lists pooled by their
+    `combiner`, `x' = clip(x, +-NUMERIC_BOUND)` for these plain numeric
+    features, 0 for NaN); only the ids come from tffm's encoder.
     """
     ids = testing.to_numpy(
         tffm.FeatureEncoder(FEATURES)(to_tensors(FEATURES, raw))
@@ -61,7 +61,11 @@ def numpy_fm(model, raw):
             w.append(x * linear[row])
         elif isinstance(f, tffm.MultiCategorical):
             keep = (ids[f.name] > MISSING_ID).astype(np.float64)  # (B, L)
-            count = np.maximum(keep.sum(axis=1), 1.0)  # (B,)
+            count = (  # (B,): what the pooled sum is divided by
+                np.maximum(keep.sum(axis=1), 1.0)
+                if f.combiner == "mean"
+                else np.ones(len(keep))
+            )
             rows = row + ids[f.name]
             v.append((table[rows] * keep[..., None]).sum(1) / count[:, None])
             w.append((linear[rows] * keep).sum(1) / count)

@@ -77,7 +77,7 @@ class DeepFMTest(testing.TestCase):
         v[:, 0], v[:, 1] = table[rows[0]], table[rows[1]]
         for b in range(8):
             tags = [16 + i for i in x["tags"][b] if i > 0]
-            v[b, 2] = table[tags].mean(0) if tags else 0.0
+            v[b, 2] = table[tags].sum(0)  # the default combiner
         v[:, 3] = x["price"][:, None] * table[21]
         vv, w = v[:, :, :4], v[:, :, 4]
         bias = testing.to_numpy(model.get_layer("linear").bias)[0]

@@ -39,8 +39,8 @@ class FeatureEmbedding(keras.layers.Layer):
 
     Per field:
     - `Categorical`: `v = V[id]`, `w = W[id]`;
-    - `MultiCategorical`: mean or sum of `V[id]` over non-padding ids (an
-      empty list gives zeros);
+    - `MultiCategorical`: sum (the default `combiner`) or mean of `V[id]`
+      over non-padding ids (an empty list gives zeros);
     - `Numeric`: `v = x' * V[field]`, `w = x' * W[field]`, with
       `x' = (transform(x) - mean) / std` clipped to `+-NUMERIC_BOUND` and
       `x' = 0` for NaN.
