@@ -6,10 +6,10 @@ features a tffm model reads: the training rows without the holdout (every
 hyperparameters, the test file only to report.
 
 - `torch_fm`: a factorization machine written in PyTorch as a user would
-  (one embedding table with per-field offsets, mean-pooled lists, numerics
-  as value x vector, `0.5 * ((sum v)^2 - sum v^2)`, Adam, L2 on the rows a
-  batch reads, early stopping on the holdout), with a small grid of
-  learning rate and L2 chosen on the holdout.
+  (one embedding table with per-field offsets, lists pooled by their
+  `combiner`, numerics as value x vector, `0.5 * ((sum v)^2 - sum v^2)`,
+  Adam, L2 on the rows a batch reads, early stopping on the holdout), with
+  a small grid of learning rate and L2 chosen on the holdout.
 - `lightgbm`: gradient-boosted trees over the same ids (categorical
   features) and numeric values, early stopping on the holdout, a small grid
   of leaves chosen on the holdout. Skipped when lightgbm is not installed.

@@ -118,7 +118,9 @@ def make_planted_ctr(
     raw["tags"] = tags
     factors.append(pooled)
     features.append(
-        MultiCategorical("tags", vocabulary=tuple(tag_tokens), max_len=4)
+        MultiCategorical(
+            "tags", vocabulary=tuple(tag_tokens), max_len=4, combiner="mean"
+        )
     )
     stacked = np.stack(factors, axis=1)  # (B, F, dim + 1)
     v, w = stacked[:, :, :dim], stacked[:, :, dim]
