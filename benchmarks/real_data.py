@@ -90,8 +90,9 @@ def frappe(tmp):
 def movielens(tmp):
     """MovieLens-100K, GroupLens u1 split, with user and item side fields.
 
-    User: age (by decade), gender, occupation. Item: genres (a list) and
-    release year (categorical; the one film without a date has it missing).
+    User: age (by decade), gender, occupation. Item: genres (a list,
+    summed: the default combiner) and release year (categorical; the one
+    film without a date has it missing).
     """
     d = os.path.join(DATA, "movielens_100k")
     with open(os.path.join(d, "u.data")) as f:
