@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -192,6 +193,25 @@ def build_features(config: TrainConfig, scan: Any) -> list[Feature]:
         else:
             features.append(Categorical(name, **lookup))
     return features
+
+
+def written_config(
+    config: TrainConfig, features: Sequence[Feature]
+) -> dict[str, Any]:
+    """`config` as `config.json` holds it.
+
+    A list column states the `max_len` and `combiner` its feature has, so
+    that the file rebuilds the same model even where it left them to a
+    default that later changes.
+    """
+    written = config.to_dict()
+    columns = written.get("columns") or {}
+    for feature in features:
+        if isinstance(feature, MultiCategorical) and feature.name in columns:
+            columns[feature.name].update(
+                max_len=feature.max_len, combiner=feature.combiner
+            )
+    return written
 
 
 def build_model(config: TrainConfig, features: list[Feature]) -> Any:
@@ -537,7 +557,7 @@ def encode(
         )
         rows[part] = int(written.num_rows)
     with open(os.path.join(output, "config.json"), "w") as f:
-        json.dump(config.to_dict(), f, indent=2)
+        json.dump(written_config(config, features), f, indent=2)
     return rows
 
 
@@ -772,7 +792,7 @@ def _write_outputs(
     metrics: Mapping[str, Any],
 ) -> None:
     with open(os.path.join(output, "config.json"), "w") as f:
-        json.dump(config.to_dict(), f, indent=2)
+        json.dump(written_config(config, features), f, indent=2)
     vocab_dir = os.path.join(output, "vocab")
     os.makedirs(vocab_dir, exist_ok=True)
     for feature in features:

@@ -52,6 +52,12 @@ CONFIG = {
     "learning_rate": 0.01,
 }
 
+# `config.json`'s columns: as given, with a list's defaults written out.
+WRITTEN_COLUMNS = {
+    **CONFIG["columns"],
+    "tags": {**CONFIG["columns"]["tags"], "combiner": "sum"},
+}
+
 
 class TrainCliTest(testing.TestCase):
     @pytest.fixture(autouse=True)
@@ -103,7 +109,7 @@ class TrainCliTest(testing.TestCase):
         self.assertRegex(
             metrics["batch_norm_statistics"], r"recomputed from \d+ training"
         )
-        self.assertEqual(written["columns"], CONFIG["columns"])
+        self.assertEqual(written["columns"], WRITTEN_COLUMNS)
         vocab = open(os.path.join(out, "vocab", "c0.txt")).read().split()
         self.assertEqual(sorted(vocab), sorted(f"c0_{k}" for k in range(10)))
 
@@ -493,7 +499,7 @@ class EncodedTrainingTest(testing.TestCase):
         written = json.load(open(os.path.join(out, "config.json")))
         # The model folder reads raw files as the encoding did.
         self.assertEqual(written["format"], "csv")
-        self.assertEqual(written["columns"], CONFIG["columns"])
+        self.assertEqual(written["columns"], WRITTEN_COLUMNS)
         self.assertEqual(written["hidden_units"], [16])
         # The holdout, as raw text (header and every 10th line): scored
         # from raw values, the saved model gives what `tffm train` measured

@@ -14,14 +14,23 @@ class FeatureSpecTest(testing.TestCase):
         features = [
             tffm.Categorical("a", vocabulary=["x", "y"], table="shared"),
             tffm.Categorical("b", hash_bins=10),
+            # Not the default: a spec saved with it must keep it.
             tffm.MultiCategorical(
-                "c", vocabulary=[1, 2], max_len=5, combiner="sum"
+                "c", vocabulary=[1, 2], max_len=5, combiner="mean"
             ),
             tffm.Numeric("d", transform="log1p", mean=1.5, std=2.0),
         ]
         for feature in features:
             config = tffm.serialize_feature(feature)
             self.assertEqual(tffm.deserialize_feature(config), feature)
+        self.assertEqual(
+            tffm.serialize_feature(features[2])["combiner"], "mean"
+        )
+
+    def test_lists_are_summed_unless_told(self):
+        self.assertEqual(
+            tffm.MultiCategorical("m", hash_bins=3).combiner, "sum"
+        )
 
     def test_numpy_vocabulary_becomes_python(self):
         feature = tffm.Categorical("a", vocabulary=np.array([3, 1, 2]))

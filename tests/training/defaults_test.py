@@ -11,6 +11,7 @@ from tffm.config import AUTO
 from tffm.config import AUTO_DEFAULTS
 from tffm.config import TrainConfig
 from tffm.config import auto_defaults
+from tffm.training import build_features
 from tffm.training import resolve_layout
 
 AUTO_FIELDS = [
@@ -168,3 +169,24 @@ class LibsvmLayoutTest(testing.TestCase):
         )
         self.assertEqual(config.fields, ["a", "b"])
         self.assertTrue(config.binary_labels)
+
+
+class ListColumnTest(testing.TestCase):
+    def test_a_list_column_keeps_its_options_or_takes_the_specs(self):
+        config = TrainConfig(
+            data=["unused.csv"],
+            format="csv",
+            label="y",
+            columns={
+                "plain": {"kind": "list", "hash_bins": 7},
+                "set": {
+                    "kind": "list",
+                    "hash_bins": 7,
+                    "max_len": 3,
+                    "combiner": "mean",
+                },
+            },
+        )
+        plain, given = build_features(config, scan=None)
+        self.assertEqual((plain.max_len, plain.combiner), (16, "sum"))
+        self.assertEqual((given.max_len, given.combiner), (3, "mean"))

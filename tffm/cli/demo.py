@@ -10,6 +10,8 @@ import numpy as np
 
 from tffm.config import TrainConfig
 from tffm.features import Categorical
+from tffm.features import MultiCategorical
+from tffm.features import Numeric
 from tffm.synthetic import PlantedData
 from tffm.synthetic import make_planted_ctr
 
@@ -143,11 +145,14 @@ def _prepare(output: str) -> None:
 def _columns(data: PlantedData) -> dict[str, dict[str, Any]]:
     columns: dict[str, dict[str, Any]] = {}
     for feature in data.features:
-        kind = type(feature).__name__
-        if kind == "Numeric":
+        if isinstance(feature, Numeric):
             columns[feature.name] = {"kind": "numeric", "transform": "log1p"}
-        elif kind == "MultiCategorical":
-            columns[feature.name] = {"kind": "list", "max_len": 4}
+        elif isinstance(feature, MultiCategorical):
+            columns[feature.name] = {
+                "kind": "list",
+                "max_len": feature.max_len,
+                "combiner": feature.combiner,  # as the labels were drawn
+            }
         elif isinstance(feature, Categorical) and feature.hash_bins:
             columns[feature.name] = {
                 "kind": "categorical",
