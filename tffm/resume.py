@@ -9,10 +9,12 @@ twice), and keeps neither the other callbacks' state (early stopping's
 best score and patience, the learning-rate schedule's) nor the history.
 
 `ResumeCheckpoint` keeps all of that in one file, `checkpoint.npz`: model,
-optimizer and metric variables, epoch, step, the other callbacks' state and
-the history. It is written to a temporary name, flushed to disk and renamed
-over the previous one (`os.replace`, atomic on POSIX), so a kill at any
-moment leaves the last good checkpoint whole.
+optimizer and metric variables, epoch, step, the other callbacks' state,
+the history and the model's feature spec (a resume whose features differ,
+say a list's `combiner` or a vocabulary, is refused: its weights would
+silently mean other values). It is written to a temporary name, flushed
+to disk and renamed over the previous one (`os.replace`, atomic on
+POSIX), so a kill at any moment leaves the last good checkpoint whole.
 
 The input position is `InputOrder`: each epoch's line order is a function
 of `(seed, epoch)` only (not of how many passes this process made), the
@@ -35,6 +37,7 @@ import keras
 import numpy as np
 
 from tffm import parameter_server
+from tffm.features import serialize_feature
 
 CHECKPOINT = "checkpoint.npz"
 # Callback attributes that carry state across epochs (Keras' EarlyStopping,
@@ -46,6 +49,9 @@ _CALLBACK_STATE = (
     "stopped_epoch",
     "cooldown_counter",
 )
+# Feature options a resume may see change: numeric statistics, which a
+# parallel scan may sum in another order (the last bits differ).
+_FREE_OPTIONS = ("mean", "std")
 # Each epoch's shuffle seed is `seed * _EPOCH_STRIDE + epoch`.
 _EPOCH_STRIDE = 1_000_003
 _GRAPH_SEED = 87654321
@@ -212,6 +218,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         if not os.path.exists(self.path):
             return
         meta, arrays = _read(self.path)
+        _check_features(meta, self.model)
         _assign(self.model.weights, arrays["weights"], "model")
         if self.model.optimizer is not None:
             if not self.model.optimizer.built:
@@ -292,6 +299,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             "epoch": epoch,
             "step": step,
             "finished": finished,
+            "features": _features(self.model),
             "history": self.history,
             "callbacks": [
                 {
@@ -337,6 +345,7 @@ def fit(
     """
     meta = checkpoint.state()
     if meta is not None and meta["finished"]:
+        _check_features(meta, model)
         _, arrays = _read(checkpoint.path)
         _assign(model.weights, arrays["weights"], "model")
         return {k: list(v) for k, v in meta["history"].items()}
@@ -397,6 +406,43 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
     arrays.setdefault("weights", [])
     arrays.setdefault("optimizer", [])
     return meta, arrays
+
+
+def _features(model: Any) -> dict[str, dict[str, Any]] | None:
+    """`{name: options}` of the model's feature spec, as JSON reads it."""
+    features = getattr(model, "features", None)
+    if not features:  # not a tffm model with a feature spec
+        return None
+    spec = {f.name: serialize_feature(f) for f in features}
+    plain: dict[str, dict[str, Any]] = json.loads(json.dumps(spec))
+    return plain
+
+
+def _check_features(meta: dict[str, Any], model: Any) -> None:
+    """Refuses a checkpoint trained on other features than `model`'s."""
+    saved, here = meta.get("features"), _features(model)
+    if saved is None or here is None:  # an older checkpoint, or no spec
+        return
+    for name in sorted(saved.keys() | here.keys()):
+        if name not in saved or name not in here:
+            where = "here only" if name in here else "in the checkpoint only"
+            differ = [f"the feature is {where}"]
+        else:
+            differ = [
+                f"{key} {saved[name].get(key)!r} there, "
+                f"{here[name].get(key)!r} here"
+                if key != "vocabulary"
+                else "another vocabulary"
+                for key in sorted(saved[name].keys() | here[name].keys())
+                if key not in _FREE_OPTIONS
+                and saved[name].get(key) != here[name].get(key)
+            ]
+        if differ:
+            raise ValueError(
+                f"Feature {name!r}: the resume checkpoint was trained on "
+                f"other features ({'; '.join(differ)}). Were the data or "
+                "the column options changed? Start over with --no-resume."
+            )
 
 
 def _assign(
