@@ -100,6 +100,7 @@ def tune(
     from tffm.training import open_source
     from tffm.training import quiet_fit
     from tffm.training import resolve_layout
+    from tffm.training import written_config
 
     if algorithm not in ALGORITHMS:
         raise ValueError(
@@ -222,7 +223,9 @@ def tune(
         best_values["hidden_units"] = [
             int(u) for u in str(best_values["hidden_units"]).split(",")
         ]
-    best_config = dataclasses.replace(config, **best_values).to_dict()
+    best_config = written_config(
+        dataclasses.replace(config, **best_values), features
+    )
     path = os.path.join(output, "best_config.json")
     with open(path, "w") as f:
         json.dump(best_config, f, indent=2)
