@@ -27,6 +27,7 @@ the float reduction order of the backend's kernels).
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -158,6 +159,8 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         self._first_step = 0  # steps a resumed epoch had done before
         self._resumed: dict[str, Any] | None = None
         self._metrics: list[np.ndarray] | None = None  # to add back
+        self._spec_of: Any = None  # the model `_spec_value` is of
+        self._spec_value: dict[str, dict[str, Any]] | None = None
 
     @property
     def path(self) -> str:
@@ -218,7 +221,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         if not os.path.exists(self.path):
             return
         meta, arrays = _read(self.path)
-        _check_features(meta, self.model)
+        _check_features(meta, self._spec())
         _assign(self.model.weights, arrays["weights"], "model")
         if self.model.optimizer is not None:
             if not self.model.optimizer.built:
@@ -292,6 +295,12 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             variable.assign(current + value)
 
     # === Saving ===
+    def _spec(self) -> dict[str, dict[str, Any]] | None:
+        """The model's `_features`, worked out once per model."""
+        if self._spec_of is not self.model:
+            self._spec_of, self._spec_value = self.model, _features(self.model)
+        return self._spec_value
+
     def _save(self, epoch: int, step: int, *, finished: bool = False) -> None:
         if hasattr(self.model, "jax_state_sync"):  # JAX keeps state aside
             self.model.jax_state_sync()
@@ -299,7 +308,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             "epoch": epoch,
             "step": step,
             "finished": finished,
-            "features": _features(self.model),
+            "features": self._spec(),
             "history": self.history,
             "callbacks": [
                 {
@@ -345,7 +354,7 @@ def fit(
     """
     meta = checkpoint.state()
     if meta is not None and meta["finished"]:
-        _check_features(meta, model)
+        _check_features(meta, _features(model))
         _, arrays = _read(checkpoint.path)
         _assign(model.weights, arrays["weights"], "model")
         return {k: list(v) for k, v in meta["history"].items()}
@@ -409,18 +418,29 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
 
 
 def _features(model: Any) -> dict[str, dict[str, Any]] | None:
-    """`{name: options}` of the model's feature spec, as JSON reads it."""
+    """`{name: options}` of the model's feature spec, as JSON reads it.
+
+    A vocabulary is its SHA-256 (a million values would be megabytes in
+    every checkpoint).
+    """
     features = getattr(model, "features", None)
     if not features:  # not a tffm model with a feature spec
         return None
-    spec = {f.name: serialize_feature(f) for f in features}
-    plain: dict[str, dict[str, Any]] = json.loads(json.dumps(spec))
-    return plain
+    spec: dict[str, dict[str, Any]] = json.loads(
+        json.dumps({f.name: serialize_feature(f) for f in features})
+    )
+    for options in spec.values():
+        if options.get("vocabulary") is not None:
+            text = json.dumps(options["vocabulary"]).encode()
+            options["vocabulary"] = hashlib.sha256(text).hexdigest()
+    return spec
 
 
-def _check_features(meta: dict[str, Any], model: Any) -> None:
-    """Refuses a checkpoint trained on other features than `model`'s."""
-    saved, here = meta.get("features"), _features(model)
+def _check_features(
+    meta: dict[str, Any], here: dict[str, dict[str, Any]] | None
+) -> None:
+    """Refuses a checkpoint trained on other features than `here`."""
+    saved = meta.get("features")
     if saved is None or here is None:  # an older checkpoint, or no spec
         return
     for name in sorted(saved.keys() | here.keys()):
