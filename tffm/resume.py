@@ -159,8 +159,8 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         self._first_step = 0  # steps a resumed epoch had done before
         self._resumed: dict[str, Any] | None = None
         self._metrics: list[np.ndarray] | None = None  # to add back
-        self._spec_of: Any = None  # the model `_spec_value` is of
-        self._spec_value: dict[str, dict[str, Any]] | None = None
+        # The model's `_features`, worked out as each fit begins.
+        self._spec: dict[str, dict[str, Any]] | None = None
 
     @property
     def path(self) -> str:
@@ -218,10 +218,11 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         self.restart = False
         self._resumed = None
         self.history = {}
+        self._spec = _features(self.model)
         if not os.path.exists(self.path):
             return
         meta, arrays = _read(self.path)
-        _check_features(meta, self._spec())
+        _check_features(meta, self._spec)
         _assign(self.model.weights, arrays["weights"], "model")
         if self.model.optimizer is not None:
             if not self.model.optimizer.built:
@@ -295,12 +296,6 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             variable.assign(current + value)
 
     # === Saving ===
-    def _spec(self) -> dict[str, dict[str, Any]] | None:
-        """The model's `_features`, worked out once per model."""
-        if self._spec_of is not self.model:
-            self._spec_of, self._spec_value = self.model, _features(self.model)
-        return self._spec_value
-
     def _save(self, epoch: int, step: int, *, finished: bool = False) -> None:
         if hasattr(self.model, "jax_state_sync"):  # JAX keeps state aside
             self.model.jax_state_sync()
@@ -308,7 +303,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             "epoch": epoch,
             "step": step,
             "finished": finished,
-            "features": self._spec(),
+            "features": self._spec,
             "history": self.history,
             "callbacks": [
                 {
