@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from tffm import constants
+from tffm.features import COMBINERS
+from tffm.features import TRANSFORMS
 
 # Options a column of CSV / Parquet data may set, by kind.
 _LOOKUP_OPTIONS = ("hash_bins", "min_frequency", "max_tokens")
@@ -27,10 +29,7 @@ COLUMN_OPTIONS: dict[str, tuple[str, ...]] = {
     "integer": _LOOKUP_OPTIONS,
     "list": (*_LOOKUP_OPTIONS, "max_len", "combiner"),
 }
-_COLUMN_CHOICES = {
-    "transform": ("identity", "log1p"),
-    "combiner": ("sum", "mean"),
-}
+_COLUMN_CHOICES = {"transform": TRANSFORMS, "combiner": COMBINERS}
 # Where `tffm train` runs (`tffm.distribute`): one device, a
 # `tf.distribute` strategy (TensorFlow backend) or a `keras.distribution`
 # (JAX backend).

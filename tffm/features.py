@@ -32,8 +32,9 @@ INT_MISSING = -1
 NUMERIC_BOUND = 1e4
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_COMBINERS = ("sum", "mean")
-_TRANSFORMS = ("identity", "log1p")
+# The choices of `MultiCategorical.combiner` and `Numeric.transform`.
+COMBINERS = ("sum", "mean")
+TRANSFORMS = ("identity", "log1p")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,10 +133,10 @@ class MultiCategorical(_Lookup):
                 f"Feature {self.name!r}: `max_len` must be a positive "
                 f"integer. Received: max_len={self.max_len!r}"
             )
-        if self.combiner not in _COMBINERS:
+        if self.combiner not in COMBINERS:
             raise ValueError(
                 f"Feature {self.name!r}: `combiner` must be one of "
-                f"{_COMBINERS}. Received: combiner={self.combiner!r}"
+                f"{COMBINERS}. Received: combiner={self.combiner!r}"
             )
 
     @property
@@ -170,10 +171,10 @@ class Numeric:
 
     def __post_init__(self) -> None:
         _validate_name(self.name, "name")
-        if self.transform not in _TRANSFORMS:
+        if self.transform not in TRANSFORMS:
             raise ValueError(
                 f"Feature {self.name!r}: `transform` must be one of "
-                f"{_TRANSFORMS}. Received: transform={self.transform!r}"
+                f"{TRANSFORMS}. Received: transform={self.transform!r}"
             )
         if not math.isfinite(self.mean):
             raise ValueError(
