@@ -94,6 +94,8 @@ class FeatureEmbeddingTest(testing.TestCase):
             read = [table[x["city"][b]], table[5 + x["ad"][b]]]
             read += [table[12 + i] for i in x["tags"][b] if i > 0]
             read += [table[i] for i in x["liked"][b] if i > 0]
+            if not np.isnan(x["price"][b]):  # a value there reads its row
+                read.append(table[16])
             out.append(read)
         return out
 

@@ -60,7 +60,8 @@ class FeatureEmbedding(keras.layers.Layer):
         embeddings_l2: float. L2 penalty on the rows a batch reads (their
             squared norms summed over fields, averaged over the batch): the
             untouched rows get no gradient, unlike a full-table
-            regularizer. Defaults to 0.
+            regularizer. A numeric field's row is read by each example
+            with a value there (not NaN). Defaults to 0.
         linear_l2: float or None. The same penalty on the linear weights
             `w` of those rows; None (the default) uses `embeddings_l2`.
             A linear weight is a value's bias, one number that many rows
@@ -180,10 +181,16 @@ class FeatureEmbedding(keras.layers.Layer):
             penalty_v = _add(penalty_v, squared_v)
             penalty_w = _add(penalty_w, squared_w)
         if self._numeric:
-            x = self._numeric_values(inputs)  # (B, Fn)
+            x, present = self._numeric_values(inputs)  # (B, Fn) each
             v, w = self._read(ops.convert_to_tensor(self._numeric_rows))
             vectors.append(x[:, :, None] * v[None])  # (B, Fn, D)
             linear.append(x * w[None])  # (B, Fn)
+            # A numeric field's row is read by each example that has a
+            # value there (libFM regularizes where x != 0; NaN is x' = 0).
+            squared_v = ops.sum(present * ops.sum(ops.square(v), 1), 1)
+            squared_w = ops.sum(present * ops.square(w), 1)  # (B,)
+            penalty_v = _add(penalty_v, squared_v)
+            penalty_w = _add(penalty_w, squared_w)
         embeddings = _concat(vectors, axis=1)  # (B, F, D), grouped by kind
         linear_out = _concat(linear, axis=1)  # (B, F)
         if self._order != sorted(self._order):
@@ -260,8 +267,13 @@ class FeatureEmbedding(keras.layers.Layer):
             w = w / count
         return v, w, squared
 
-    def _numeric_values(self, inputs: Mapping[str, Tensor]) -> Tensor:
-        """`x' = clip((transform(x) - mean) / std)`, 0 for NaN: `(B, Fn)`."""
+    def _numeric_values(
+        self, inputs: Mapping[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """`x' = clip((transform(x) - mean) / std)`, 0 for NaN: `(B, Fn)`.
+
+        Also returns where `x` has a value (1.0; 0.0 for NaN), `(B, Fn)`.
+        """
         dtype = self.linear_weights.dtype
         x = ops.stack(
             [ops.cast(inputs[f.name], dtype) for f in self._numeric], axis=1
@@ -280,7 +292,8 @@ class FeatureEmbedding(keras.layers.Layer):
         mean = ops.convert_to_tensor([f.mean for f in self._numeric], dtype)
         std = ops.convert_to_tensor([f.std for f in self._numeric], dtype)
         x = ops.clip((x - mean) / std, -NUMERIC_BOUND, NUMERIC_BOUND)
-        return ops.where(missing, 0.0, x)  # (B, Fn), see `Numeric`
+        present = ops.cast(ops.logical_not(missing), dtype)
+        return ops.where(missing, 0.0, x), present  # see `Numeric`
 
 
 def _squared_norms(
