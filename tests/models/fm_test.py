@@ -155,6 +155,27 @@ class FMFeatureSpecTest(testing.TestCase):
         tffm.Numeric("price"),
     ]
 
+    def test_mixed_bfloat16_trains_with_the_row_penalty(self):
+        # The penalty is computed in bf16 there; TensorFlow refused to add
+        # it to the float32 data loss, so `fit` failed on every L2 model.
+        model = tffm.FM(
+            self.FEATURES, embedding_dim=4, embeddings_l2=0.1,
+            dtype="mixed_bfloat16",
+        )  # fmt: skip
+        x = {
+            "city": np.array([1, 2, 0, 3]),
+            "ad": np.array([0, 4, 2, 1]),
+            "price": np.array([1.0, np.nan, 3.0, 0.0], "float32"),
+        }
+        model.compile(optimizer="adam", loss="binary_crossentropy")
+        history = model.fit(x, np.array([0, 1, 0, 1]), epochs=1, verbose=0)
+        self.assertTrue(np.isfinite(history.history["loss"][0]))
+        model(x)
+        self.assertLen(model.losses, 1)
+        self.assertEqual(
+            keras.backend.standardize_dtype(model.losses[0].dtype), "float32"
+        )
+
     def test_matches_one_hot_design_matrix(self):
         # A spec FM is Rendle's FM on x = [one-hot(city), one-hot(ad), price].
         model = tffm.FM(self.FEATURES, embedding_dim=3, task="regression")

@@ -205,7 +205,9 @@ class FeatureEmbedding(keras.layers.Layer):
         if linear_l2 and penalty_w is not None:
             penalty = _add(penalty, linear_l2 * penalty_w)
         if penalty is not None:
-            self.add_loss(ops.mean(penalty))
+            # In float32 whatever the compute dtype: Keras sums the model's
+            # losses with the float32 data loss (TensorFlow refuses bf16).
+            self.add_loss(ops.cast(ops.mean(penalty), "float32"))
         return embeddings, linear_out
 
     def compute_output_shape(
