@@ -188,12 +188,6 @@ def holdout_score(base, task, model, change, tmp, tag, seeds=(0,), score=None):
 
     With `score` (files), the metric is the model's on those files instead.
     """
-    if isinstance(base, list):  # `folds`: the mean over folds
-        results = [
-            holdout_score(b, task, model, change, tmp, f"{tag}-f{i}", seeds, s)
-            for i, (b, s) in enumerate(base)
-        ]
-        return tuple(float(np.mean(r)) for r in zip(*results, strict=True))
     values, epochs = [], []
     key = "auc" if task == "binary" else "rmse"
     if not score:
@@ -262,7 +256,9 @@ def main():
         grids[wanted[0]] = json.loads(args.grid)
     sections = []
     with tempfile.TemporaryDirectory() as tmp:
-        bases = {}
+        # Per data set, `(base, scored_on)` pairs, one per fold (one without
+        # --folds); `scored_on` None: the base's own holdout.
+        splits = {}
         for (task, model), grid in grids.items():
             if wanted and (task, model) not in wanted:
                 continue
@@ -274,21 +270,31 @@ def main():
             for i, change in enumerate(grid):
                 row, row_epochs = [], []
                 for name in sets:
-                    if name not in bases:
-                        bases[name] = reading(name, tmp)
-                        if args.nested:
-                            bases[name] = nested(bases[name], tmp, name)
-                        elif args.folds:
-                            bases[name] = folds(
-                                bases[name], tmp, name, args.folds
-                            )
-                    base, score = (
-                        bases[name] if args.nested else (bases[name], None)
+                    if name not in splits:
+                        base = reading(name, tmp)
+                        splits[name] = (
+                            [nested(base, tmp, name)]
+                            if args.nested
+                            else folds(base, tmp, name, args.folds)
+                            if args.folds
+                            else [(base, None)]
+                        )
+                    results = [
+                        holdout_score(
+                            base,
+                            task,
+                            model,
+                            change,
+                            tmp,
+                            f"{task}-{model}-{i}-{name}-{j}",
+                            seeds,
+                            score,
+                        )  # fmt: skip
+                        for j, (base, score) in enumerate(splits[name])
+                    ]  # the mean over folds
+                    value, n = (
+                        float(np.mean(r)) for r in zip(*results, strict=True)
                     )
-                    value, n = holdout_score(
-                        base, task, model, change, tmp,
-                        f"{task}-{model}-{i}-{name}", seeds, score,
-                    )  # fmt: skip
                     row.append(value)
                     row_epochs.append(n)
                     print(
