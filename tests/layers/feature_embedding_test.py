@@ -109,14 +109,21 @@ class FeatureEmbeddingTest(testing.TestCase):
         self.assertLen(layer.losses, 1)
         self.assertAllClose(layer.losses[0], 0.5 * np.mean(rows))
 
-    @parameterized.named_parameters(("free_biases", 0.0), ("apart", 0.2))
-    def test_linear_l2_weights_the_linear_weights_apart(self, linear_l2):
-        layer = build_layer(embeddings_l2=0.5, linear_l2=linear_l2)
+    @parameterized.named_parameters(
+        ("free_biases", 0.5, 0.0),
+        ("apart", 0.5, 0.2),
+        ("free_vectors", 0.0, 0.2),
+    )
+    def test_linear_l2_weights_the_linear_weights_apart(
+        self, embeddings_l2, linear_l2
+    ):
+        layer = build_layer(embeddings_l2=embeddings_l2, linear_l2=linear_l2)
         x = self.inputs()
         layer(x)
         rows = [
             sum(
-                0.5 * np.sum(r[:-1] ** 2) + linear_l2 * r[-1] ** 2 for r in read
+                embeddings_l2 * np.sum(r[:-1] ** 2) + linear_l2 * r[-1] ** 2
+                for r in read
             )
             for read in self.rows_read(layer, x)
         ]
@@ -124,6 +131,11 @@ class FeatureEmbeddingTest(testing.TestCase):
         self.assertAllClose(layer.losses[0], np.mean(rows))
         restored = FeatureEmbedding.from_config(layer.get_config())
         self.assertEqual(restored.linear_l2, linear_l2)
+
+    def test_no_penalty_without_l2(self):
+        layer = build_layer(embeddings_l2=0.0, linear_l2=0.0)
+        layer(self.inputs())
+        self.assertEmpty(layer.losses)
 
     def test_negative_linear_l2_is_refused(self):
         with self.assertRaisesRegex(ValueError, "linear_l2"):

@@ -159,9 +159,8 @@ class FeatureEmbedding(keras.layers.Layer):
 
     def call(self, inputs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         vectors, linear = [], []  # per kind: (B, F_kind, D), (B, F_kind)
-        # (B,) each: squared norms of the rows read, of `v` and of `w`.
-        penalty_v: Tensor | None = None
-        penalty_w: Tensor | None = None
+        penalty: Tensor | None = None  # (B,): the rows read, weighted
+        penalize = bool(self.embeddings_l2 or self._linear_l2)
         if self._single:
             ids = ops.stack(
                 [ops.cast(inputs[f.name], "int32") for f in self._single],
@@ -171,44 +170,56 @@ class FeatureEmbedding(keras.layers.Layer):
             v, w = self._read(rows)  # (B, Fc, D), (B, Fc)
             vectors.append(v)
             linear.append(w)
-            penalty_v, penalty_w = _squared_norms(v, w, axes=(1, 2))
+            if penalize:
+                penalty = self._penalty(v, w)
         for feature in self._multi:
-            v, w, (squared_v, squared_w) = self._pool(
-                feature, inputs[feature.name]
+            v, w, pooled_penalty = self._pool(
+                feature, inputs[feature.name], penalize
             )
             vectors.append(ops.expand_dims(v, 1))  # (B, 1, D)
             linear.append(ops.expand_dims(w, 1))  # (B, 1)
-            penalty_v = _add(penalty_v, squared_v)
-            penalty_w = _add(penalty_w, squared_w)
+            if pooled_penalty is not None:
+                penalty = _add(penalty, pooled_penalty)
         if self._numeric:
             x, present = self._numeric_values(inputs)  # (B, Fn) each
             v, w = self._read(ops.convert_to_tensor(self._numeric_rows))
             vectors.append(x[:, :, None] * v[None])  # (B, Fn, D)
             linear.append(x * w[None])  # (B, Fn)
-            # A numeric field's row is read by each example that has a
-            # value there (libFM regularizes where x != 0; NaN is x' = 0).
-            squared_v = ops.sum(present * ops.sum(ops.square(v), 1), 1)
-            squared_w = ops.sum(present * ops.square(w), 1)  # (B,)
-            penalty_v = _add(penalty_v, squared_v)
-            penalty_w = _add(penalty_w, squared_w)
+            if penalize:
+                # A numeric field's row is read by each example that has a
+                # value there (libFM regularizes where x != 0; NaN is x' = 0).
+                per_row = self._penalty(v[:, None], w[:, None])  # (Fn,)
+                penalty = _add(penalty, ops.sum(present * per_row[None], 1))
         embeddings = _concat(vectors, axis=1)  # (B, F, D), grouped by kind
         linear_out = _concat(linear, axis=1)  # (B, F)
         if self._order != sorted(self._order):
             embeddings = ops.take(embeddings, self._order, axis=1)
             linear_out = ops.take(linear_out, self._order, axis=1)
-        linear_l2 = (
-            self.embeddings_l2 if self.linear_l2 is None else self.linear_l2
-        )
-        penalty = None  # (B,)
-        if self.embeddings_l2 and penalty_v is not None:
-            penalty = self.embeddings_l2 * penalty_v
-        if linear_l2 and penalty_w is not None:
-            penalty = _add(penalty, linear_l2 * penalty_w)
         if penalty is not None:
             # In float32 whatever the compute dtype: Keras sums the model's
             # losses with the float32 data loss (TensorFlow refuses bf16).
             self.add_loss(ops.cast(ops.mean(penalty), "float32"))
         return embeddings, linear_out
+
+    @property
+    def _linear_l2(self) -> float:
+        """The penalty's weight on `w`: `linear_l2`, else `embeddings_l2`."""
+        return self.embeddings_l2 if self.linear_l2 is None else self.linear_l2
+
+    def _penalty(self, v: Tensor, w: Tensor) -> Tensor:
+        """`embeddings_l2 * |v|^2 + linear_l2 * w^2`, summed over axis 1.
+
+        `v` is `(N, R, D)` and `w` `(N, R)`: R rows read by each of N
+        examples; returns `(N,)`. A term whose weight is 0 is not computed.
+        """
+        terms = []
+        if self.embeddings_l2:
+            terms.append(
+                self.embeddings_l2 * ops.sum(ops.square(v), axis=(1, 2))
+            )
+        if self._linear_l2:
+            terms.append(self._linear_l2 * ops.sum(ops.square(w), axis=1))
+        return terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
     def compute_output_shape(
         self, inputs_shape: Mapping[str, Any]
@@ -250,9 +261,9 @@ class FeatureEmbedding(keras.layers.Layer):
         return gather_rows(self.embeddings, rows), w
 
     def _pool(
-        self, feature: MultiCategorical, ids: Tensor
-    ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
-        """Masked pooling: `(v, w, squared norms of the rows read)`."""
+        self, feature: MultiCategorical, ids: Tensor, penalize: bool
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Masked pooling: `(v, w, penalty on the rows read or None)`."""
         ids = ops.cast(ids, "int32")  # (B, L)
         keep = ops.cast(ids > MISSING_ID, self.linear_weights.dtype)  # (B, L)
         # Every slot of a list is the same field: its plan, broadcast.
@@ -260,14 +271,14 @@ class FeatureEmbedding(keras.layers.Layer):
         v, w = self._read(rows)  # (B, L, D), (B, L)
         v = v * keep[:, :, None]
         w = w * keep
-        squared = _squared_norms(v, w, axes=(1, 2))  # (B,)
+        penalty = self._penalty(v, w) if penalize else None  # (B,)
         v = ops.sum(v, axis=1)  # (B, L, D) -> (B, D)
         w = ops.sum(w, axis=1)  # (B, L) -> (B,)
         if feature.combiner == "mean":
             count = ops.maximum(ops.sum(keep, axis=1), 1.0)  # (B,)
             v = v / count[:, None]
             w = w / count
-        return v, w, squared
+        return v, w, penalty
 
     def _numeric_values(
         self, inputs: Mapping[str, Tensor]
@@ -296,13 +307,6 @@ class FeatureEmbedding(keras.layers.Layer):
         x = ops.clip((x - mean) / std, -NUMERIC_BOUND, NUMERIC_BOUND)
         present = ops.cast(ops.logical_not(missing), dtype)
         return ops.where(missing, 0.0, x), present  # see `Numeric`
-
-
-def _squared_norms(
-    v: Tensor, w: Tensor, axes: tuple[int, int]
-) -> tuple[Tensor, Tensor]:
-    """Per example, the squared norms of the rows read, of `v` and `w`."""
-    return ops.sum(ops.square(v), axis=axes), ops.sum(ops.square(w), axis=1)
 
 
 def _add(total: Tensor | None, term: Tensor) -> Tensor:
