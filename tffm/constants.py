@@ -11,6 +11,8 @@ FORMATS = ("criteo", "libsvm", "csv", "parquet", "encoded")
 # Column kinds the readers parse: float32 (NaN = missing), string ("" =
 # missing), int64 (-1 = missing), padded string lists ("" = padding).
 COLUMN_KINDS = ("numeric", "categorical", "integer", "list")
+# Values a list column keeps unless told (`MultiCategorical.max_len`).
+LIST_MAX_LEN = 16
 CRITEO_NUMERIC = tuple(f"I{i}" for i in range(1, 14))
 CRITEO_CATEGORICAL = tuple(f"C{i}" for i in range(1, 27))
 CRITEO_KINDS = {

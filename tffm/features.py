@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tffm import constants
+
 MISSING_ID = 0
 OOV_ID = 1
 STRING_MISSING = ""
@@ -123,7 +125,7 @@ class MultiCategorical(_Lookup):
             scale.
     """
 
-    max_len: int = 16
+    max_len: int = constants.LIST_MAX_LEN
     combiner: str = "sum"
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tffm import constants
 from tffm.config import REFIT_MAX_ROWS
 from tffm.config import TrainConfig
 from tffm.config import column_kinds
@@ -98,7 +99,7 @@ def open_source(
         )
     kinds = column_kinds(config)
     max_len = {
-        n: o.get("max_len", 16)
+        n: o.get("max_len", constants.LIST_MAX_LEN)
         for n, o in config.columns.items()
         if o["kind"] == "list"
     }

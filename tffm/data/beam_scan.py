@@ -38,6 +38,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from tffm import constants
 from tffm.config import TrainConfig
 from tffm.config import column_kinds
 from tffm.config import column_options
@@ -212,7 +213,7 @@ def scan_settings(config: TrainConfig) -> dict[str, Any]:
             )
             column["max_tokens"] = opts.get("max_tokens", config.max_tokens)
         if kind == "list":
-            column["max_len"] = opts.get("max_len", 16)
+            column["max_len"] = opts.get("max_len", constants.LIST_MAX_LEN)
         columns[name] = column
     use_holdout = not config.validation_data
     return {

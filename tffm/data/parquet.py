@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from tffm import constants
 from tffm.data import lines as L
 from tffm.data.readers import ReadOptions
 from tffm.data.readers import Source
@@ -90,7 +91,7 @@ def read_parquet(
                     name: _convert(
                         batch.column(name),
                         kind,
-                        max_len.get(name, 16),
+                        max_len.get(name, constants.LIST_MAX_LEN),
                         path,
                         name,
                     )
@@ -126,7 +127,9 @@ def read_parquet(
 
     spec = {
         name: tf.TensorSpec(
-            (None, max_len.get(name, 16)) if kind == "list" else (None,),
+            (None, max_len.get(name, constants.LIST_MAX_LEN))
+            if kind == "list"
+            else (None,),
             {"numeric": tf.float32, "integer": tf.int64}.get(kind, tf.string),
         )
         for name, kind in kinds.items()

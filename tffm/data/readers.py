@@ -402,7 +402,8 @@ def parse_delimited(
         elif kind == "list":
             items = tf.strings.split(text, list_separator)  # (B, None)
             features[name] = items.to_tensor(
-                default_value="", shape=[None, max_len.get(name, 16)]
+                default_value="",
+                shape=[None, max_len.get(name, constants.LIST_MAX_LEN)],
             )  # (B, max_len)
         else:
             features[name] = text
