@@ -25,12 +25,16 @@ AUC_LOGLOSS = "val_auc_logloss"  # val_auc - val_logloss (FuxiCTR's monitor)
 def monitor_of(config: TrainConfig) -> str:
     """The validation metric schedules, early stopping and checkpoints watch.
 
-    Default: `val_auc` for binary tasks (the ranking; the probabilities are
-    calibrated afterwards by Platt scaling on the same rows, which on
-    Frappe kept DeepFM's AUC 0.006 above choosing by `val_auc_logloss` and
-    its logloss 0.02 below), `val_rmse` (the metric, without the L2
-    penalty that `val_loss` holds) for regression. `val_auc_logloss` (AUC
-    minus logloss, FuxiCTR's monitor) is available.
+    `config.monitor`, which defaults by task and model (`AUTO_DEFAULTS`):
+    `val_auc_logloss` (AUC minus logloss, FuxiCTR's monitor) for the binary
+    FM, whose best epoch on a few hundred validation rows AUC alone picked
+    late (an overfit FM's AUC there still rose while its logloss, and its
+    AUC on unseen rows, fell); `val_auc` for the binary DeepFM and LR (the
+    ranking; Platt scaling on the same rows calibrates them afterwards,
+    which on Frappe kept DeepFM's AUC 0.006 above choosing by
+    `val_auc_logloss`); `val_rmse` (the metric, without the L2 penalty
+    that `val_loss` holds) for regression. A config that says `null` (one
+    written before the monitor went by model) gets the task's.
     """
     if config.monitor:
         return config.monitor

@@ -441,6 +441,8 @@ class EncodedTrainingTest(testing.TestCase):
         self.assertEqual(config.model, "deepfm")
         self.assertEqual(config.learning_rate, deepfm.learning_rate)
         self.assertEqual(config.ema, deepfm.ema)
+        self.assertEqual(config.monitor, deepfm.monitor)
+        self.assertNotEqual(fm.monitor, deepfm.monitor)
         self.assertEqual(config.embedding_dim, 7)  # not a default: kept
         # The vocabulary's cut is the encoding's, whatever the model.
         self.assertEqual(config.min_frequency, encoding.min_frequency)
@@ -450,6 +452,7 @@ class EncodedTrainingTest(testing.TestCase):
             _encoding_base(str(path), {"format": "encoded"})
         )
         self.assertEqual(same.learning_rate, fm.learning_rate)
+        self.assertEqual(same.monitor, fm.monitor)
 
     def test_encode_once_then_train_and_evaluate_on_raw_files(self):
         import tffm.data

@@ -8,6 +8,7 @@ import pytest
 
 import tffm
 from tffm import testing
+from tffm.callbacks import monitor_of
 from tffm.cli import main
 from tffm.config import TrainConfig
 
@@ -71,7 +72,9 @@ class TuneTest(testing.TestCase):
         self.assertEqual(scores, sorted(scores, reverse=True))  # best first
         # One progress line per trial, then the table.
         self.assertEqual(printed.getvalue().count("trial "), 3)
-        self.assertIn("| rank | val_auc |", printed.getvalue())
+        # Trials are ranked on the monitor `tffm train` would stop on.
+        monitor = monitor_of(TrainConfig(format="criteo", model="fm"))
+        self.assertIn(f"| rank | {monitor} |", printed.getvalue())
         best = TrainConfig.from_file(
             str(self.tmp / "tune" / "best_config.json")
         )

@@ -63,6 +63,27 @@ class AutoDefaultsTest(testing.TestCase):
         self.assertEqual(binary.schedule, "plateau")
         self.assertEqual(regression.schedule, "constant")
 
+    def test_the_monitor_goes_by_task_and_model(self):
+        from tffm.callbacks import monitor_of
+
+        def monitor(**kwargs):
+            return monitor_of(TrainConfig(format="criteo", **kwargs))
+
+        # The binary FM chooses its epoch on AUC - logloss; the other
+        # binary models on AUC; regression on the RMSE.
+        self.assertEqual(monitor(model="fm"), "val_auc_logloss")
+        self.assertEqual(monitor(model="deepfm"), "val_auc")
+        self.assertEqual(monitor(model="lr"), "val_auc")
+        for model in ("fm", "deepfm", "lr"):
+            self.assertEqual(
+                monitor(model=model, task="regression"), "val_rmse"
+            )
+        self.assertEqual(monitor(model="fm", monitor="val_auc"), "val_auc")
+        # A config written before the monitor went by model says null:
+        # the task's monitor, as it was then.
+        old = TrainConfig.from_dict({"format": "criteo", "monitor": None})
+        self.assertEqual(monitor_of(old), "val_auc")
+
     def test_linear_l2_reaches_the_model_and_frees_regression_biases(self):
         from tffm.features import Categorical
         from tffm.training import build_model
