@@ -34,11 +34,12 @@ def monitor_of(config: TrainConfig) -> str:
     which on Frappe kept DeepFM's AUC 0.006 above choosing by
     `val_auc_logloss`); `val_rmse` (the metric, without the L2 penalty
     that `val_loss` holds) for regression. A config that says `null` (one
-    written before the monitor went by model) gets the task's.
+    written before the monitor went by model) gets the task's
+    (`TrainConfig` resolves it).
     """
-    if config.monitor:
-        return config.monitor
-    return "val_auc" if config.task == "binary" else "val_rmse"
+    if not config.monitor:  # only a config whose task is not one of ours
+        raise ValueError(f"config: no monitor for task={config.task!r}")
+    return config.monitor
 
 
 def mode_of(monitor: str) -> str:

@@ -396,6 +396,10 @@ class TrainConfig:
             self.validation_data = [self.validation_data]
         if self.ema is AUTO and self.distribution == "parameter-server":
             self.ema = 0.0  # asynchronous steps: no one step to average at
+        if self.monitor is None and self.task in constants.TASKS:
+            # Configs written before the monitor went by model say null:
+            # the task's monitor, as it was then.
+            self.monitor = _TASK_DEFAULTS[self.task]["monitor"]
         if self.task in constants.TASKS and self.model in constants.MODELS:
             for name, value in auto_defaults(self.task, self.model).items():
                 if getattr(self, name) is AUTO:
