@@ -1,4 +1,5 @@
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -167,3 +168,31 @@ class TuneTest(testing.TestCase):
         self.assertEqual(skipped["validation"]["skipped"], 1)
         self.assertIn("train.csv:3", str(skipped["training"]["examples"]))
         self.assertIn("train.csv:10", str(skipped["validation"]["examples"]))
+
+
+class SearchSpaceTest(testing.TestCase):
+    def test_every_searched_value_is_a_valid_config(self):
+        # A name TrainConfig lacks, or a value its checks refuse, would
+        # only fail mid-search, on the trial that drew it.
+        from tffm.tuning import search_space
+
+        base = TrainConfig(data=["x.csv"], format="criteo")
+        for model in ("lr", "fm", "deepfm"):
+            for name, _, values in search_space(model):
+                for value in values:
+                    if name == "hidden_units":
+                        value = [int(u) for u in value.split(",")]
+                    config = dataclasses.replace(
+                        base, model=model, **{name: value}
+                    )
+                    self.assertEqual(getattr(config, name), value)
+
+    def test_the_deepfm_searches_its_dnn_and_the_table_penalty(self):
+        from tffm.tuning import search_space
+
+        names = {name for name, _, _ in search_space("deepfm")}
+        fm_names = {name for name, _, _ in search_space("fm")}
+        self.assertEqual(
+            names - fm_names,
+            {"hidden_units", "dropout", "batch_norm", "kernel_l2", "table_l2"},
+        )
