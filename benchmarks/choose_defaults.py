@@ -65,6 +65,7 @@ GRIDS = {
         {},
         {"ema": 0.0},
         {"min_frequency": 3},
+        {"table_l2": 0.0},
     ],
     ("binary", "fm"): [
         {},

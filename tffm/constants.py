@@ -13,6 +13,9 @@ FORMATS = ("criteo", "libsvm", "csv", "parquet", "encoded")
 COLUMN_KINDS = ("numeric", "categorical", "integer", "list")
 # Values a list column keeps unless told (`MultiCategorical.max_len`).
 LIST_MAX_LEN = 16
+# Tables with at least this many rows are updated row-wise by default
+# (`tffm.optimizers`); smaller ones take the optimizer's dense update.
+LAZY_ROWS = 1_000_000
 CRITEO_NUMERIC = tuple(f"I{i}" for i in range(1, 14))
 CRITEO_CATEGORICAL = tuple(f"C{i}" for i in range(1, 27))
 CRITEO_KINDS = {

@@ -25,10 +25,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from tffm.constants import LAZY_ROWS
 from tffm.rows import gather_rows
-
-# Tables with at least this many rows are updated row-wise by default.
-LAZY_ROWS = 1_000_000
 
 
 class _RowWiseUpdates(keras.optimizers.Optimizer):  # type: ignore[misc]

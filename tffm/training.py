@@ -19,11 +19,13 @@ from tffm.config import REFIT_MAX_ROWS
 from tffm.config import TrainConfig
 from tffm.config import column_kinds
 from tffm.config import column_options
+from tffm.config import table_l2_for
 from tffm.features import Categorical
 from tffm.features import Feature
 from tffm.features import Lookup
 from tffm.features import MultiCategorical
 from tffm.features import Numeric
+from tffm.features import table_layout
 
 
 def open_source(
@@ -225,6 +227,8 @@ def build_model(config: TrainConfig, features: list[Feature]) -> Any:
     from tffm.models import DeepFM
 
     keras.utils.set_random_seed(config.seed)
+    rows = sum(size for _, size in table_layout(features).values())
+    table_l2 = table_l2_for(config.table_l2, rows)
     if config.model == "deepfm":
         model = DeepFM(
             features,
@@ -233,7 +237,7 @@ def build_model(config: TrainConfig, features: list[Feature]) -> Any:
             dropout=config.dropout,
             batch_norm=config.batch_norm,
             embeddings_l2=config.embeddings_l2,
-            table_l2=config.table_l2,
+            table_l2=table_l2,
             linear_l2=config.linear_l2,
             kernel_l2=config.kernel_l2,
             task=config.task,
@@ -244,7 +248,7 @@ def build_model(config: TrainConfig, features: list[Feature]) -> Any:
             features,
             embedding_dim=config.embedding_dim if config.model == "fm" else 0,
             embeddings_l2=config.embeddings_l2,
-            table_l2=config.table_l2,
+            table_l2=table_l2,
             linear_l2=config.linear_l2,
             task=config.task,
             dtype=config.precision,

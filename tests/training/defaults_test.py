@@ -109,6 +109,44 @@ class AutoDefaultsTest(testing.TestCase):
             0.2,
         )
 
+    def test_the_binary_deepfm_takes_a_table_l2_below_lazy_rows(self):
+        from tffm.config import table_l2_for
+        from tffm.constants import LAZY_ROWS
+        from tffm.features import Categorical
+        from tffm.training import build_model
+
+        features = [
+            Categorical("user", vocabulary=["a", "b"]),
+            Categorical("item", hash_bins=10),
+        ]
+
+        def table_l2(**kwargs):
+            config = TrainConfig(format="criteo", **kwargs)
+            return (
+                build_model(config, features)
+                .get_layer("feature_embedding")
+                .table_l2
+            )
+
+        # The binary DeepFM's default goes by the table's size: 1e-3 on a
+        # table updated densely anyway; none where updates are row-wise.
+        self.assertIsNone(TrainConfig(format="criteo", model="deepfm").table_l2)
+        self.assertEqual(table_l2(model="deepfm"), 1e-3)
+        self.assertEqual(table_l2_for(None, LAZY_ROWS - 1), 1e-3)
+        self.assertEqual(table_l2_for(None, LAZY_ROWS), 0.0)
+        self.assertEqual(table_l2_for(0.0, 10), 0.0)
+        # The other models, regression's DeepFM and a given value keep theirs.
+        self.assertEqual(table_l2(model="fm"), 0.0)
+        self.assertEqual(table_l2(model="lr"), 0.0)
+        self.assertEqual(table_l2(model="deepfm", task="regression"), 0.0)
+        self.assertEqual(table_l2(model="deepfm", table_l2=0.0), 0.0)
+        self.assertEqual(table_l2(model="fm", table_l2=None), 1e-3)
+        # A parameter-server cluster shards its tables to be large.
+        cluster = TrainConfig(
+            format="criteo", model="deepfm", distribution="parameter-server"
+        )
+        self.assertEqual(cluster.table_l2, 0.0)
+
     def test_the_config_file_form_holds_plain_values(self):
         values = TrainConfig(format="criteo", model="fm").to_dict()
         text = json.dumps(values)  # AUTO would not serialize
