@@ -94,7 +94,7 @@ def build_keras_rows(names, vocab):
 
     import tffm
     from tffm.config import table_l2_for
-    from tffm.features import table_layout
+    from tffm.features import table_rows
 
     ops = keras.ops
 
@@ -139,7 +139,6 @@ def build_keras_rows(names, vocab):
         tffm.Categorical(f"c{i}", hash_bins=vocab - 1)
         for i in range(NUM_FIELDS)
     ]
-    table_rows = sum(n for _, n in table_layout(features).values())
     builders = {
         "keras_deepfm": lambda: plain(True),
         "keras_fm": lambda: plain(False),
@@ -153,7 +152,7 @@ def build_keras_rows(names, vocab):
             features,
             embedding_dim=EMBEDDING_DIM,
             hidden_units=list(HIDDEN),
-            table_l2=table_l2_for(None, table_rows),
+            table_l2=table_l2_for(None, table_rows(features)),
         ),
         "tffm_fm": lambda: tffm.FM(features, embedding_dim=EMBEDDING_DIM),
     }

@@ -185,9 +185,9 @@ class Plan:
         """Fails early when `model-parallel` cannot split the table."""
         if self.distribution != "model-parallel":
             return
-        from tffm.features import table_layout
+        from tffm.features import table_rows
 
-        rows = sum(n for _, n in table_layout(list(features)).values())
+        rows = table_rows(features)
         devices = int(self.layout.device_mesh.shape[-1])
         if rows % devices:
             raise ValueError(

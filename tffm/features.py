@@ -306,6 +306,11 @@ def table_layout(features: Sequence[Feature]) -> dict[str, tuple[int, int]]:
     return layout
 
 
+def table_rows(features: Sequence[Feature]) -> int:
+    """The rows of the fused table: the sum of `table_layout`'s tables."""
+    return sum(rows for _, rows in table_layout(features).values())
+
+
 def features_to_json(features: Sequence[Feature]) -> str:
     """The spec as JSON: what ONNX metadata and SavedModel assets hold."""
     return json.dumps([serialize_feature(f) for f in features], indent=1)

@@ -25,7 +25,7 @@ from tffm.features import Feature
 from tffm.features import Lookup
 from tffm.features import MultiCategorical
 from tffm.features import Numeric
-from tffm.features import table_layout
+from tffm.features import table_rows
 
 
 def open_source(
@@ -227,8 +227,7 @@ def build_model(config: TrainConfig, features: list[Feature]) -> Any:
     from tffm.models import DeepFM
 
     keras.utils.set_random_seed(config.seed)
-    rows = sum(size for _, size in table_layout(features).values())
-    table_l2 = table_l2_for(config.table_l2, rows)
+    table_l2 = table_l2_for(config.table_l2, table_rows(features))
     if config.model == "deepfm":
         model = DeepFM(
             features,

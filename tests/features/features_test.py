@@ -7,6 +7,7 @@ from tffm.features import check_batch_size
 from tffm.features import check_raw
 from tffm.features import normalize_features
 from tffm.features import table_layout
+from tffm.features import table_rows
 
 
 class FeatureSpecTest(testing.TestCase):
@@ -49,6 +50,8 @@ class FeatureSpecTest(testing.TestCase):
             ]
         )
         self.assertEqual(table_layout(features), {"item": (0, 4), "n": (4, 1)})
+        # A shared table counts once: 4 item rows and the numeric's row.
+        self.assertEqual(table_rows(features), 5)
 
     def test_multi_categorical_is_not_a_categorical(self):
         # Shared fields live in a private base, so `isinstance` tells a
