@@ -20,6 +20,7 @@ from tffm.features import MultiCategorical
 from tffm.features import Numeric
 from tffm.features import deserialize_feature
 from tffm.features import serialize_feature
+from tffm.moved import install as _install_moved_names
 
 if TYPE_CHECKING:
     from tffm.encoder import FeatureEncoder
@@ -92,6 +93,8 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
 
+
+_install_moved_names()
 
 if sys.modules.get("keras") is not None:
     # Keras is loaded already, so registering the classes costs nothing and

@@ -13,6 +13,18 @@ FORMATS = ("criteo", "libsvm", "csv", "parquet", "encoded")
 COLUMN_KINDS = ("numeric", "categorical", "integer", "list")
 # Values a list column keeps unless told (`MultiCategorical.max_len`).
 LIST_MAX_LEN = 16
+# Where `tffm train` runs (`tffm.train.distribute`): one device, a
+# `tf.distribute` strategy (TensorFlow backend) or a `keras.distribution`
+# (JAX backend); and how a batch and learning rate scale with replicas.
+DISTRIBUTIONS = (
+    "none",
+    "mirrored",
+    "multi-worker",
+    "parameter-server",
+    "data-parallel",
+    "model-parallel",
+)
+BATCH_SCALING = ("global", "linear", "sqrt")
 # Tables with at least this many rows are updated row-wise by default
 # (`tffm.optimizers`); smaller ones take the optimizer's dense update.
 LAZY_ROWS = 1_000_000
@@ -28,6 +40,11 @@ LOGIT = "logit"
 PROBABILITY = "probability"  # task="binary"
 PREDICTION = "prediction"  # task="regression"
 HEAD = {"binary": PROBABILITY, "regression": PREDICTION}
+
+# === Tuning ===
+# `tffm tune`'s search algorithms (KerasTuner's), the first the default.
+TUNE_ALGORITHMS = ("bayesian", "random", "hyperband")
+TUNE_MAX_TRIALS = 20
 
 # === Artifacts ===
 SIGNATURE_NAME = "serving_default"

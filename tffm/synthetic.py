@@ -42,6 +42,27 @@ class PlantedData:
 
         return part(slice(0, cut)), part(slice(cut, None))
 
+    def to_csv(self, path: str) -> str:
+        """Writes the rows as CSV with a `label` column; returns `path`.
+
+        Lists are joined with `|`, missing numbers are empty cells.
+        """
+        names = list(self.raw)
+        cells = []
+        for name in names:
+            values = self.raw[name]
+            if values.ndim == 2:
+                cells.append(["|".join(v for v in row if v) for row in values])
+            elif values.dtype.kind == "f":
+                cells.append(["" if np.isnan(v) else f"{v:g}" for v in values])
+            else:
+                cells.append([str(v) for v in values])
+        with open(path, "w") as f:
+            f.write(",".join(names + ["label"]) + "\n")
+            for row, label in enumerate(self.labels.tolist()):
+                f.write(",".join([c[row] for c in cells] + [str(label)]) + "\n")
+        return path
+
 
 def make_planted_ctr(
     num_rows: int,

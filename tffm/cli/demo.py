@@ -1,5 +1,6 @@
 """`tffm demo`: synthetic data to a verified, exported DeepFM in minutes."""
 
+import argparse
 import json
 import os
 import shutil
@@ -8,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from tffm.config import TrainConfig
+from tffm.train.config import TrainConfig
+from tffm.cli.flags import defaults_of
 from tffm.features import Categorical
 from tffm.features import MultiCategorical
 from tffm.features import Numeric
@@ -16,6 +18,56 @@ from tffm.synthetic import PlantedData
 from tffm.synthetic import make_planted_ctr
 
 MARKER = ".tffm-demo"
+
+
+def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Adds `tffm demo` to `commands`; its defaults are `run_demo`'s."""
+    parser = commands.add_parser(
+        "demo",
+        parents=[common],
+        help="train, evaluate, export and verify on synthetic data",
+        description="Generate CTR data from a planted factorization machine "
+        "(no download), train DeepFM with model.fit, compare its test AUC "
+        "with the planted optimum, export SavedModel + ONNX, verify parity "
+        "and write a report (Markdown + PNG). Everything goes under "
+        "--output, which a second run replaces.",
+    )
+    default = defaults_of(run_demo)
+    parser.add_argument(
+        "--output",
+        default=default["output"],
+        help="output folder (default: %(default)s)",
+    )
+    for flag, name, text in (
+        ("--rows", "num_rows", "rows of planted data"),
+        ("--epochs", "epochs", "most training epochs"),
+        ("--seed", "seed", "seed of the data and the model"),
+    ):
+        parser.add_argument(
+            flag,
+            dest=name,
+            metavar="N",
+            type=int,
+            default=default[name],
+            help=f"{text} (default: %(default)s)",
+        )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the demo; prints the test AUC beside the planted optimum."""
+    report = run_demo(
+        args.output, num_rows=args.num_rows, epochs=args.epochs, seed=args.seed
+    )
+    gap = report["optimum_auc"] - report["test_auc"]
+    print(
+        f"\nTest AUC {report['test_auc']:.4f} (planted optimum "
+        f"{report['optimum_auc']:.4f}, gap {gap:.4f}); parity "
+        f"{'ok' if report['parity_ok'] else 'FAILED'}; "
+        f"{report['seconds']['total']} s."
+    )
+    print(f"Report: {os.path.join(args.output, 'report.md')}")
+    return 0 if report["parity_ok"] else 1
 
 
 def run_demo(
@@ -40,11 +92,11 @@ def run_demo(
     Returns:
         The report's numbers as a dict.
     """
-    from export.bundle import export_for_serving
-    from tffm.evaluation import evaluate_files
-    from tffm.evaluation import evaluate_predictions
-    from tffm.evaluation import write_reliability_plot
-    from tffm.training import train
+    from export.bundle import export_for_serving  # deferred: TensorFlow
+    from tffm.train.evaluation import evaluate_files  # deferred: Keras
+    from tffm.train.evaluation import evaluate_predictions
+    from tffm.train.evaluation import write_reliability_plot
+    from tffm.train.pipeline import train
 
     _prepare(output)
     start = time.time()
@@ -56,7 +108,7 @@ def run_demo(
     data_dir = os.path.join(output, "data")
     os.makedirs(data_dir)
     paths = {
-        name: _write_csv(part, os.path.join(data_dir, f"{name}.csv"))
+        name: part.to_csv(os.path.join(data_dir, f"{name}.csv"))
         for name, part in (
             ("train", train_part),
             ("validation", valid_part),
@@ -84,7 +136,7 @@ def run_demo(
     generated = time.time()
     result = train(config, os.path.join(output, "model"), verbose=verbose)
     trained = time.time()
-    test_metrics = evaluate_files(result.model, config, [paths["test"]])
+    test_metrics = evaluate_files(result.model, config.layout, [paths["test"]])
     write_reliability_plot(
         test_metrics["calibration"],
         os.path.join(output, "calibration.png"),
@@ -161,24 +213,6 @@ def _columns(data: PlantedData) -> dict[str, dict[str, Any]]:
         else:
             columns[feature.name] = {"kind": "categorical"}
     return columns
-
-
-def _write_csv(part: PlantedData, path: str) -> str:
-    names = list(part.raw)
-    cells = []
-    for name in names:
-        values = part.raw[name]
-        if values.ndim == 2:
-            cells.append(["|".join(v for v in row if v) for row in values])
-        elif values.dtype.kind == "f":
-            cells.append(["" if np.isnan(v) else f"{v:g}" for v in values])
-        else:
-            cells.append([str(v) for v in values])
-    with open(path, "w") as f:
-        f.write(",".join(names + ["label"]) + "\n")
-        for row, label in enumerate(part.labels.tolist()):
-            f.write(",".join([c[row] for c in cells] + [str(label)]) + "\n")
-    return path
 
 
 def _write_report(

@@ -1,5 +1,6 @@
-"""Batch scoring for `tffm predict`: any artifact, one row out per row in."""
+"""`tffm predict`: batch scoring with any artifact, one row out per row in."""
 
+import argparse
 import csv
 import dataclasses
 import os
@@ -9,7 +10,68 @@ from typing import Any
 
 import numpy as np
 
-from tffm.config import TrainConfig
+from tffm.cli.flags import add_config_flags
+from tffm.cli.flags import add_model_flag
+from tffm.cli.flags import flags_given
+from tffm.cli.messages import report_skipped
+from tffm.data.layout import DataLayout
+from tffm.data.lines import raise_row_errors
+from tffm.data.lines import resolve_files
+from tffm.data.source import has_label
+from tffm.data.source import open_source
+from tffm.train.config import SCORING_FIELDS
+
+
+def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Adds `tffm predict` to `commands`."""
+    parser = commands.add_parser(
+        "predict",
+        parents=[common],
+        help="batch scoring to CSV / Parquet from .keras, SavedModel or ONNX",
+        description="Score data files with a trained model (a `tffm train` "
+        "folder or its model.keras), a SavedModel directory or a raw-input "
+        ".onnx file; write one row per input row, in input order "
+        "(probability or prediction, logit).",
+    )
+    add_model_flag(parser, export=False)
+    parser.add_argument(
+        "--artifact",
+        help="SavedModel dir or raw-input .onnx to score with "
+        "(default: the model itself)",
+    )
+    parser.add_argument("--data", nargs="+", required=True)
+    parser.add_argument(
+        "--output", required=True, help="predictions .csv or .parquet"
+    )
+    parser.add_argument(
+        "--keep-columns",
+        nargs="+",
+        default=[],
+        metavar="COLUMN",
+        help="input columns to copy into the output (e.g. a row id)",
+    )
+    add_config_flags(parser, SCORING_FIELDS)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Scores; says how many rows it wrote."""
+    from tffm.train.outputs import load_trained  # deferred: Keras
+
+    config, model = load_trained(args.model, flags_given(args, SCORING_FIELDS))
+    scored = write_predictions(
+        config.layout,
+        model,
+        args.data,
+        args.output,
+        artifact=args.artifact,
+        keep=args.keep_columns,
+    )
+    labels = "with labels" if scored.labelled else "no label column"
+    print(f"Wrote {scored.rows:,} predictions to {args.output} ({labels}).")
+    if scored.skipped is not None:
+        report_skipped(scored.skipped, "")
+    return 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +84,7 @@ class Scored:
 
 
 def write_predictions(
-    config: TrainConfig,
+    layout: DataLayout,
     model: Any,
     data: list[str],
     output: str,
@@ -40,7 +102,7 @@ def write_predictions(
     has one. The file appears only once complete.
 
     Args:
-        config: the `TrainConfig` that says how to read `data`.
+        layout: how to read `data` (the trained model's `config.layout`).
         model: the trained Keras model.
         data: files or globs.
         output: `.csv` or `.parquet` file to write.
@@ -51,19 +113,14 @@ def write_predictions(
     Returns:
         A `Scored`.
     """
-    from tffm.data import raise_row_errors
-    from tffm.data.lines import resolve_files
-    from tffm.training import has_label
-    from tffm.training import open_source
-
     if not output.endswith((".csv", ".parquet")):
         raise ValueError(
             f"`--output` must end in .csv or .parquet. Received: {output!r}"
         )
     files = resolve_files(data)
-    labelled = has_label(config, files)
+    labelled = has_label(layout, files)
     predictor = make_predictor(model, artifact)
-    source = open_source(config, files, scoring=True, keep=tuple(keep))
+    source = open_source(layout, files, scoring=True, keep=tuple(keep))
     columns: dict[str, list[np.ndarray]] = {}
     with raise_row_errors():
         for features, labels in source.dataset:
@@ -83,7 +140,7 @@ def write_predictions(
     }
     rows = len(table["line"]) if table else 0
     _write_table(table, output)
-    skipped = source.log.summary() if config.lenient else None
+    skipped = source.log.summary() if layout.lenient else None
     return Scored(rows, labelled, skipped)
 
 
@@ -94,20 +151,20 @@ def make_predictor(model: Any, artifact: str | None) -> Any:
     `artifact`, `model` itself.
     """
     if artifact is None:
-        from tffm.encoder import KerasPredictor
+        from tffm.encoder import KerasPredictor  # deferred: Keras
 
         return KerasPredictor(model)
     if artifact.endswith(".onnx"):
-        from serving.onnx_predictor import OnnxPredictor
+        from serving.onnx_predictor import OnnxPredictor  # deferred: ORT
 
         return OnnxPredictor(artifact)
     if artifact.endswith(".keras"):
-        from tffm.encoder import KerasPredictor
+        from tffm.encoder import KerasPredictor  # deferred: Keras
         from tffm.models import load_model
 
         return KerasPredictor(load_model(artifact))
     if os.path.isdir(artifact):
-        from export.saved_model import SavedModelPredictor
+        from export.saved_model import SavedModelPredictor  # deferred: TF
 
         return SavedModelPredictor(artifact)
     raise FileNotFoundError(

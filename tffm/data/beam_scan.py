@@ -17,36 +17,38 @@ workers nor the merge order changes a bit; the vocabulary is chosen by
 split a large dataset into many files (Criteo-1TB ships as 24 days; split
 them further, e.g. `split -l`, for more workers).
 
-Run it (the `[beam]` extra: `pip install 'tffm-keras[beam]'`)::
+Run it with `tffm scan` (the `[beam]` extra: `pip install
+'tffm-keras[beam]'`)::
 
-    python -m tffm.data.beam_scan --config config.json --data 'day_*'
-        --output scan/ -- --runner DirectRunner --direct_num_workers 2
+    tffm scan --config config.json --data 'day_*' --output scan/ \
+        -- --runner DirectRunner --direct_num_workers 2
 
 `--local` runs the local scan instead. Either way the folder also gets
 `scan.json`, the settings the scan depends on (`scan_settings`), and is a
 scan folder: `tffm train --scan <folder>` (`TrainConfig.scan`) builds its
 features from it (`read_scan`) instead of scanning, after checking that
-`scan.json` matches its config. `tffm train` writes one too, in its
+`scan.json` matches its layout. `tffm train` writes one too, in its
 `--output`, as soon as its own scan is done.
+
+Every function here takes the `DataLayout` the files are read by and the
+files themselves (globs resolved here).
 """
 
-import argparse
 import json
 import os
-import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from tffm import constants
-from tffm.config import TrainConfig
-from tffm.config import column_kinds
-from tffm.config import column_options
+from tffm.data.layout import DataLayout
+from tffm.data.lines import resolve_files
+from tffm.data.source import open_source
 from tffm.data.vocab import Moments
 from tffm.data.vocab import PartialScan
 from tffm.data.vocab import Scan
 from tffm.data.vocab import choose_vocabulary
 from tffm.data.vocab import finish_scan
+from tffm.data.vocab import scan
 from tffm.data.vocab import scan_partial
 from tffm.data.vocab import write_scan
 
@@ -54,77 +56,88 @@ SETTINGS = "scan.json"
 STATISTICS = "statistics.json"
 
 
-def scan_locally(config: TrainConfig, output: str) -> Scan:
-    """The scan `tffm train` makes, in this process; writes its files."""
-    from tffm.data.lines import resolve_files
+# Rows per batch of a scan's reader (any size gives the same scan).
+SCAN_BATCH = 1024
 
-    part = _scan_files(config, resolve_files(config.data))
-    scanned = finish_scan(part, column_kinds(config))
-    write_folder(config, scanned, output)
+
+def scan_locally(
+    layout: DataLayout, files: Sequence[str], output: str
+) -> Scan:
+    """The scan `tffm train` makes, in this process; writes its files."""
+    part = _scan_files(layout, resolve_files(list(files)))
+    scanned = finish_scan(part, layout.kinds())
+    write_folder(layout, files, scanned, output)
     return scanned
 
 
 def write_folder(
-    config: TrainConfig, scanned: "Scan | FolderScan", output: str
+    layout: DataLayout,
+    files: Sequence[str],
+    scanned: "Scan | FolderScan",
+    output: str,
 ) -> None:
     """Writes `scanned` as a scan folder: vocabularies, statistics, settings."""
     if isinstance(scanned, FolderScan):
         chosen = scanned.vocabularies
     else:
-        chosen = vocabularies(config, scanned.counts.items())
+        chosen = vocabularies(layout, scanned.counts.items())
     write_scan(scanned, output, chosen)  # type: ignore[arg-type]
-    write_settings(config, output)
+    write_settings(layout, files, output)
 
 
 def scan_for_training(
-    config: TrainConfig, output: str | None = None
+    layout: DataLayout,
+    files: Sequence[str],
+    *,
+    folder: str | None = None,
+    output: str | None = None,
 ) -> tuple["Scan | FolderScan", Any]:
     """`tffm train`'s scan of its training rows, and the scan's row log.
 
-    From `config.scan` when set (checked by `read_scan`; the log is then
-    None), else one pass over `config.data` (its holdout left out).
-    Written to `output` as a scan folder, when given, before any training:
-    a later `--scan output` reuses it, even if the training fails.
+    Read from the scan folder `folder` when given (checked by `read_scan`;
+    the log is then None), else one pass over `files` (their holdout left
+    out). Written to `output` as a scan folder, when given, before any
+    training: a later `--scan output` reuses it, even if the training fails.
     """
-    from tffm.data.vocab import scan
-    from tffm.training import log_columns
-    from tffm.training import open_source
-
     log = None
     scanned: Scan | FolderScan
-    if config.scan:
-        scanned = read_scan(config.scan, config)
+    if folder:
+        scanned = read_scan(folder, layout, files)
     else:
-        holdout = False if not config.validation_data else None
-        source = open_source(config, config.data, holdout=holdout)
+        source = open_source(
+            layout,
+            files,
+            batch_size=SCAN_BATCH,
+            holdout=None if layout.holdout_every is None else False,
+        )
         scanned = scan(
-            source.dataset,
-            column_kinds(config),
-            log_columns=log_columns(config),
+            source.dataset, layout.kinds(), log_columns=layout.log_columns()
         )
         log = source.log
     if output is not None:
-        write_folder(config, scanned, output)
+        write_folder(layout, files, scanned, output)
     return scanned, log
 
 
 def scan_with_beam(
-    config: TrainConfig, output: str, *, beam_args: Sequence[str] = ()
+    layout: DataLayout,
+    files: Sequence[str],
+    output: str,
+    *,
+    beam_args: Sequence[str] = (),
 ) -> None:
     """The same scan as a Beam pipeline; `beam_args` are its options."""
-    import apache_beam as beam
+    import apache_beam as beam  # optional: the `[beam]` extra
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from tffm.data.lines import resolve_files
-
-    files = resolve_files(config.data)
-    values = config.to_dict()
-    kinds = column_kinds(config)
-    settings = scan_settings(config)
+    resolved = resolve_files(list(files))
+    values = layout.to_dict()
+    kinds = layout.kinds()
+    settings = scan_settings(layout, resolved)
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
         parts = (
             p
-            | "Files" >> beam.Create(files)
+            | "Files" >> beam.Create(resolved)
             | "Spread" >> beam.Reshuffle()
             | "Scan" >> beam.Map(_scan_file, values)
         )
@@ -187,8 +200,8 @@ class FolderScan:
         return list(self.vocabularies[column])
 
 
-def scan_settings(config: TrainConfig) -> dict[str, Any]:
-    """What a scan of `config.data` depends on, as `scan.json` keeps it.
+def scan_settings(layout: DataLayout, files: Sequence[str]) -> dict[str, Any]:
+    """What a scan of `files` depends on, as `scan.json` keeps it.
 
     How rows are read (format, label, delimiter, column names, the holdout
     left out) and, per column, its kind and the options that change its
@@ -197,48 +210,49 @@ def scan_settings(config: TrainConfig) -> dict[str, Any]:
     not read). `data` is the files scanned (a difference only warns: the
     same files may sit elsewhere).
     """
-    from tffm.data.lines import resolve_files
-
+    max_lens = layout.max_lens()
     columns: dict[str, dict[str, Any]] = {}
-    for name, kind in column_kinds(config).items():
-        opts = column_options(config, name)
+    for name, kind in layout.kinds().items():
+        opts = layout.column_options(name)
         column: dict[str, Any] = {"kind": kind}
         if kind == "numeric":
             column["transform"] = opts.get("transform", "identity")
         elif opts.get("hash_bins"):
             column["hash_bins"] = int(opts["hash_bins"])
         else:
-            column["min_frequency"] = opts.get(
-                "min_frequency", config.min_frequency
-            )
-            column["max_tokens"] = opts.get("max_tokens", config.max_tokens)
+            column.update(layout.vocabulary_options(name))
         if kind == "list":
-            column["max_len"] = opts.get("max_len", constants.LIST_MAX_LEN)
+            column["max_len"] = max_lens[name]
         columns[name] = column
-    use_holdout = not config.validation_data
     return {
         "reading": {
-            "format": config.format,
-            "label": config.label,
-            "fields": config.fields,
-            "delimiter": config.delimiter,
-            "list_separator": config.list_separator,
-            "column_names": config.column_names,
-            "holdout_every": config.holdout_every if use_holdout else None,
+            "format": layout.format,
+            "label": layout.label,
+            "fields": _listed(layout.fields),
+            "delimiter": layout.delimiter,
+            "list_separator": layout.list_separator,
+            "column_names": _listed(layout.column_names),
+            "holdout_every": layout.holdout_every,
         },
         "columns": columns,
-        "data": resolve_files(config.data),
+        "data": resolve_files(list(files)),
     }
 
 
-def write_settings(config: TrainConfig, directory: str) -> None:
-    """Writes `scan_settings(config)` to `directory/scan.json`."""
+def write_settings(
+    layout: DataLayout, files: Sequence[str], directory: str
+) -> None:
+    """Writes `scan_settings(layout, files)` to `directory/scan.json`."""
     os.makedirs(directory, exist_ok=True)
-    _write_json(os.path.join(directory, SETTINGS), scan_settings(config))
+    _write_json(
+        os.path.join(directory, SETTINGS), scan_settings(layout, files)
+    )
 
 
-def read_scan(directory: str, config: TrainConfig) -> FolderScan:
-    """The scan in `directory`, checked against `config`.
+def read_scan(
+    directory: str, layout: DataLayout, files: Sequence[str]
+) -> FolderScan:
+    """The scan in `directory`, checked against `layout` and `files`.
 
     Raises:
         FileNotFoundError: a file of the folder is missing.
@@ -255,7 +269,7 @@ def read_scan(directory: str, config: TrainConfig) -> FolderScan:
         )
     with open(settings_path) as f:
         saved = json.load(f)
-    wanted = scan_settings(config)
+    wanted = scan_settings(layout, files)
     differences = _differences(saved, wanted)
     if differences:
         raise ValueError(
@@ -266,7 +280,7 @@ def read_scan(directory: str, config: TrainConfig) -> FolderScan:
     if saved.get("data") != wanted["data"]:
         warnings.warn(
             f"{settings_path}: the scan read {saved.get('data')}, this "
-            f"config trains on {wanted['data']}.",
+            f"run reads {wanted['data']}.",
             stacklevel=2,
         )
     statistics_path = os.path.join(directory, STATISTICS)
@@ -279,7 +293,7 @@ def read_scan(directory: str, config: TrainConfig) -> FolderScan:
     ]
     if missing:
         raise ValueError(f"{statistics_path} has no statistics of {missing}.")
-    kinds = column_kinds(config)
+    kinds = layout.kinds()
     vocab = {}
     for name, column in wanted["columns"].items():
         if column["kind"] == "numeric" or "hash_bins" in column:
@@ -295,48 +309,46 @@ def read_scan(directory: str, config: TrainConfig) -> FolderScan:
     return FolderScan(statistics, vocab)
 
 
-def vocabularies(config: TrainConfig, counts: Any) -> dict[str, list[Any]]:
+def vocabularies(layout: DataLayout, counts: Any) -> dict[str, list[Any]]:
     """`{column: vocabulary}` for the vocabulary columns among `counts`.
 
     Args:
-        config: the `TrainConfig` (per-column `min_frequency`,
-            `max_tokens`, `hash_bins`, as `tffm.training.build_features`
-            reads them).
+        layout: the `DataLayout` (per-column `min_frequency`, `max_tokens`,
+            `hash_bins`, as `tffm.train.build_features` reads them).
         counts: `(column, [(value, count), ...])` pairs (or a Counter's
             items).
     """
     out = {}
     for name, items in counts:
-        opts = column_options(config, name)
-        if opts.get("hash_bins"):
+        if layout.column_options(name).get("hash_bins"):
             continue  # hashed: no vocabulary
         out[name] = choose_vocabulary(
             items.items() if hasattr(items, "items") else items,
-            min_frequency=opts.get("min_frequency", config.min_frequency),
-            max_tokens=opts.get("max_tokens", config.max_tokens),
+            **layout.vocabulary_options(name),
         )
     return out
 
 
-def _scan_files(config: TrainConfig, files: list[str]) -> PartialScan:
+def _scan_files(layout: DataLayout, files: list[str]) -> PartialScan:
     """One worker's pass over `files`, as `tffm train` reads them."""
-    from tffm.training import log_columns
-    from tffm.training import open_source
-
-    use_holdout = not config.validation_data
-    source = open_source(config, files, holdout=False if use_holdout else None)
+    source = open_source(
+        layout,
+        files,
+        batch_size=SCAN_BATCH,
+        holdout=None if layout.holdout_every is None else False,
+    )
     return scan_partial(
-        source.dataset, column_kinds(config), log_columns=log_columns(config)
+        source.dataset, layout.kinds(), log_columns=layout.log_columns()
     )
 
 
 def _choose(column: tuple[str, Any], values: dict[str, Any]) -> Any:
     """`(name, vocabulary)` of one column (none for hashed columns)."""
-    yield from vocabularies(TrainConfig.from_dict(values), [column]).items()
+    yield from vocabularies(DataLayout.from_dict(values), [column]).items()
 
 
 def _scan_file(path: str, values: dict[str, Any]) -> PartialScan:
-    return _scan_files(TrainConfig.from_dict(values), [path])
+    return _scan_files(DataLayout.from_dict(values), [path])
 
 
 def _value_counts(part: PartialScan) -> Any:
@@ -419,31 +431,5 @@ def _merge_totals_fn() -> Any:
     return MergeTotals()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m tffm.data.beam_scan`: the scan on Beam (or `--local`)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    beam_args: list[str] = []
-    if "--" in argv:
-        at = argv.index("--")
-        argv, beam_args = argv[:at], argv[at + 1 :]
-    parser = argparse.ArgumentParser(
-        prog="python -m tffm.data.beam_scan", description=__doc__
-    )
-    parser.add_argument("--config", required=True, help="JSON / TOML config")
-    parser.add_argument("--data", nargs="+", help="files or globs")
-    parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument(
-        "--local", action="store_true", help="scan in this process"
-    )
-    args = parser.parse_args(argv)
-    config = TrainConfig.from_file(args.config, data=args.data)
-    if args.local:
-        scan_locally(config, args.output)
-    else:
-        scan_with_beam(config, args.output, beam_args=beam_args)
-    print(f"Wrote {args.output}/vocab/*.txt and statistics.json")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def _listed(values: Sequence[str] | None) -> list[str] | None:
+    return None if values is None else list(values)

@@ -24,6 +24,9 @@ from tffm.data.encoded_format import WORD
 from tffm.data.encoded_format import Column
 from tffm.data.encoded_format import npy_header
 from tffm.data.encoded_format import row_layout
+from tffm.data.layout import DataLayout
+from tffm.data.lines import raise_row_errors
+from tffm.data.source import open_source
 from tffm.features import Feature
 from tffm.features import Lookup
 from tffm.features import features_to_json
@@ -34,32 +37,37 @@ SHARD_BYTES = 64 << 20
 
 
 def encode_files(
-    config: Any,
+    layout: DataLayout,
     files: str | Sequence[str],
     output: str,
     features: Sequence[Feature],
     *,
     holdout: bool | None = None,
+    seed: int = 0,
+    batch_size: int = 1024,
     rows_per_shard: int | None = None,
     open_shards: int = 8,
     overwrite: bool = False,
 ) -> EncodedData:
     """Parses and encodes data files once into an encoded dataset.
 
-    Reads `files` as `config` says (`tffm.training.open_source`: format,
+    Reads `files` as `layout` says (`tffm.data.open_source`: format,
     columns, `lenient`, holdout split), encodes every row with
     `FeatureEncoder(features)` and writes the ids / values / labels with
     `write_encoded`. Rows are read in file order; `write_encoded` mixes
-    them into shards with `config.seed`.
+    them into shards with `seed`.
 
     Args:
-        config: a `tffm.config.TrainConfig`.
+        layout: the `DataLayout` of `files`.
         files: data files or globs.
         output: str. Directory to write.
-        features: the feature spec (e.g. `tffm.training.build_features`).
+        features: the feature spec (e.g. `tffm.train.build_features`).
         holdout: bool or None. Only the holdout rows (True: every
-            `config.holdout_every`-th line), only the others (False), or
+            `layout.holdout_every`-th line), only the others (False), or
             every row (None).
+        seed: int. Seed of the write-time mixing.
+        batch_size: int. Rows read and encoded at a time (the mixing draws
+            one batch at a time, so the shards depend on it).
         rows_per_shard: int. Rows per shard (default: about 64 MiB each).
         open_shards: int. Shards filled at once (write-time mixing).
         overwrite: bool. Replace an existing `output`.
@@ -67,13 +75,13 @@ def encode_files(
     Returns:
         The written `EncodedData`.
     """
-    from tffm.data.lines import raise_row_errors
-    from tffm.encoder import FeatureEncoder
-    from tffm.training import open_source
+    from tffm.encoder import FeatureEncoder  # deferred: Keras
 
     features = normalize_features(features)
     _check_output(output, overwrite)
-    source = open_source(config, list(_as_list(files)), holdout=holdout)
+    source = open_source(
+        layout, list(_as_list(files)), batch_size=batch_size, holdout=holdout
+    )
     encoded = FeatureEncoder(features).map_dataset(source.dataset)
     info: dict[str, Any] = {"files": source.files, "holdout": holdout}
     with raise_row_errors():
@@ -83,7 +91,7 @@ def encode_files(
             features,
             rows_per_shard=rows_per_shard,
             open_shards=open_shards,
-            seed=config.seed,
+            seed=seed,
             overwrite=overwrite,
             info=info,
             log=source.log,

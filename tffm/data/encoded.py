@@ -128,7 +128,7 @@ class EncodedData:
             `(batch_size, max_len)` ids, float32 `(batch_size,)` values and
             labels.
         """
-        reader = _Reader(self, options)
+        reader = EpochReader(self, options)
         while True:
             plan = reader.plan(epoch)
             size = options.batch_size
@@ -153,17 +153,6 @@ class EncodedData:
                 out[c.name] = block[0]  # (B,)
         label = out.pop(LABEL)
         return out, label
-
-    def py_dataset(self, options: ReadOptions, *, epoch: int = 0) -> Any:
-        """A `keras.utils.PyDataset` of the batches (JAX / torch, no TF).
-
-        `model.fit` calls `on_epoch_end` after each epoch, which moves to
-        the next epoch's order; batches are read by index, so Keras'
-        `workers` may read several at once.
-        """
-        from tffm.data.encoded_keras import EncodedPyDataset
-
-        return EncodedPyDataset(self, options, epoch=epoch)
 
     def _shards(self, options: ReadOptions) -> tuple[Shard, ...]:
         _check_options(options)
@@ -202,7 +191,7 @@ def read_encoded(
 
     data = EncodedData(path)
     options = options or ReadOptions()
-    reader = _Reader(data, options)
+    reader = EpochReader(data, options)
     epochs = iter(range(epoch, 2**62))
     size = options.batch_size
     chunk_rows = max(1, _CHUNK_ROWS // size) * size
@@ -252,7 +241,7 @@ def read_encoded(
 
 
 @dataclasses.dataclass(frozen=True)
-class _Plan:
+class EpochPlan:
     """One epoch's order: windows of shards and their row permutations."""
 
     epoch: int
@@ -261,7 +250,7 @@ class _Plan:
     rows: int
 
 
-class _Reader:
+class EpochReader:
     """Reads rows of an epoch's shuffled stream; caches two windows."""
 
     def __init__(self, data: EncodedData, options: ReadOptions) -> None:
@@ -276,7 +265,7 @@ class _Reader:
         self._cache: dict[tuple[int, int], tuple[np.ndarray, Any]] = {}
         self._lock = threading.Lock()  # `PyDataset` workers share a reader
 
-    def plan(self, epoch: int) -> _Plan:
+    def plan(self, epoch: int) -> EpochPlan:
         shards = list(self.shards)
         if self.shuffle:
             rng = np.random.default_rng([self.seed, epoch])
@@ -296,11 +285,11 @@ class _Reader:
                 total = shard.rows
         sizes = [sum(s.rows for s in w) for w in windows]
         starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-        return _Plan(
+        return EpochPlan(
             epoch, tuple(tuple(w) for w in windows), starts, int(starts[-1])
         )
 
-    def rows(self, plan: _Plan, begin: int, end: int) -> np.ndarray:
+    def rows(self, plan: EpochPlan, begin: int, end: int) -> np.ndarray:
         """Rows `[begin, end)` of the epoch's stream, `(rows, row_width)`."""
         end = min(end, plan.rows)
         first = int(np.searchsorted(plan.starts, begin, side="right")) - 1
@@ -320,7 +309,7 @@ class _Reader:
             return parts[0]
         return np.concatenate(parts)
 
-    def columns(self, plan: _Plan, begin: int, end: int) -> np.ndarray:
+    def columns(self, plan: EpochPlan, begin: int, end: int) -> np.ndarray:
         """Rows `[begin, end)` transposed: `(row_width, rows)`, contiguous.
 
         Gathers and transposes `_BLOCK` rows at a time: a block stays in
@@ -335,13 +324,13 @@ class _Reader:
             done += len(block)
         return out
 
-    def _window(self, plan: _Plan, w: int) -> tuple[np.ndarray, Any]:
+    def _window(self, plan: EpochPlan, w: int) -> tuple[np.ndarray, Any]:
         key = (plan.epoch, w)
         with self._lock:
             return self._cached(plan, w, key)
 
     def _cached(
-        self, plan: _Plan, w: int, key: tuple[int, int]
+        self, plan: EpochPlan, w: int, key: tuple[int, int]
     ) -> tuple[np.ndarray, Any]:
         if key not in self._cache:
             if len(self._cache) >= 2:  # keep the newest one

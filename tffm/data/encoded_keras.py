@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from tffm.data.encoded import EncodedData
-from tffm.data.encoded import _Reader
+from tffm.data.encoded import EpochReader
 from tffm.data.readers import ReadOptions
 
 
@@ -43,7 +43,7 @@ class EncodedPyDataset(keras.utils.PyDataset):
         self.data = data
         self.options = options
         self.epoch = epoch
-        self._reader = _Reader(data, options)
+        self._reader = EpochReader(data, options)
         self._plan = self._reader.plan(epoch)
 
     def __len__(self) -> int:

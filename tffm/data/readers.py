@@ -43,7 +43,7 @@ class ReadOptions:
             number, from 1) as features `"#file"` and `"#line"`.
         shard: `(count, index)`: read only every `count`-th line, from the
             `index`-th (one worker's part of the records; text formats).
-        order: a `tffm.resume.InputOrder`: shuffle each pass in an order
+        order: a `tffm.data.InputOrder`: shuffle each pass in an order
             fixed by `(seed, epoch)` and skip the lines a resumed epoch
             already trained on, instead of `shuffle_buffer`'s own
             reshuffling (text formats).

@@ -3,7 +3,10 @@
 The one source of truth for the training options: each field carries its
 help text, choices and bounds, from which the command line builds its flags
 (`tffm.cli`), and against which a config file is checked, key by key, before
-any work starts.
+any work starts. An option's "not set" is `AUTO` (`"auto"` in files and on
+the command line): its value then goes by the task and model
+(`tffm.train.defaults`). The parts each step takes come from here:
+`layout` (the readers'), `model_options()` and `fit_options()`.
 """
 
 import copy
@@ -19,8 +22,21 @@ from typing import Any
 
 from tffm import constants
 from tffm.constants import LAZY_ROWS
+from tffm.data.layout import DataLayout
 from tffm.features import COMBINERS
 from tffm.features import TRANSFORMS
+from tffm.train.defaults import AUTO
+from tffm.train.defaults import AUTO_TEXT
+from tffm.train.defaults import DEFAULT_MODEL
+from tffm.train.defaults import LEGACY_NULL
+from tffm.train.defaults import REFIT_MAX_ROWS
+from tffm.train.defaults import TABLE_L2
+from tffm.train.defaults import auto_defaults
+from tffm.train.defaults import legacy_null
+from tffm.train.defaults import refit_by_rows
+from tffm.train.defaults import table_l2_by_size
+from tffm.train.options import FitOptions
+from tffm.train.options import ModelOptions
 
 # Options a column of CSV / Parquet data may set, by kind.
 _LOOKUP_OPTIONS = ("hash_bins", "min_frequency", "max_tokens")
@@ -31,20 +47,8 @@ COLUMN_OPTIONS: dict[str, tuple[str, ...]] = {
     "list": (*_LOOKUP_OPTIONS, "max_len", "combiner"),
 }
 _COLUMN_CHOICES = {"transform": TRANSFORMS, "combiner": COMBINERS}
-# Where `tffm train` runs (`tffm.distribute`): one device, a
-# `tf.distribute` strategy (TensorFlow backend) or a `keras.distribution`
-# (JAX backend).
-DISTRIBUTIONS = (
-    "none",
-    "mirrored",
-    "multi-worker",
-    "parameter-server",
-    "data-parallel",
-    "model-parallel",
-)
-BATCH_SCALING = ("global", "linear", "sqrt")
 # The reading options only some formats have, and which each reads
-# (`tffm.training.open_source`); `encoded` data keeps its encoding's.
+# (`tffm.data.open_source`); `encoded` data keeps its encoding's.
 _FORMAT_SPECIFIC = (
     "columns",
     "label",
@@ -66,142 +70,6 @@ _COLUMN_MINIMUM = {
     "max_tokens": 1,
     "max_len": 1,
 }
-
-
-class _Auto:
-    """The default of an option whose value depends on the task and model."""
-
-    def __repr__(self) -> str:
-        return "auto"
-
-
-# Typed `Any` so a field declared `int` may default to it.
-AUTO: Any = _Auto()
-
-# What AUTO resolves to, by (task, model). Chosen on the holdouts of the
-# training data of Frappe, MovieLens-100K, and the Criteo and Avazu samples
-# (benchmarks/RESULTS.md, "Defaults"), never on a test split; the latest
-# grids (2026-12-05) gave the binary FM `min_frequency` 3 and learning rate
-# 5e-3 (three seeds: 1e-2 overfit Criteo and Avazu within 2-3 epochs), the
-# binary DeepFM `ema` 0.995, and the regression FM `ema` 0.99, 64 factors,
-# 100 epochs; 2026-12-06 gave the regression FM free biases (`linear_l2`
-# 0: holdout RMSE 0.9186 -> 0.9162), batch 128 (-> 0.9136; 256:
-# 0.9153, 64: 0.9147), and learning rate 2e-3 with `ema` 0.998 (->
-# 0.9123; either alone 0.9127-0.9128); with the film's release year among
-# MovieLens' fields (0.9088), and again with its genres summed (0.9041:
-# a list's default pooling, `MultiCategorical`), re-grids of `ema`,
-# learning rate and L2 kept them. `refit` goes by task (below).
-# 2026-12-07 gave the binary FM the monitor `val_auc_logloss`: scored out
-# of fold (`--folds 5`, 3 seeds), Criteo 0.7221 -> 0.7410 (LR 0.7431) and
-# Avazu 0.7056 -> 0.7062, the Frappe and planted holdouts unchanged
-# (0.9468, 0.9267); on ~400 validation rows an overfitting FM's AUC still
-# rose while its logloss did not. LR chose better on AUC (Criteo's out-of-
-# fold epochs: 0.7431 by AUC, 0.7391 by AUC - logloss).
-_COMMON_DEFAULTS: dict[str, Any] = {
-    "embedding_dim": 16,
-    "hidden_units": [400, 400],
-    "dropout": 0.5,
-    "batch_norm": True,
-    "batch_size": 512,
-    "epochs": 40,
-    "patience": 4,
-    "min_frequency": 1,
-    "ema": 0.0,
-    "linear_l2": None,
-    "table_l2": 0.0,
-}
-# `table_l2=None` (the binary DeepFM's default): `TABLE_L2` on a table of
-# under `LAZY_ROWS` rows, whose optimizer update touches every row anyway;
-# a larger table keeps its row-wise updates (an L2 on every row each step
-# would undo them) and no table L2. Chosen 2026-12-07 (3 seeds): Frappe
-# holdout 0.9488 -> 0.9512, out of fold (`--folds 5`) Criteo 0.7115 ->
-# 0.7170 and Avazu 0.6818 -> 0.6913, the planted rows unchanged (0.9276);
-# the tuned Frappe DeepFM's grid had it best of 1e-5 to 1e-2. The FM lost
-# by a table L2 (Frappe 0.9460 -> 0.9313 at 1e-4), so it and LR keep 0.
-TABLE_L2 = 1e-3
-# By task, under the (task, model) entries: regression trains at a constant
-# rate, as the plateau decay cut a MovieLens FM's rate while it still sat on
-# its linear-model plateau (seed 1: test RMSE 0.9545; constant rate 0.9240).
-# Regression refits on data of up to `REFIT_MAX_ROWS` rows (scored one
-# holdout level down, 3 seeds, MovieLens RMSE: FM 0.9264 -> 0.9200, LR
-# 0.9439 -> 0.9427, DeepFM 0.9486 -> 0.9400); binary models do not by
-# default (the binary FM gained 0.003 AUC on Frappe but lost 0.008 and
-# 0.003 on the Criteo and Avazu samples).
-_TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "binary": {"schedule": "plateau", "refit": False, "monitor": "val_auc"},
-    "regression": {
-        "schedule": "constant",
-        "refit": None,
-        "monitor": "val_rmse",
-    },
-}
-AUTO_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    ("binary", "deepfm"): {
-        "embeddings_l2": 0.01,
-        "learning_rate": 1e-3,
-        "ema": 0.995,
-        "table_l2": None,
-    },
-    ("binary", "fm"): {
-        "embeddings_l2": 0.01,
-        "learning_rate": 5e-3,
-        "min_frequency": 3,
-        "monitor": "val_auc_logloss",
-    },
-    ("binary", "lr"): {"embeddings_l2": 0.0, "learning_rate": 1e-2},
-    ("regression", "deepfm"): {
-        "embedding_dim": 32,
-        "embeddings_l2": 0.03,
-        "learning_rate": 3e-3,
-    },
-    ("regression", "fm"): {
-        "embedding_dim": 64,
-        "embeddings_l2": 0.1,
-        "linear_l2": 0.0,
-        "learning_rate": 2e-3,
-        "batch_size": 128,
-        "ema": 0.998,
-        "epochs": 100,
-    },
-    ("regression", "lr"): {"embeddings_l2": 0.0, "learning_rate": 3e-3},
-}
-
-
-# `refit` None (regression's default): a holdout cut from the
-# training data is refitted on when at most this many rows remain to train
-# on, where the second fit costs minutes at most.
-REFIT_MAX_ROWS = 1_000_000
-
-# The model `tffm train` builds unless told, by the same rule across models
-# (each with its chosen defaults; benchmarks/RESULTS.md, "Defaults"): the
-# FM's holdout AUC is within 0.0014 of the best model's on Frappe, Criteo,
-# Avazu and the planted rows, the DeepFM's 0.053 below the FM's on Avazu's
-# 9k rows (it leads only on the planted 200k, by 0.0014); on the MovieLens
-# holdout the FM's RMSE is 0.031 lower (0.9041 against 0.9356, 2026-12-06).
-# DeepFM is one flag away (`--model deepfm`).
-DEFAULT_MODEL = "fm"
-
-
-def table_l2_for(table_l2: float | None, rows: int) -> float:
-    """The whole-table L2 a model with a table of `rows` rows trains with.
-
-    Args:
-        table_l2: the config's `table_l2`; None goes by the table's size
-            (`TABLE_L2` under `LAZY_ROWS` rows, else 0).
-        rows: the rows of the model's (fused) embedding table.
-    """
-    if table_l2 is not None:
-        return table_l2
-    return TABLE_L2 if rows < LAZY_ROWS else 0.0
-
-
-def auto_defaults(task: str, model: str) -> dict[str, Any]:
-    """The values `AUTO` options take for `task` and `model`."""
-    return {
-        **_COMMON_DEFAULTS,
-        **_TASK_DEFAULTS[task],
-        **AUTO_DEFAULTS[(task, model)],
-    }
 
 
 def option(
@@ -255,9 +123,11 @@ class TrainConfig:
     `validation_data`), a fresh model is then trained on every training
     row, holdout included, for the best epoch count with the same learning
     rates: all choices are still made on the holdout, the final fit sees
-    10% more data. `refit=None` (regression's default) refits when
-    the holdout is cut from the data and at most `REFIT_MAX_ROWS` training
-    rows remain.
+    10% more data.
+
+    Options left `AUTO` take their task's and model's default when the
+    config is made (`tffm.train.defaults.auto_defaults`); `table_l2` and
+    `refit` may stay `AUTO` until the data is scanned (`for_data`).
     """
 
     # === Data ===
@@ -301,16 +171,16 @@ class TrainConfig:
     embeddings_l2: float = option(
         AUTO, "L2 on the embedding rows a batch reads", minimum=0.0
     )
-    table_l2: float | None = option(
+    table_l2: float = option(
         AUTO,
-        "L2 on the whole embedding table each step (none: "
+        "L2 on the whole embedding table each step (binary DeepFM: "
         f"{TABLE_L2} where the table has under {LAZY_ROWS:,} rows, else 0)",
         minimum=0.0,
     )
-    linear_l2: float | None = option(
+    linear_l2: float = option(
         AUTO,
-        "L2 on the linear weights of the rows a batch reads (none: "
-        "--embeddings-l2's)",
+        "L2 on the linear weights of the rows a batch reads (by default "
+        "--embeddings-l2's; 0 for the regression FM)",
         minimum=0.0,
     )
     kernel_l2: float = option(0.0, "L2 on the DNN kernels", minimum=0.0)
@@ -327,7 +197,7 @@ class TrainConfig:
     patience: int = option(
         AUTO, "early stopping: epochs without improvement", minimum=0
     )
-    monitor: str | None = option(
+    monitor: str = option(
         AUTO,
         "metric the schedule, early stopping and checkpoints watch "
         "(val_auc_logloss for the binary FM, val_auc for the other binary "
@@ -372,10 +242,10 @@ class TrainConfig:
         "binary tasks: fit Platt scaling of the logit on the validation rows "
         "after training (AUC unchanged, probabilities calibrated)",
     )
-    refit: bool | None = option(
+    refit: bool = option(
         AUTO,
-        "after early stopping on the holdout, retrain on all rows (none: "
-        "when the holdout is cut from --data and at most "
+        "after early stopping on the holdout, retrain on all rows "
+        "(regression: when the holdout is cut from --data and at most "
         f"{REFIT_MAX_ROWS:,} rows remain)",
     )
     min_frequency: int = option(
@@ -400,13 +270,13 @@ class TrainConfig:
     distribution: str = option(
         "none",
         "devices / hosts to train on (README: several GPUs and hosts)",
-        choices=DISTRIBUTIONS,
+        choices=constants.DISTRIBUTIONS,
     )
     batch_scaling: str = option(
         "global",
         "with N replicas: batch_size is the global batch (global), or per "
         "replica with the learning rate times N (linear) or sqrt(N) (sqrt)",
-        choices=BATCH_SCALING,
+        choices=constants.BATCH_SCALING,
     )
     resume: bool = option(
         True, "resume a killed run from <output>/backup (same command)"
@@ -422,19 +292,13 @@ class TrainConfig:
             self.data = [self.data]
         if isinstance(self.validation_data, str):
             self.validation_data = [self.validation_data]
-        if self.distribution == "parameter-server":
-            if self.ema is AUTO:
-                self.ema = 0.0  # asynchronous steps: no one step to average
-            if self.table_l2 is AUTO:
-                self.table_l2 = 0.0  # its tables are sharded to be large
-        if self.monitor is None and self.task in constants.TASKS:
-            # Configs written before the monitor went by model say null:
-            # the task's monitor, as it was then.
-            self.monitor = _TASK_DEFAULTS[self.task]["monitor"]
         if self.task in constants.TASKS and self.model in constants.MODELS:
-            for name, value in auto_defaults(self.task, self.model).items():
+            defaults = auto_defaults(
+                self.task, self.model, distribution=self.distribution
+            )
+            for name, value in defaults.items():
                 if getattr(self, name) is AUTO:
-                    setattr(self, name, copy.copy(value))
+                    setattr(self, name, value)
         check_values(dataclasses.asdict(self), source="config")
         if self.ema and self.distribution == "parameter-server":
             raise ValueError(
@@ -481,6 +345,11 @@ class TrainConfig:
         for key in ("data", "validation_data"):  # one file needs no list
             if isinstance(values.get(key), str):
                 values[key] = [values[key]]
+        for key, value in values.items():
+            if value == AUTO_TEXT and _AUTO_FIELDS.get(key):
+                values[key] = AUTO
+            elif value is None and key in LEGACY_NULL:
+                values[key] = legacy_null(key, values.get("task", "binary"))
         check_values(values, source=source)
         return cls(**values)
 
@@ -492,9 +361,106 @@ class TrainConfig:
         return cls.from_dict(values, source=path)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The file form: plain values, `AUTO` written as `"auto"`."""
+        return {
+            name: AUTO_TEXT if value is AUTO else value
+            for name, value in dataclasses.asdict(self).items()
+        }
+
+    # === The parts each step takes ===
+    @property
+    def layout(self) -> DataLayout:
+        """How the readers read `data` (no holdout with `validation_data`)."""
+        return DataLayout(
+            format=self.format,
+            task=self.task,
+            columns=copy.deepcopy(self.columns),
+            label=self.label,
+            fields=None if self.fields is None else tuple(self.fields),
+            binary_labels=self.binary_labels,
+            delimiter=self.delimiter,
+            list_separator=self.list_separator,
+            column_names=(
+                None if self.column_names is None else tuple(self.column_names)
+            ),
+            lenient=self.lenient,
+            holdout_every=None if self.validation_data else self.holdout_every,
+            min_frequency=self.min_frequency,
+            max_tokens=self.max_tokens,
+        )
+
+    def model_options(self, *, learning_rate: float | None = None) -> ModelOptions:
+        """What the model factory reads (`learning_rate`: scaled by a plan)."""
+        self._check_resolved("table_l2")
+        return ModelOptions(
+            model=self.model,
+            task=self.task,
+            embedding_dim=self.embedding_dim if self.model != "lr" else 0,
+            hidden_units=tuple(self.hidden_units),
+            dropout=self.dropout,
+            batch_norm=self.batch_norm,
+            embeddings_l2=self.embeddings_l2,
+            table_l2=self.table_l2,
+            linear_l2=self.linear_l2,
+            kernel_l2=self.kernel_l2,
+            precision=self.precision,
+            learning_rate=(
+                self.learning_rate if learning_rate is None else learning_rate
+            ),
+            ema=self.ema,
+            seed=self.seed,
+        )
+
+    def fit_options(self) -> FitOptions:
+        """What the fit and its callbacks read."""
+        self._check_resolved("refit")
+        return FitOptions(
+            task=self.task,
+            monitor=self.monitor,
+            epochs=self.epochs,
+            patience=self.patience,
+            schedule=self.schedule,
+            warmup_epochs=self.warmup_epochs,
+            decay_patience=self.decay_patience,
+            decay_factor=self.decay_factor,
+            learning_rate=self.learning_rate,
+            ema=self.ema,
+            precise_bn=self.precise_bn,
+            calibrate=self.calibrate and self.task == "binary",
+            refit=self.refit,
+            resume=self.resume,
+            checkpoint_every=self.checkpoint_every,
+        )
+
+    def for_data(self, *, training_rows: int, table_rows: int) -> "TrainConfig":
+        """This config with the options that go by the data decided.
+
+        Args:
+            training_rows: rows the first fit trains on.
+            table_rows: rows of the model's fused embedding table
+                (`tffm.features.table_rows`).
+        """
+        decided: dict[str, Any] = {}
+        if self.table_l2 is AUTO:
+            decided["table_l2"] = table_l2_by_size(table_rows)
+        if self.refit is AUTO:
+            decided["refit"] = refit_by_rows(
+                training_rows,
+                holdout=not self.validation_data and self.format != "encoded",
+            )
+        return dataclasses.replace(self, **decided) if decided else self
+
+    def _check_resolved(self, name: str) -> None:
+        if getattr(self, name) is AUTO:
+            raise ValueError(
+                f"`{name}` goes by the data: call `for_data` first."
+            )
 
 
+# Whether a field's default is `AUTO` (`"auto"` in a file sets it so).
+_AUTO_FIELDS = {
+    f.name: f.default is AUTO for f in dataclasses.fields(TrainConfig)
+}
 # The reading fields in which test data may differ from the training data
 # (a headerless or otherwise delimited copy): `tffm evaluate` and
 # `tffm predict` take them as flags too.

@@ -16,11 +16,11 @@ silently mean other values). It is written to a temporary name, flushed
 to disk and renamed over the previous one (`os.replace`, atomic on
 POSIX), so a kill at any moment leaves the last good checkpoint whole.
 
-The input position is `InputOrder`: each epoch's line order is a function
-of `(seed, epoch)` only (not of how many passes this process made), the
-readers cut that stream into batches of exactly `batch_size` rows (after
-the holdout, blank and skipped lines are masked out), and a resumed epoch
-skips the batches its first steps already trained on. So a
+The input position is `tffm.data.InputOrder`: each epoch's line order is
+a function of `(seed, epoch)` only (not of how many passes this process
+made), the readers cut that stream into batches of exactly `batch_size`
+rows (after the holdout, blank and skipped lines are masked out), and a
+resumed epoch skips the batches its first steps already trained on. So a
 killed run restarted with the same command sees the same batches in the
 same order as an uninterrupted one and ends with the same weights (up to
 the float reduction order of the backend's kernels).
@@ -37,7 +37,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tffm import parameter_server
+from tffm.data.order import InputOrder
 from tffm.features import serialize_feature
 
 CHECKPOINT = "checkpoint.npz"
@@ -53,76 +53,16 @@ _CALLBACK_STATE = (
 # Feature options a resume may see change: numeric statistics, which a
 # parallel scan may sum in another order (the last bits differ).
 _FREE_OPTIONS = ("mean", "std")
-# Each epoch's shuffle seed is `seed * _EPOCH_STRIDE + epoch`.
-_EPOCH_STRIDE = 1_000_003
-_GRAPH_SEED = 87654321
-
-
-class InputOrder:
-    """The order of a training pass, as TensorFlow variables tf.data reads.
-
-    `arrange` wraps a stream of lines so that each new pass (each Keras
-    epoch creates a new iterator) reads `epoch` when it starts and is
-    shuffled with seed `(seed, epoch)`; `resume` wraps the pass's batches
-    (of a fixed size) so that its first `skip` batches are dropped.
-    `ResumeCheckpoint` sets both at each epoch's start.
-    """
-
-    def __init__(self) -> None:
-        import tensorflow as tf
-
-        # On the host, outside any strategy scope: tf.data reads them.
-        with tf.device("/cpu:0"):
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-            self.skip = tf.Variable(0, dtype=tf.int64, trainable=False)
-
-    def arrange(self, lines: Any, shuffle_buffer: int, seed: int | None) -> Any:
-        """`lines` (a `tf.data.Dataset`) in this pass's order, resumed."""
-        import tensorflow as tf
-
-        base = int(seed or 0) * _EPOCH_STRIDE
-
-        def one_pass(_: Any) -> Any:
-            ds = lines
-            # A fixed graph-level seed: the shuffle's seed pair is then
-            # (_GRAPH_SEED, seed * stride + epoch) whatever the global seed
-            # (TF's seed logic cannot take a tensor seed when it is 0).
-            tf.compat.v1.get_default_graph().seed = _GRAPH_SEED
-            if shuffle_buffer:
-                ds = ds.shuffle(
-                    shuffle_buffer,
-                    seed=base + self.epoch.read_value(),
-                    reshuffle_each_iteration=False,
-                )
-            return ds
-
-        return tf.data.Dataset.from_tensors(0).flat_map(one_pass)
-
-    def resume(self, batches: Any) -> Any:
-        """`batches` without the first `skip` of this pass.
-
-        The batches must hold a fixed number of rows each (the readers
-        rebatch after masking), so that `skip` steps are `skip` batches.
-        """
-        import tensorflow as tf
-
-        return tf.data.Dataset.from_tensors(0).flat_map(
-            lambda _: batches.skip(self.skip.read_value())
-        )
-
-    def set(self, epoch: int, skip: int) -> None:
-        self.epoch.assign(epoch)
-        self.skip.assign(skip)
 
 
 class ResumeCheckpoint(keras.callbacks.Callback):
     """Atomic checkpoints of a fit that a restarted process resumes from.
 
     Put it last in the callback list (it restores the others' state after
-    their own `on_train_begin` has reset it) and call `fit` below rather
-    than `model.fit` (a resumed partial epoch needs its own `fit` call:
-    Keras learns the number of batches of a streamed dataset from the
-    first epoch it runs).
+    their own `on_train_begin` has reset it) and call `fit_resumable` below
+    rather than `model.fit` (a resumed partial epoch needs its own `fit`
+    call: Keras learns the number of batches of a streamed dataset from
+    the first epoch it runs).
 
     Args:
         directory: str. Where `checkpoint.npz` goes (created if needed).
@@ -202,6 +142,20 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         else:
             where += ", from its start"
         return f"resuming from {self.path}: {where}"
+
+    def finished_history(self, model: Any) -> dict[str, list[float]] | None:
+        """A finished fit's history, its final weights put in `model`.
+
+        None when the checkpoint holds no finished fit. A finished fit
+        (killed before its outputs were saved) is not run again.
+        """
+        meta = self.state()
+        if meta is None or not meta["finished"]:
+            return None
+        _check_features(meta, _features(model))
+        _, arrays = _read(self.path)
+        _assign(model.weights, arrays["weights"], "model")
+        return {k: list(v) for k, v in meta["history"].items()}
 
     def clear(self) -> None:
         """Deletes the checkpoint (the run has finished and is saved)."""
@@ -333,7 +287,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         write_atomic(self.path, arrays)
 
 
-def fit(
+def fit_resumable(
     model: Any,
     dataset: Any,
     *,
@@ -347,23 +301,10 @@ def fit(
     A finished fit (killed before its outputs were saved) is not run again:
     its final weights and history come from the checkpoint.
     """
-    meta = checkpoint.state()
-    if meta is not None and meta["finished"]:
-        _check_features(meta, _features(model))
-        _, arrays = _read(checkpoint.path)
-        _assign(model.weights, arrays["weights"], "model")
-        return {k: list(v) for k, v in meta["history"].items()}
+    finished = checkpoint.finished_history(model)
+    if finished is not None:
+        return finished
     checkpoint.callbacks = list(callbacks)
-    if isinstance(dataset, parameter_server.TrainingInput):
-        # No `model.fit` under ParameterServerStrategy: a loop of its own.
-        return parameter_server.fit(
-            model,
-            dataset,
-            checkpoint=checkpoint,
-            epochs=epochs,
-            callbacks=callbacks,
-            **kwargs,
-        )
     while True:
         model.fit(
             dataset,

@@ -3,16 +3,11 @@
 During training, a `BatchNormalization` layer keeps a moving average of the
 statistics of its batches, taken while the weights moved and while dropout
 was on. The model that is kept is none of those: it is the best epoch's
-weights (or their moving average, `ema`), evaluated without dropout. Its
-inference statistics are then off by a shift that differs from run to run:
-on Frappe, a DeepFM's Platt fit on the holdout shifted its logits by -2.76
-or -1.16 depending on the seed. Recomputed from training batches with the
-final weights and dropout off, the shift is gone (+0.04 and -0.03), the
-calibrated logloss is lower (0.2667 -> 0.2434 and 0.2425 -> 0.2323 for two
-seeds) and AUC unchanged; and since what remains is the model's
-over-confidence, which the recipe fixes, a Platt fit carries over from one
-run to another (a refit): 0.001 logloss lost in the transfer instead of
-0.05 (`benchmarks/precise_bn.py`, RESULTS.md).
+weights (or their moving average, `ema`), evaluated without dropout, so its
+inference statistics are off by a shift that differs from run to run.
+`recompute_batch_norm` takes them again from training batches, with the
+final weights and dropout off. What that does to calibration is measured in
+`docs/defaults.md` ("precise_bn").
 
 References:
     - [Wu & Johnson, 2021](https://arxiv.org/abs/2105.07576), "Rethinking

@@ -15,31 +15,11 @@ from typing import Any
 
 import keras
 
-from tffm.config import TrainConfig
 from tffm.models.log_loss import LogLoss
+from tffm.train.options import FitOptions
 
 # Monitors computed here from Keras' own validation metrics.
 AUC_LOGLOSS = "val_auc_logloss"  # val_auc - val_logloss (FuxiCTR's monitor)
-
-
-def monitor_of(config: TrainConfig) -> str:
-    """The validation metric schedules, early stopping and checkpoints watch.
-
-    `config.monitor`, which defaults by task and model (`AUTO_DEFAULTS`):
-    `val_auc_logloss` (AUC minus logloss, FuxiCTR's monitor) for the binary
-    FM, whose best epoch on a few hundred validation rows AUC alone picked
-    late (an overfit FM's AUC there still rose while its logloss, and its
-    AUC on unseen rows, fell); `val_auc` for the binary DeepFM and LR (the
-    ranking; Platt scaling on the same rows calibrates them afterwards,
-    which on Frappe kept DeepFM's AUC 0.006 above choosing by
-    `val_auc_logloss`); `val_rmse` (the metric, without the L2 penalty
-    that `val_loss` holds) for regression. A config that says `null` (one
-    written before the monitor went by model) gets the task's
-    (`TrainConfig` resolves it).
-    """
-    if not config.monitor:  # only a config whose task is not one of ours
-        raise ValueError(f"config: no monitor for task={config.task!r}")
-    return config.monitor
 
 
 def mode_of(monitor: str) -> str:
@@ -55,32 +35,32 @@ def compile_metrics(task: str) -> list[Any]:
 
 
 def fit_callbacks(
-    config: TrainConfig, monitor: str, *, checkpoint: str, logs: str
+    options: FitOptions, *, checkpoint: str, logs: str
 ) -> list[Any]:
     """The callbacks of `tffm train`'s fit, in the order they must run.
 
     Args:
-        config: the `TrainConfig`.
-        monitor: the metric to watch (`monitor_of(config)`).
+        options: the `FitOptions` (the monitor, schedule, patience, `ema`).
         checkpoint: str. `.keras` path of the best model so far.
         logs: str. Folder whose `logs/` receives TensorBoard logs (when
             `tensorboard` is installed: the `[data]` extra).
     """
+    monitor = options.monitor
     mode = mode_of(monitor)
     os.makedirs(os.path.dirname(checkpoint), exist_ok=True)
     callbacks: list[Any] = [DerivedMetrics()]  # first: others read its keys
-    average = AveragedWeights() if config.ema else None
+    average = AveragedWeights() if options.ema else None
     if average is not None:  # validated, then read by those below
         callbacks.append(average)
-    schedule = learning_rate_schedule(config, monitor)
+    schedule = learning_rate_schedule(options)
     if schedule is not None:
         callbacks.append(schedule)
     callbacks += [
         EarlyStopping(
             monitor=monitor,
             mode=mode,
-            patience=config.patience,
-            warmup_epochs=config.warmup_epochs,
+            patience=options.patience,
+            warmup_epochs=options.warmup_epochs,
         ),
         keras.callbacks.ModelCheckpoint(
             checkpoint, monitor=monitor, mode=mode, save_best_only=True
@@ -95,17 +75,17 @@ def fit_callbacks(
     return callbacks
 
 
-def learning_rate_schedule(config: TrainConfig, monitor: str) -> Any:
-    """The `config.schedule` callback, or None for a constant rate."""
-    if config.schedule == "plateau":
+def learning_rate_schedule(options: FitOptions) -> Any:
+    """The `options.schedule` callback, or None for a constant rate."""
+    if options.schedule == "plateau":
         return PlateauDecay(
-            monitor,
-            factor=config.decay_factor,
-            patience=config.decay_patience,
-            start_from_epoch=config.warmup_epochs,
+            options.monitor,
+            factor=options.decay_factor,
+            patience=options.decay_patience,
+            start_from_epoch=options.warmup_epochs,
         )
-    if config.schedule == "cosine":
-        return CosineDecay(config.learning_rate, config.epochs)
+    if options.schedule == "cosine":
+        return CosineDecay(options.learning_rate, options.epochs)
     return None
 
 

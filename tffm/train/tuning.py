@@ -8,15 +8,28 @@ config, are written as a file `tffm train --config` reads.
 
 import dataclasses
 import json
+import logging
 import os
 import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
-from tffm.config import TrainConfig
+from tffm import constants
+from tffm.data.lines import raise_row_errors
+from tffm.features import table_rows
+from tffm.train.build import build_model
+from tffm.train.callbacks import fit_callbacks
+from tffm.train.callbacks import mode_of
+from tffm.train.config import TrainConfig
+from tffm.train.fit import quiet_fit
+from tffm.train.inputs import open_raw
+from tffm.train.inputs import resolve_layout
+from tffm.train.outputs import written_config
 
-ALGORITHMS = ("bayesian", "random", "hyperband")
+logger = logging.getLogger(__name__)
+
+ALGORITHMS = constants.TUNE_ALGORITHMS
 # The search space: (name, kind, values) per hyperparameter; DeepFM adds
 # its DNN's and the table's L2. Values are the config's own (hidden units
 # as "400,400").
@@ -28,9 +41,8 @@ _COMMON = (
     ("batch_size", "choice", (128, 256, 512, 1024, 2048)),
     ("ema", "choice", (0.0, 0.99, 0.995, 0.999)),
 )
-# The factorization models' linear weights take their own L2 (free biases
-# won MovieLens; RESULTS.md, "Defaults" 2026-12-06); LR's linear weights
-# are its embeddings, which `embeddings_l2` already weighs.
+# The factorization models' linear weights take their own L2; LR's linear
+# weights are its embeddings, which `embeddings_l2` already weighs.
 _LINEAR = (("linear_l2", "choice", _L2),)
 _DNN = (
     ("hidden_units", "choice", ("400,400,400", "256,128", "800,400", "128,64")),
@@ -39,10 +51,7 @@ _DNN = (
     ("kernel_l2", "choice", (0.0, 1e-5, 1e-4)),
 )
 # The DeepFM also searches the whole table's L2 each step, which holds rare
-# ids near zero (the tuned Frappe DeepFM's holdout AUC 0.9545 -> 0.9569 at
-# 1e-3; RESULTS.md 2026-12-07); every row then takes an update each step.
-# The FM lost by it on Frappe (0.9460 -> 0.9313 at 1e-4, "Defaults"
-# 2026-12-05).
+# ids near zero (every row then takes an update each step).
 _TABLE = (("table_l2", "choice", (0.0, 1e-4, 1e-3, 3e-3, 1e-2)),)
 
 
@@ -72,10 +81,10 @@ def tune(
     config: TrainConfig,
     output: str,
     *,
-    max_trials: int = 20,
+    max_trials: int = constants.TUNE_MAX_TRIALS,
     time_budget: float | None = None,
     algorithm: str = "bayesian",
-    report: Callable[[str], None] = print,
+    report: Callable[[str], None] | None = None,
 ) -> TuneResult:
     """Searches `config`'s hyperparameters on its holdout.
 
@@ -88,26 +97,13 @@ def tune(
         time_budget: float. Seconds after which no new trial starts.
         algorithm: str. `"bayesian"` (default), `"random"` or
             `"hyperband"`.
-        report: where progress lines go.
+        report: where each trial's line goes (default: the `tffm` logger).
 
     Returns:
         A `TuneResult`.
     """
-    import keras
-    import keras_tuner
-
-    from tffm.callbacks import fit_callbacks
-    from tffm.callbacks import mode_of
-    from tffm.callbacks import monitor_of
-    from tffm.data import raise_row_errors
-    from tffm.data.beam_scan import scan_for_training
-    from tffm.encoder import FeatureEncoder
-    from tffm.training import build_features
-    from tffm.training import build_model
-    from tffm.training import open_source
-    from tffm.training import quiet_fit
-    from tffm.training import resolve_layout
-    from tffm.training import written_config
+    import keras  # deferred: Keras
+    import keras_tuner  # optional: the `[tune]` extra
 
     if algorithm not in ALGORITHMS:
         raise ValueError(
@@ -116,19 +112,28 @@ def tune(
         )
     if not config.data:
         raise ValueError("No training data: set `data` (or --data).")
-    config = resolve_layout(config, report=report)
+    config = resolve_layout(config)
     os.makedirs(output, exist_ok=True)
-    use_holdout = not config.validation_data
-    monitor = monitor_of(config)
+    monitor = config.monitor
     space = search_space(config.model)
     if config.distribution == "parameter-server":  # no weight average there
         space = tuple(s for s in space if s[0] != "ema")
     with raise_row_errors():  # the scan `tffm train` makes (or `scan`'s)
-        scanned, scan_log = scan_for_training(config)
-    features = build_features(config, scanned)
-    valid_logs: list[Any] = []  # each trial's validation reader
-    encoder = FeatureEncoder(features)
+        data = open_raw(
+            config.layout,
+            config.data,
+            config.validation_data,
+            batch_size=config.batch_size,
+            shuffle_buffer=config.shuffle_buffer,
+            seed=config.seed,
+            scan=config.scan,
+        )
+    features = data.features
+    decided = config.for_data(
+        training_rows=data.rows, table_rows=table_rows(features)
+    )
     deadline = None if time_budget is None else time.monotonic() + time_budget
+    say = report or logger.info
 
     def trial_config(hp: Any) -> TrainConfig:
         values = {name: _value(hp, name, kind, choices)
@@ -137,41 +142,23 @@ def tune(
             values["hidden_units"] = [
                 int(u) for u in values["hidden_units"].split(",")
             ]
-        return dataclasses.replace(config, **values)
+        return dataclasses.replace(decided, **values)
 
     class HyperModel(keras_tuner.HyperModel):  # type: ignore[misc]
         def build(self, hp: Any) -> Any:
-            return build_model(trial_config(hp), features)
+            return build_model(trial_config(hp).model_options(), features)
 
         def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
             trial = trial_config(hp)
-            train = encoder.map_dataset(
-                open_source(
-                    trial,
-                    trial.data,
-                    training=True,
-                    holdout=False if use_holdout else None,
-                ).dataset
-            )
-            valid_source = open_source(
-                trial,
-                list(
-                    (trial.data if use_holdout else trial.validation_data) or []
-                ),
-                holdout=True if use_holdout else None,
-            )
-            valid_logs.append(valid_source.log)
-            valid = encoder.map_dataset(valid_source.dataset).cache()
             callbacks = fit_callbacks(
-                trial,
-                monitor,
+                trial.fit_options(),
                 checkpoint=os.path.join(output, "last_trial.keras"),
                 logs=os.path.join(output, "last_trial"),
             )
             with raise_row_errors(), quiet_fit():
                 return model.fit(
-                    train,
-                    validation_data=valid,
+                    data.local_input(trial.batch_size),
+                    validation_data=data.validation,
                     epochs=kwargs.get("epochs", trial.epochs),
                     callbacks=callbacks + list(kwargs.get("callbacks", [])),
                     verbose=0,
@@ -203,7 +190,7 @@ def tune(
                 for k, v in trial.hyperparameters.values.items()
                 if not k.startswith("tuner/")
             )
-            report(f"trial {done}: {shown}  ({values})")
+            say(f"trial {done}: {shown}  ({values})")
             if deadline is not None and time.monotonic() > deadline:
                 self.oracle.max_trials = done  # no new trial starts
 
@@ -230,6 +217,7 @@ def tune(
         best_values["hidden_units"] = [
             int(u) for u in str(best_values["hidden_units"]).split(",")
         ]
+    # Options not searched stay as given (`auto` ones go by the data then).
     best_config = written_config(
         dataclasses.replace(config, **best_values), features
     )
@@ -242,11 +230,15 @@ def tune(
         f.write(results_table(trials, space, monitor) + "\n")
     skipped = None
     if config.lenient:
-        # Every trial reads the same rows: the scan's and one trial's
-        # validation reader say what was skipped, once.
+        # Every trial reads the same rows: the scan's and the validation
+        # reader's logs say what was skipped, once.
         skipped = {
-            "training": None if scan_log is None else scan_log.summary(),
-            "validation": valid_logs[0].summary() if valid_logs else None,
+            "training": None
+            if data.scan_log is None
+            else data.scan_log.summary(),
+            "validation": None
+            if data.validation_log is None
+            else data.validation_log.summary(),
         }
     return TuneResult(trials, best, path, monitor, skipped)
 

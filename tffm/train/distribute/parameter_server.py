@@ -9,15 +9,16 @@ tasks and `ps` tasks, each started with the same `tffm train` command:
   `ps` task, placed round-robin; workers never hold them: a step reads
   the rows its batch needs (a sparse gather on the ps) and sends back
   their gradients.
-- the `chief` scans the data, builds the model, and `fit` drives
-  training through a `ClusterCoordinator`: each scheduled step runs on a
+- the `chief` scans the data, builds the model, and `fit_on_cluster`
+  drives training through a `ClusterCoordinator`: each scheduled step runs on a
   free worker, on that worker's own part of the input (every `N`-th line,
   `N` workers), and applies its update to the variables at once
   (asynchronous training: no step waits for another worker's).
 
 Keras 3's `Model.fit` has no `ParameterServerStrategy` support (its
 TensorFlow trainer calls `strategy.run` on the chief, which this strategy
-refuses), so `fit` is a loop of its own around Keras' own `train_step`,
+refuses), so `fit_on_cluster` is a loop of its own around Keras' own
+`train_step`,
 on a copy of the chief's model built in the strategy's scope; the chief's
 model gets the trained variables after each epoch and is what the epoch's
 callbacks, the validation and the saved files see. An epoch is each
@@ -44,9 +45,9 @@ import collections
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -60,6 +61,8 @@ _POLL_SECONDS = 1.0
 # Steps scheduled ahead of the one whose result the chief waits for, per
 # worker: enough to keep every worker busy.
 _AHEAD_PER_WORKER = 4
+
+logger = logging.getLogger(__name__)
 
 
 def cluster_task() -> tuple[str, int]:
@@ -113,10 +116,7 @@ def serve(*, chief_gone_seconds: float = CHIEF_GONE_SECONDS) -> dict[str, Any]:
         protocol=resolver.rpc_layer or "grpc",
         start=True,
     )
-    print(
-        f"tffm train: parameter-server {task_type} {task_id} serving",
-        file=sys.stderr,
-    )
+    logger.info("parameter-server %s %s serving", task_type, task_id)
     host, port = _tf_config()["cluster"]["chief"][0].rsplit(":", 1)
     seen, gone_since = False, 0.0
     while True:
@@ -185,7 +185,7 @@ class TrainingInput:
         )
 
 
-def fit(
+def fit_on_cluster(
     model: Any,
     data: TrainingInput,
     *,
@@ -194,7 +194,6 @@ def fit(
     callbacks: Sequence[Any],
     validation_data: Any = None,
     verbose: int | str = "auto",
-    **unused: Any,
 ) -> dict[str, list[float]]:
     """Trains `model` on the parameter servers; returns the history.
 
@@ -202,15 +201,19 @@ def fit(
     the copy's variables live on the ps tasks and the workers train them;
     after each epoch `model` gets their values (weights and optimizer
     state), is validated on `validation_data` and passed to `callbacks`
-    and `checkpoint` (a `tffm.resume.ResumeCheckpoint`, restored first and
-    pushed to the ps tasks; it checkpoints at epoch ends). A learning rate
-    a callback sets on `model` is pushed to the ps tasks at each epoch's
-    start. Other `model.fit` arguments (`shuffle`) are `unused`.
+    and `checkpoint` (a `tffm.train.resume.ResumeCheckpoint`, restored
+    first and pushed to the ps tasks; it checkpoints at epoch ends; a fit
+    it holds as finished is not run again). A learning rate a callback
+    sets on `model` is pushed to the ps tasks at each epoch's start.
+    Epochs are logged (`verbose`) to the `tffm` logger.
     """
-    import keras
-    import tensorflow as tf
+    import keras  # deferred: Keras
+    import tensorflow as tf  # deferred: TensorFlow
 
-    del unused
+    finished = checkpoint.finished_history(model)
+    if finished is not None:
+        return dict(finished)
+    checkpoint.callbacks = list(callbacks)
     coordinator = tf.distribute.coordinator.ClusterCoordinator(data.strategy)
     remote = replicate(model, data.strategy, validation_data)
     dataset = data.per_worker_dataset(coordinator)
@@ -242,11 +245,14 @@ def fit(
             logs.update({f"val_{k}": float(v) for k, v in scores.items()})
         if verbose:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in logs.items())
-            print(
-                f"epoch {epoch + 1}/{epochs}: {sum(steps)} steps (per "
-                f"worker {steps}) in {time.monotonic() - started:.1f} s; "
-                f"{shown}",
-                file=sys.stderr,
+            logger.info(
+                "epoch %d/%d: %d steps (per worker %s) in %.1f s; %s",
+                epoch + 1,
+                epochs,
+                sum(steps),
+                steps,
+                time.monotonic() - started,
+                shown,
             )
         listed.on_epoch_end(epoch, logs)
         if model.stop_training:

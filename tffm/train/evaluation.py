@@ -5,13 +5,17 @@ benchmarks all call `evaluate_files` (or `evaluate_dataset`), so a metric
 means the same thing everywhere.
 """
 
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from tffm import metrics
-from tffm.config import TrainConfig
+from tffm.data.layout import DataLayout
+from tffm.data.lines import raise_row_errors
+from tffm.data.source import has_label
+from tffm.data.source import open_source
 
 _METRICS: dict[str, dict[str, Callable[[Any, Any], float]]] = {
     "binary": {"auc": metrics.roc_auc, "logloss": metrics.log_loss},
@@ -20,29 +24,31 @@ _METRICS: dict[str, dict[str, Callable[[Any, Any], float]]] = {
 
 
 def evaluate_files(
-    model: Any, config: TrainConfig, files: list[str]
+    model: Any,
+    layout: DataLayout,
+    files: list[str],
+    *,
+    batch_size: int = 1024,
 ) -> dict[str, Any]:
-    """Metrics of `model` on raw data `files`, read as `config` says.
+    """Metrics of `model` on raw data `files`, read as `layout` says.
 
-    With `config.lenient`, `skipped_rows` says how many malformed rows were
+    With `layout.lenient`, `skipped_rows` says how many malformed rows were
     left out, with examples of why.
     """
-    from tffm.encoder import FeatureEncoder
-    from tffm.training import has_label
-    from tffm.training import open_source
+    from tffm.encoder import FeatureEncoder  # deferred: Keras
 
-    source = open_source(config, files, scoring=True)
-    if not has_label(config, files):
+    source = open_source(layout, files, batch_size=batch_size, scoring=True)
+    if not has_label(layout, files):
         raise ValueError(
-            f"{files[0]}: no label column {config.label!r} to evaluate "
+            f"{files[0]}: no label column {layout.label!r} to evaluate "
             "against; `tffm predict` scores unlabelled data."
         )
     # The encoder reads the spec's features ("#file", "#line" pass by).
     dataset = FeatureEncoder(model.features).map_dataset(source.dataset)
     metrics: dict[str, Any] = dict(
-        evaluate_dataset(model, dataset, config.task)
+        evaluate_dataset(model, dataset, layout.task)
     )
-    if config.lenient:
+    if layout.lenient and source.log is not None:
         metrics["skipped_rows"] = source.log.summary()
     return metrics
 
@@ -55,9 +61,7 @@ def evaluate_dataset(model: Any, dataset: Any, task: str) -> dict[str, Any]:
 
 def predict_dataset(model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
     """Labels and model outputs over an encoded `(features, label)` dataset."""
-    import keras
-
-    from tffm.data import raise_row_errors
+    import keras  # deferred: Keras
 
     labels, outputs = [], []
     with raise_row_errors():
@@ -99,11 +103,9 @@ def write_reliability_plot(
     Returns:
         `path`, or None when matplotlib (the `[data]` extra) is absent.
     """
-    import importlib.util
-
     if importlib.util.find_spec("matplotlib") is None:
         return None
-    import matplotlib
+    import matplotlib  # optional: the `[data]` extra
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

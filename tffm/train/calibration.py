@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from tffm.data.lines import raise_row_errors
+
 
 def fit_platt(
     logits: ArrayLike, labels: ArrayLike, *, iterations: int = 100
@@ -72,9 +74,7 @@ def calibrate(model: Any, dataset: Any) -> dict[str, float]:
     Returns:
         `{"scale": a, "shift": b}`, now the layer's weights.
     """
-    import keras
-
-    from tffm.data import raise_row_errors
+    import keras  # deferred: Keras (`fit_platt` is numpy only)
 
     raw = keras.Model(model.inputs, model.get_layer("raw_logit").output)
     logits, labels = [], []
