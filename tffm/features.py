@@ -119,10 +119,8 @@ class MultiCategorical(_Lookup):
         combiner: str. `"sum"` (default) or `"mean"`. A sum is what an FM
             makes of a set given as indicators (each listed value
             `x_i = 1`, less the pairs within the list); a mean divides each
-            by the list's length. On MovieLens' genres the sum gave the FM
-            and the DeepFM a holdout RMSE about 0.0045 better
-            (benchmarks/RESULTS.md, 2026-12-06); `max_len` bounds its
-            scale.
+            by the list's length. `max_len` bounds the sum's scale; why
+            the sum is the default is in `docs/defaults.md`.
     """
 
     max_len: int = constants.LIST_MAX_LEN

@@ -4,13 +4,13 @@ import argparse
 import dataclasses
 
 from tffm import testing
-from tffm.cli import _parser
-from tffm.config import AUTO
-from tffm.config import TrainConfig
+from tffm.cli import build_parser
+from tffm.train.config import AUTO
+from tffm.train.config import TrainConfig
 
 
 def train_actions():
-    parser = _parser()
+    parser = build_parser()
     (subparsers,) = [
         a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
     ]
@@ -51,7 +51,7 @@ class TrainFlagsTest(testing.TestCase):
     def test_flags_given_become_the_config(self):
         from tffm.cli import config_from_args
 
-        args = _parser().parse_args(
+        args = build_parser().parse_args(
             [
                 "train",
                 "--data",
@@ -87,4 +87,4 @@ class TrainFlagsTest(testing.TestCase):
 
     def test_a_choice_outside_the_field_s_is_refused(self):
         with self.assertRaises(SystemExit):
-            _parser().parse_args(["train", "--schedule", "step"])
+            build_parser().parse_args(["train", "--schedule", "step"])

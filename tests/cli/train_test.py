@@ -16,6 +16,7 @@ from tffm.cli import main
 from tffm.encoder import KerasPredictor
 from tffm.metrics import log_loss
 from tffm.metrics import roc_auc
+from tffm.train.defaults import AUTO
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -25,12 +26,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
 def write_planted_csv(path, rows, seed):
-    from tffm.cli.demo import _write_csv
 
     data = tffm.synthetic.make_planted_ctr(
         rows, num_categorical=3, vocabulary_size=10, seed=seed
     )
-    _write_csv(data, path)
+    data.to_csv(path)
     return data
 
 
@@ -248,33 +248,33 @@ class TrainCliTest(testing.TestCase):
     def test_refit_none_refits_only_small_data_with_a_holdout(self):
         from unittest import mock
 
-        from tffm.config import TrainConfig
-        from tffm.training import train
+        from tffm.train.config import TrainConfig
+        from tffm.train.pipeline import train
 
         train_csv = str(self.tmp / "train.csv")
         valid_csv = str(self.tmp / "valid.csv")
         write_planted_csv(train_csv, 1000, seed=6)
         write_planted_csv(valid_csv, 300, seed=7)
         base = dict(CONFIG, model="fm", epochs=1, data=[train_csv])
-        # None (by the data's size) is regression's default; binary models
+        # AUTO (by the data's size) is regression's default; binary models
         # do not refit unless told.
         for model in ("lr", "fm", "deepfm"):
             config = TrainConfig(**dict(base, task="regression", model=model))
-            self.assertIsNone(config.refit, model)
+            self.assertIs(config.refit, AUTO, model)
         self.assertIs(TrainConfig(**dict(base, model="deepfm")).refit, False)
         self.assertIs(TrainConfig(**base).refit, False)
         cases = [
             # (what changes, rows allowed, refit done)
             # 1,000 rows, 100 of them the holdout: 900 training rows.
-            ({"refit": None}, 900, True),
-            ({"refit": None}, 899, False),
+            ({"refit": AUTO}, 900, True),
+            ({"refit": AUTO}, 899, False),
             # No holdout to give back.
-            ({"refit": None, "validation_data": [valid_csv]}, 10**6, False),
+            ({"refit": AUTO, "validation_data": [valid_csv]}, 10**6, False),
             ({}, 10**6, False),
         ]
         for i, (change, limit, expected) in enumerate(cases):
             out = str(self.tmp / f"run{i}")
-            with mock.patch("tffm.training.REFIT_MAX_ROWS", limit):
+            with mock.patch("tffm.train.defaults.REFIT_MAX_ROWS", limit):
                 train(TrainConfig(**base, **change), out, verbose=0)
             metrics = json.load(open(os.path.join(out, "metrics.json")))
             self.assertEqual("refit_epochs" in metrics, expected, change)
@@ -423,8 +423,8 @@ class EncodedTrainingTest(testing.TestCase):
         self.tmp = tmp_path
 
     def test_another_model_on_an_encoding_takes_its_own_defaults(self):
-        from tffm.cli import _encoding_base
-        from tffm.config import TrainConfig
+        from tffm.cli.flags import encoding_base
+        from tffm.train.config import TrainConfig
 
         # What `tffm encode` writes without a model: the FM's resolved
         # options, one of them (embedding_dim) chosen by the user.
@@ -434,7 +434,7 @@ class EncodedTrainingTest(testing.TestCase):
         encoding = dataclasses.replace(encoding, learning_rate=fm.learning_rate)
         path = self.tmp / "config.json"
         path.write_text(json.dumps(dict(encoding.to_dict(), model="fm")))
-        values = _encoding_base(
+        values = encoding_base(
             str(path), {"model": "deepfm", "format": "encoded"}
         )
         config = TrainConfig.from_dict(values)
@@ -449,7 +449,7 @@ class EncodedTrainingTest(testing.TestCase):
         self.assertNotEqual(fm.learning_rate, deepfm.learning_rate)
         # The same model keeps everything the encoding says.
         same = TrainConfig.from_dict(
-            _encoding_base(str(path), {"format": "encoded"})
+            encoding_base(str(path), {"format": "encoded"})
         )
         self.assertEqual(same.learning_rate, fm.learning_rate)
         self.assertEqual(same.monitor, fm.monitor)

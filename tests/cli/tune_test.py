@@ -9,9 +9,8 @@ import pytest
 
 import tffm
 from tffm import testing
-from tffm.callbacks import monitor_of
 from tffm.cli import main
-from tffm.config import TrainConfig
+from tffm.train.config import TrainConfig
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -26,12 +25,11 @@ class TuneTest(testing.TestCase):
 
     def test_search_on_the_holdout_writes_a_trainable_best_config(self):
         pytest.importorskip("keras_tuner")
-        from tffm.cli.demo import _write_csv
 
         data = tffm.synthetic.make_planted_ctr(
             1500, num_categorical=2, vocabulary_size=8, seed=3
         )
-        _write_csv(data, str(self.tmp / "train.csv"))
+        data.to_csv(str(self.tmp / "train.csv"))
         config = {
             "format": "csv",
             "label": "label",
@@ -74,7 +72,7 @@ class TuneTest(testing.TestCase):
         # One progress line per trial, then the table.
         self.assertEqual(printed.getvalue().count("trial "), 3)
         # Trials are ranked on the monitor `tffm train` would stop on.
-        monitor = monitor_of(TrainConfig(format="criteo", model="fm"))
+        monitor = TrainConfig(format="criteo", model="fm").monitor
         self.assertIn(f"| rank | {monitor} |", printed.getvalue())
         best = TrainConfig.from_file(
             str(self.tmp / "tune" / "best_config.json")
@@ -105,12 +103,11 @@ class TuneTest(testing.TestCase):
 
     def test_time_budget_stops_new_trials(self):
         pytest.importorskip("keras_tuner")
-        from tffm.cli.demo import _write_csv
 
         data = tffm.synthetic.make_planted_ctr(
             600, num_categorical=2, vocabulary_size=8, seed=4
         )
-        _write_csv(data, str(self.tmp / "train.csv"))
+        data.to_csv(str(self.tmp / "train.csv"))
         config = TrainConfig(
             data=[str(self.tmp / "train.csv")],
             format="csv",
@@ -118,7 +115,7 @@ class TuneTest(testing.TestCase):
             epochs=1,
             columns={"c0": {"kind": "categorical"}, "n0": {"kind": "numeric"}},
         )
-        from tffm.tuning import tune
+        from tffm.train.tuning import tune
 
         lines = []
         result = tune(
@@ -134,13 +131,12 @@ class TuneTest(testing.TestCase):
 
     def test_lenient_reports_the_skipped_rows_once(self):
         pytest.importorskip("keras_tuner")
-        from tffm.cli.demo import _write_csv
 
         data = tffm.synthetic.make_planted_ctr(
             600, num_categorical=2, vocabulary_size=8, seed=5
         )
         path = str(self.tmp / "train.csv")
-        _write_csv(data, path)
+        data.to_csv(path)
         lines = open(path).read().splitlines(keepends=True)
         # Line 3 is a training row, line 10 a holdout row (every 10th).
         lines[2] = "not,enough,columns\n"
@@ -154,7 +150,7 @@ class TuneTest(testing.TestCase):
             lenient=True,
             columns={"c0": {"kind": "categorical"}, "n0": {"kind": "numeric"}},
         )
-        from tffm.tuning import tune
+        from tffm.train.tuning import tune
 
         result = tune(
             config,
@@ -174,7 +170,7 @@ class SearchSpaceTest(testing.TestCase):
     def test_every_searched_value_is_a_valid_config(self):
         # A name TrainConfig lacks, or a value its checks refuse, would
         # only fail mid-search, on the trial that drew it.
-        from tffm.tuning import search_space
+        from tffm.train.tuning import search_space
 
         base = TrainConfig(data=["x.csv"], format="criteo")
         for model in ("lr", "fm", "deepfm"):
@@ -188,7 +184,7 @@ class SearchSpaceTest(testing.TestCase):
                     self.assertEqual(getattr(config, name), value)
 
     def test_the_deepfm_searches_its_dnn_and_the_table_penalty(self):
-        from tffm.tuning import search_space
+        from tffm.train.tuning import search_space
 
         names = {name for name, _, _ in search_space("deepfm")}
         fm_names = {name for name, _, _ in search_space("fm")}

@@ -68,9 +68,8 @@ def planted(rows, seed):
 
 
 def write_csv(data, path, *, label=True, header=True, ids=False):
-    from tffm.cli.demo import _write_csv
 
-    _write_csv(data, path)
+    data.to_csv(path)
     rows = list(csv.reader(open(path)))
     names = rows[0]
     keep = [j for j, n in enumerate(names) if label or n != "label"]

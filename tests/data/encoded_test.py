@@ -11,8 +11,9 @@ from absl.testing import parameterized
 import tffm
 from tffm import data
 from tffm import testing
-from tffm.config import TrainConfig
+from tffm.train.config import TrainConfig
 from tffm.data import ReadOptions
+from tffm.data.encoded_keras import EncodedPyDataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 NUM_ROWS = 1_003  # not a multiple of any batch or shard size below
@@ -230,7 +231,7 @@ class EncodedTest(testing.TestCase):
         path, columns, label = self.write()
         encoded = data.EncodedData(path)
         options = ReadOptions(batch_size=64, shuffle_buffer=200, seed=9)
-        dataset = encoded.py_dataset(options)
+        dataset = EncodedPyDataset(encoded, options)
         for epoch in range(2):
             expected = list(encoded.batches(options, epoch=epoch))
             self.assertLen(dataset, len(expected))
@@ -259,7 +260,10 @@ class EncodedTest(testing.TestCase):
         self.assertLen(history.history["loss"], 2)
         encoded = data.EncodedData(path)
         history = model.fit(
-            encoded.py_dataset(options), epochs=2, verbose=0, shuffle=False
+            EncodedPyDataset(encoded, options),
+            epochs=2,
+            verbose=0,
+            shuffle=False,
         )
         self.assertTrue(np.isfinite(history.history["loss"]).all())
 
@@ -279,7 +283,7 @@ class EncodedTest(testing.TestCase):
             model = tffm.DeepFM(encoded.features, embedding_dim=4,
                                 hidden_units=[8])
             model.compile(optimizer="adam", loss="binary_crossentropy")
-            history = model.fit(encoded.py_dataset(options), epochs=2,
+            history = model.fit(EncodedPyDataset(encoded, options), epochs=2,
                                 verbose=0)
             assert np.isfinite(history.history["loss"]).all()
             assert "tensorflow" not in {{

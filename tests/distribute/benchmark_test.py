@@ -7,7 +7,7 @@ import pytest
 
 from tffm import testing
 
-from . import helpers
+from tests.train.distribute import helpers
 
 # TensorFlow made unimportable, as on the GPU machine (JAX, no TF).
 _WITHOUT_TF = """

@@ -7,12 +7,13 @@ import tempfile
 from absl.testing import parameterized
 
 from tffm import testing
-from tffm.config import AUTO
-from tffm.config import AUTO_DEFAULTS
-from tffm.config import TrainConfig
-from tffm.config import auto_defaults
-from tffm.training import build_features
-from tffm.training import resolve_layout
+from tffm.features import table_rows
+from tffm.train.build import build_features
+from tffm.train.config import TrainConfig
+from tffm.train.defaults import AUTO
+from tffm.train.defaults import AUTO_DEFAULTS
+from tffm.train.defaults import auto_defaults
+from tffm.train.inputs import resolve_layout
 
 AUTO_FIELDS = [
     f.name for f in dataclasses.fields(TrainConfig) if f.default is AUTO
@@ -27,6 +28,10 @@ class AutoDefaultsTest(testing.TestCase):
         self.assertCountEqual(expected, AUTO_FIELDS)
         for name in AUTO_FIELDS:
             self.assertEqual(getattr(config, name), expected[name], name)
+        # What goes by the data stays AUTO until `for_data` decides it.
+        decided = config.for_data(training_rows=10, table_rows=10)
+        for name in AUTO_FIELDS:
+            self.assertIsNot(getattr(decided, name), AUTO, name)
 
     def test_the_model_is_fm_unless_given(self):
         self.assertEqual(TrainConfig(format="criteo").model, "fm")
@@ -64,10 +69,8 @@ class AutoDefaultsTest(testing.TestCase):
         self.assertEqual(regression.schedule, "constant")
 
     def test_the_monitor_goes_by_task_and_model(self):
-        from tffm.callbacks import monitor_of
-
         def monitor(**kwargs):
-            return monitor_of(TrainConfig(format="criteo", **kwargs))
+            return TrainConfig(format="criteo", **kwargs).monitor
 
         # The binary FM chooses its epoch on AUC - logloss; the other
         # binary models on AUC; regression on the RMSE.
@@ -82,38 +85,41 @@ class AutoDefaultsTest(testing.TestCase):
         # A config written before the monitor went by model says null:
         # the task's monitor, as it was then.
         old = TrainConfig.from_dict({"format": "criteo", "monitor": None})
-        self.assertEqual(monitor_of(old), "val_auc")
+        self.assertEqual(old.monitor, "val_auc")
 
     def test_linear_l2_reaches_the_model_and_frees_regression_biases(self):
         from tffm.features import Categorical
-        from tffm.training import build_model
+        from tffm.train.build import build_model
 
         features = [Categorical("user", vocabulary=["a", "b"])]
+
+        def embedding(config):
+            options = config.for_data(
+                training_rows=10, table_rows=table_rows(features)
+            ).model_options()
+            return build_model(options, features).get_layer("feature_embedding")
+
         layers = {}
         for task in ("binary", "regression"):
             config = TrainConfig(format="criteo", model="fm", task=task)
-            layers[task] = build_model(config, features).get_layer(
-                "feature_embedding"
-            )
-        # Binary: None, the rows' `embeddings_l2` on their biases too.
-        self.assertIsNone(layers["binary"].linear_l2)
+            layers[task] = embedding(config)
+        # Binary: the rows' `embeddings_l2` on their biases too.
+        self.assertEqual(
+            layers["binary"].linear_l2,
+            AUTO_DEFAULTS[("binary", "fm")]["embeddings_l2"],
+        )
         self.assertEqual(layers["regression"].linear_l2, 0.0)
         self.assertGreater(layers["regression"].embeddings_l2, 0.0)
         given = TrainConfig(
             format="criteo", model="deepfm", task="regression", linear_l2=0.2
         )
-        self.assertEqual(
-            build_model(given, features)
-            .get_layer("feature_embedding")
-            .linear_l2,
-            0.2,
-        )
+        self.assertEqual(embedding(given).linear_l2, 0.2)
 
     def test_the_binary_deepfm_takes_a_table_l2_below_lazy_rows(self):
-        from tffm.config import table_l2_for
         from tffm.constants import LAZY_ROWS
         from tffm.features import Categorical
-        from tffm.training import build_model
+        from tffm.train.build import build_model
+        from tffm.train.defaults import table_l2_by_size
 
         features = [
             Categorical("user", vocabulary=["a", "b"]),
@@ -121,26 +127,36 @@ class AutoDefaultsTest(testing.TestCase):
         ]
 
         def table_l2(**kwargs):
-            config = TrainConfig(format="criteo", **kwargs)
+            config = TrainConfig.from_dict({"format": "criteo", **kwargs})
+            options = config.for_data(
+                training_rows=10, table_rows=table_rows(features)
+            ).model_options()
             return (
-                build_model(config, features)
+                build_model(options, features)
                 .get_layer("feature_embedding")
                 .table_l2
             )
 
         # The binary DeepFM's default goes by the table's size: 1e-3 on a
         # table updated densely anyway; none where updates are row-wise.
-        self.assertIsNone(TrainConfig(format="criteo", model="deepfm").table_l2)
+        deepfm = TrainConfig(format="criteo", model="deepfm")
+        self.assertIs(deepfm.table_l2, AUTO)
+        with self.assertRaisesRegex(ValueError, "table_l2.*for_data"):
+            deepfm.model_options()
         self.assertEqual(table_l2(model="deepfm"), 1e-3)
-        self.assertEqual(table_l2_for(None, LAZY_ROWS - 1), 1e-3)
-        self.assertEqual(table_l2_for(None, LAZY_ROWS), 0.0)
-        self.assertEqual(table_l2_for(0.0, 10), 0.0)
+        self.assertEqual(table_l2_by_size(LAZY_ROWS - 1), 1e-3)
+        self.assertEqual(table_l2_by_size(LAZY_ROWS), 0.0)
+        big = deepfm.for_data(training_rows=10, table_rows=LAZY_ROWS)
+        self.assertEqual(big.table_l2, 0.0)
         # The other models, regression's DeepFM and a given value keep theirs.
         self.assertEqual(table_l2(model="fm"), 0.0)
         self.assertEqual(table_l2(model="lr"), 0.0)
         self.assertEqual(table_l2(model="deepfm", task="regression"), 0.0)
         self.assertEqual(table_l2(model="deepfm", table_l2=0.0), 0.0)
-        self.assertEqual(table_l2(model="fm", table_l2=None), 1e-3)
+        # "auto" is the model's default; a file from before "auto" says null.
+        self.assertEqual(table_l2(model="fm", table_l2="auto"), 0.0)
+        self.assertEqual(table_l2(model="deepfm", table_l2="auto"), 1e-3)
+        self.assertEqual(table_l2(model="deepfm", table_l2=None), 1e-3)
         # A parameter-server cluster shards its tables to be large.
         cluster = TrainConfig(
             format="criteo", model="deepfm", distribution="parameter-server"
@@ -158,11 +174,17 @@ class AutoDefaultsTest(testing.TestCase):
             TrainConfig.from_dict({"format": "criteo", "epochs": 1.5})
 
     def test_refit_without_a_holdout_to_give_back_is_refused(self):
-        # Regression's default (None) means "when there is a holdout".
-        self.assertIsNone(
-            TrainConfig(
-                format="criteo", task="regression", validation_data=["v"]
-            ).refit
+        # Regression's default (AUTO) means "when there is a small holdout".
+        validated = TrainConfig(
+            format="criteo", task="regression", validation_data=["v"]
+        )
+        self.assertIs(validated.refit, AUTO)
+        self.assertFalse(
+            validated.for_data(training_rows=10, table_rows=10).refit
+        )
+        held_out = TrainConfig(format="criteo", task="regression")
+        self.assertTrue(
+            held_out.for_data(training_rows=10, table_rows=10).refit
         )
         with self.assertRaisesRegex(ValueError, "refit.*validation_data"):
             TrainConfig(format="criteo", refit=True, validation_data=["v"])
@@ -182,10 +204,9 @@ class LibsvmLayoutTest(testing.TestCase):
         path = self.write(
             ["1 3:1 10:1 20:1", "-1 4:1 11:1 21:1", "", "1 3:1 12:1 22:1"]
         )
-        said = []
-        config = resolve_layout(
-            TrainConfig(data=[path], format="libsvm"), report=said.append
-        )
+        with self.assertLogs("tffm", level="INFO") as logs:
+            config = resolve_layout(TrainConfig(data=[path], format="libsvm"))
+        said = [record.getMessage() for record in logs.records]
         self.assertEqual(config.fields, ["field0", "field1", "field2"])
         self.assertTrue(config.binary_labels)
         self.assertEqual(len(said), 2)
@@ -194,14 +215,11 @@ class LibsvmLayoutTest(testing.TestCase):
 
     def test_zero_one_labels_and_regression_keep_their_labels(self):
         path = self.write(["1 3:1 10:1", "0 4:1 11:1"])
-        config = resolve_layout(
-            TrainConfig(data=[path], format="libsvm"), report=lambda _: None
-        )
+        config = resolve_layout(TrainConfig(data=[path], format="libsvm"))
         self.assertFalse(config.binary_labels)
         path = self.write(["1 3:1 10:1", "-1 4:1 11:1"])
         config = resolve_layout(
             TrainConfig(data=[path], format="libsvm", task="regression"),
-            report=lambda _: None,
         )
         self.assertFalse(config.binary_labels)
         self.assertEqual(config.fields, ["field0", "field1"])
@@ -213,18 +231,14 @@ class LibsvmLayoutTest(testing.TestCase):
     )
     def test_other_layouts_are_left_to_the_flags(self, lines):
         path = self.write(lines)
-        said = []
-        config = resolve_layout(
-            TrainConfig(data=[path], format="libsvm"), report=said.append
-        )
+        with self.assertNoLogs("tffm", level="INFO"):
+            config = resolve_layout(TrainConfig(data=[path], format="libsvm"))
         self.assertIsNone(config.fields)
-        self.assertEqual(said, [])
 
     def test_named_fields_are_kept(self):
         path = self.write(["1 3:1 10:1", "-1 4:1 11:1"])
         config = resolve_layout(
             TrainConfig(data=[path], format="libsvm", fields=["a", "b"]),
-            report=lambda _: None,
         )
         self.assertEqual(config.fields, ["a", "b"])
         self.assertTrue(config.binary_labels)
@@ -246,6 +260,6 @@ class ListColumnTest(testing.TestCase):
                 },
             },
         )
-        plain, given = build_features(config, scan=None)
+        plain, given = build_features(config.layout, scan=None)
         self.assertEqual((plain.max_len, plain.combiner), (16, "sum"))
         self.assertEqual((given.max_len, given.combiner), (3, "mean"))

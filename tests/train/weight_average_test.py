@@ -9,10 +9,10 @@ import keras
 import numpy as np
 import pytest
 
-from tffm import resume
+from tffm.train import resume
 from tffm import testing
-from tffm.callbacks import AveragedWeights
-from tffm.config import TrainConfig
+from tffm.train.callbacks import AveragedWeights
+from tffm.train.config import TrainConfig
 
 MOMENTUM = 0.6
 ROWS, BATCH = 48, 8  # 6 steps an epoch
@@ -176,7 +176,7 @@ class AveragedWeightsTest(testing.TestCase):
             callbacks = [average, average.swap_back, Fail()]
             checkpoint = resume.ResumeCheckpoint(directory)
             try:
-                resume.fit(
+                resume.fit_resumable(
                     model,
                     keras_dataset(x, y),
                     checkpoint=checkpoint,

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from tffm import distribute
+from tffm.train import distribute
 from tffm import testing
-from tffm.config import TrainConfig
+from tffm.train.config import TrainConfig
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -35,15 +35,11 @@ def _ids(dataset):
 
 class ScaleTest(testing.TestCase):
     def test_rules(self):
-        config = _config(batch_size=256, learning_rate=0.01)
-        self.assertEqual(distribute.scale(config, 1)[:2], (256, 0.01))
-        self.assertEqual(distribute.scale(config, 4)[:2], (256, 0.01))
-        linear = _config(
-            batch_size=256, learning_rate=0.01, batch_scaling="linear"
-        )
-        self.assertEqual(distribute.scale(linear, 4)[:2], (1024, 0.04))
-        root = _config(batch_size=256, learning_rate=0.01, batch_scaling="sqrt")
-        batch, rate, note = distribute.scale(root, 4)
+        scale = distribute.scale
+        self.assertEqual(scale(256, 0.01, "global", 1)[:2], (256, 0.01))
+        self.assertEqual(scale(256, 0.01, "global", 4)[:2], (256, 0.01))
+        self.assertEqual(scale(256, 0.01, "linear", 4)[:2], (1024, 0.04))
+        batch, rate, note = scale(256, 0.01, "sqrt", 4)
         self.assertEqual(batch, 1024)
         self.assertAllClose(rate, 0.02)
         self.assertIn("sqrt scaling", note)
@@ -95,7 +91,7 @@ class ShardTest(testing.TestCase):
         self.assertEqual(distribute.shard_files(three, 2, 0)[1], (2, 0))
 
     def test_records_with_fewer_files_each_row_once(self):
-        from tffm.training import open_source
+        from tffm.data import open_source
 
         path = self._write("one.csv", range(1, 101))
         config = _config()
@@ -104,7 +100,9 @@ class ShardTest(testing.TestCase):
         seen = []
         for index in range(3):
             _, shard = distribute.shard_files([path], 3, index)
-            source = open_source(config, [path], holdout=False, shard=shard)
+            source = open_source(
+                config.layout, [path], batch_size=8, holdout=False, shard=shard
+            )
             seen += _ids(source.dataset)
         # Lines 10, 20, ... are the holdout: every other row exactly once.
         want = [i for i in range(1, 101) if (i + 1) % 10]
@@ -117,19 +115,24 @@ class InputOrderTest(testing.TestCase):
         self.tmp = tmp_path
 
     def test_order_is_a_function_of_epoch_and_skip_resumes(self):
-        from tffm import resume
-        from tffm.training import open_source
+        from tffm.data import InputOrder
+        from tffm.data import open_source
 
         path = self.tmp / "d.csv"
         path.write_text("".join(f"{i},0\n" for i in range(1, 201)))
-        order = resume.InputOrder()
+        order = InputOrder()
         config = _config(
             shuffle_buffer=64,
             validation_data=[str(path)],
             column_names=["id", "label"],
         )
         dataset = open_source(
-            config, [str(path)], training=True, order=order
+            config.layout,
+            [str(path)],
+            batch_size=config.batch_size,
+            shuffle_buffer=config.shuffle_buffer,
+            seed=config.seed,
+            order=order,
         ).dataset
         passes = {}
         for epoch in (0, 1, 0):
@@ -143,15 +146,21 @@ class InputOrderTest(testing.TestCase):
         self.assertEqual(_ids(dataset), passes[1][0][24:])
 
     def test_masked_rows_still_make_full_batches_and_resume_by_batch(self):
-        from tffm import resume
-        from tffm.training import open_source
+        from tffm.data import InputOrder
+        from tffm.data import open_source
 
         path = self.tmp / "d.csv"
         path.write_text("".join(f"{i},0\n" for i in range(1, 201)))
-        order = resume.InputOrder()
+        order = InputOrder()
         config = _config(shuffle_buffer=64, column_names=["id", "label"])
         dataset = open_source(  # every 10th line held out: 180 rows
-            config, [str(path)], training=True, holdout=False, order=order
+            config.layout,
+            [str(path)],
+            batch_size=config.batch_size,
+            shuffle_buffer=config.shuffle_buffer,
+            seed=config.seed,
+            holdout=False,
+            order=order,
         ).dataset
         order.set(2, 0)
         sizes = [int(label.shape[0]) for _, label in dataset]

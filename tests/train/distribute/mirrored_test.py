@@ -26,9 +26,9 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2
 )
-from tffm import distribute
-from tffm.config import TrainConfig
-from tffm.training import train
+from tffm.train import distribute
+from tffm.train.config import TrainConfig
+from tffm.train.pipeline import train
 # The same kernels on both sides: XLA (tffm's default on one device)
 # reorders float sums, which Adam amplifies where a gradient is near 0;
 # distributed steps run without it (see Plan.prepare).

@@ -22,8 +22,8 @@ _JAX = {
 _DATA_PARALLEL = """
 import json, sys
 import jax
-from tffm.config import TrainConfig
-from tffm.training import train
+from tffm.train.config import TrainConfig
+from tffm.train.pipeline import train
 assert len(jax.devices()) == 2, jax.devices()
 config = json.loads(sys.argv[1])
 for name, out in (("none", sys.argv[2]), ("data-parallel", sys.argv[3])):
@@ -37,7 +37,7 @@ import jax
 import keras
 import numpy as np
 import tffm
-from tffm import distribute
+from tffm.train import distribute
 features = [
     tffm.Categorical("a", vocabulary=[str(i) for i in range(10)]),
     tffm.Categorical("b", hash_bins=19),
@@ -54,9 +54,8 @@ x = {
 keras.utils.set_random_seed(0)
 plain = tffm.DeepFM(features, embedding_dim=4, hidden_units=[8])
 want = np.asarray(plain.predict(x, verbose=0))
-from tffm.config import TrainConfig
-config = TrainConfig(distribution="model-parallel", format="criteo")
-with distribute.plan(config).scope():
+plan = distribute.plan("model-parallel", batch_size=64, learning_rate=1e-3)
+with plan.scope():
     sharded = tffm.DeepFM(features, embedding_dim=4, hidden_units=[8])
     sharded.set_weights(plain.get_weights())
     got = np.asarray(sharded.predict(x, verbose=0))

@@ -4,11 +4,11 @@ import keras
 import numpy as np
 
 from tffm import testing
-from tffm.callbacks import AUC_LOGLOSS
-from tffm.callbacks import CosineDecay
-from tffm.callbacks import DerivedMetrics
-from tffm.callbacks import EarlyStopping
-from tffm.callbacks import PlateauDecay
+from tffm.train.callbacks import AUC_LOGLOSS
+from tffm.train.callbacks import CosineDecay
+from tffm.train.callbacks import DerivedMetrics
+from tffm.train.callbacks import EarlyStopping
+from tffm.train.callbacks import PlateauDecay
 from tffm.models import LogLoss
 
 

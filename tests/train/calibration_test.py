@@ -4,8 +4,8 @@ import pytest
 
 import tffm
 from tffm import testing
-from tffm.calibration import calibrate
-from tffm.calibration import fit_platt
+from tffm.train.calibration import calibrate
+from tffm.train.calibration import fit_platt
 from tffm.metrics import log_loss
 from tffm.metrics import roc_auc
 

@@ -18,7 +18,7 @@ import pytest
 
 from tffm import testing
 
-from . import helpers
+from tests.train.distribute import helpers
 
 pytestmark = [
     pytest.mark.slow,

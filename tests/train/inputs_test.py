@@ -10,10 +10,10 @@ import keras
 import pytest
 
 from tffm import testing
-from tffm.config import TrainConfig
+from tffm.train.config import TrainConfig
 from tffm.data import beam_scan
 
-from . import helpers
+from tests.train.distribute import helpers
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -38,7 +38,7 @@ class ScanFolderTest(testing.TestCase):
 
     def test_training_from_a_scan_folder_matches_scanning(self):
         from tffm.cli import main
-        from tffm.training import train
+        from tffm.train.pipeline import train
 
         config = self._config()
         scan = str(self.tmp / "scan")
@@ -109,7 +109,7 @@ class ScanFolderTest(testing.TestCase):
         )
 
     def test_training_with_a_mismatched_scan_fails_before_fitting(self):
-        from tffm.training import train
+        from tffm.train.pipeline import train
 
         scan = str(self.tmp / "scan")
         beam_scan.scan_locally(self._config(), scan)

@@ -38,12 +38,11 @@ CONFIG = {
 def write_planted_csv(path, rows, seed):
     """A small CTR CSV drawn from a planted FM (`tffm.synthetic`)."""
     import tffm
-    from tffm.cli.demo import _write_csv
 
     data = tffm.synthetic.make_planted_ctr(
         rows, num_categorical=3, vocabulary_size=10, seed=seed
     )
-    _write_csv(data, path)
+    data.to_csv(path)
     return data
 
 

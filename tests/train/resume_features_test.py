@@ -8,7 +8,7 @@ import pytest
 from absl.testing import parameterized
 
 import tffm
-from tffm import resume
+from tffm.train import resume
 from tffm import testing
 
 FEATURES = [
@@ -47,7 +47,7 @@ class ResumeFeaturesTest(testing.TestCase):
         model.compile(optimizer="adam", loss="binary_crossentropy")
         x, y = _encoded()
         try:
-            resume.fit(
+            resume.fit_resumable(
                 model,
                 x,
                 y=y,

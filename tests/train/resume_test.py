@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-from tffm import resume
+from tffm.train import resume
 from tffm import testing
 
-from . import helpers
+from tests.train.distribute import helpers
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -126,7 +126,7 @@ class ResumeTest(testing.TestCase):
 _KILLED_WHILE_WRITING = """
 import os, signal, sys
 import numpy as np
-from tffm import resume
+from tffm.train import resume
 path = sys.argv[1]
 resume.write_atomic(path, {"meta": np.frombuffer(b'{"v": 1}', np.uint8),
                            "weights/0": np.full(1000, 1.0)})

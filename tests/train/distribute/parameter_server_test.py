@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from tffm import distribute
+from tffm.train import distribute
 from tffm import testing
-from tffm.config import TrainConfig
+from tffm.train.config import TrainConfig
 
 from . import helpers
 from .multi_worker_test import run_cluster
@@ -29,9 +29,9 @@ _CHIEF = """
 import json, os, sys
 import keras
 import numpy as np
-from tffm import parameter_server
-from tffm.config import TrainConfig
-from tffm.training import train
+from tffm.train.distribute import parameter_server
+from tffm.train.config import TrainConfig
+from tffm.train.pipeline import train
 made = []
 replicate = parameter_server.replicate
 def spy(*args, **kwargs):
@@ -140,6 +140,16 @@ class ParameterServerTest(testing.TestCase):
         self.assertFalse(os.path.exists(os.path.join(out, "worker-1")))
 
 
+def _plan_of(config):
+    return distribute.plan(
+        config.distribution,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        batch_scaling=config.batch_scaling,
+        data_format=config.format,
+    )
+
+
 class ParameterServerPlanTest(testing.TestCase):
     def _plan(self, task, **overrides):
         cluster = {
@@ -152,7 +162,7 @@ class ParameterServerPlanTest(testing.TestCase):
         values.update(overrides, distribution="parameter-server")
         config = TrainConfig.from_dict(values)
         with mock.patch.dict(os.environ, env):
-            return distribute.plan(config)
+            return _plan_of(config)
 
     def test_workers_and_ps_serve(self):
         plan = self._plan({"type": "worker", "index": 1})
@@ -167,7 +177,7 @@ class ParameterServerPlanTest(testing.TestCase):
         )
         with mock.patch.dict(os.environ, {"TF_CONFIG": ""}):
             with self.assertRaisesRegex(ValueError, "needs TF_CONFIG"):
-                distribute.plan(config)
+                _plan_of(config)
 
     def test_refuses_generator_formats(self):
         with self.assertRaisesRegex(ValueError, "from_generator"):

@@ -3,7 +3,7 @@
 from absl.testing import parameterized
 
 from tffm import testing
-from tffm.config import TrainConfig
+from tffm.train.config import TrainConfig
 
 COLUMNS = {"c": {"kind": "categorical"}}
 HASHED_C1 = {"C1": {"kind": "categorical", "hash_bins": 8}}

@@ -25,14 +25,15 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2
 )
-from tffm import distribute
-from tffm.config import TrainConfig
-from tffm.training import train
+from tffm.train import distribute
+from tffm.train.distribute import plans
+from tffm.train.config import TrainConfig
+from tffm.train.pipeline import train
 config = TrainConfig.from_dict(json.loads(sys.argv[1]))
 out = {}
 for name in ("filled", "unfilled"):
     if name == "unfilled":
-        distribute.fill_empty_batches = lambda model: None
+        plans.fill_empty_batches = lambda model: None
     result = train(config, sys.argv[2] + name, verbose=0)
     out[name] = {
         "finite": all(

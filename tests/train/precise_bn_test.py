@@ -10,7 +10,7 @@ import numpy as np
 
 from tffm import testing
 from tffm.layers import MLP
-from tffm.precise_bn import recompute_batch_norm
+from tffm.train.precise_bn import recompute_batch_norm
 
 
 def _model():
