@@ -11,6 +11,7 @@ from export.onnx_data import EXTERNAL_DATA_BYTES
 from export.onnx_data import convert_core
 from export.onnx_data import weight_bytes
 from export.onnx_front import add_raw_front
+from export.precision import float32_model
 from tffm import constants
 from tffm.features import Feature
 from tffm.features import features_to_json
@@ -60,10 +61,8 @@ def export_onnx(
     Returns:
         `path`.
     """
-    from export.precision import float32_model
-
     model = float32_model(model)
-    import onnx
+    import onnx  # deferred: onnx
 
     features = getattr(model, "features", None)
     if features is None:
@@ -121,13 +120,13 @@ def check_opset(opset: object) -> None:
 
 
 def _highest_opset() -> int:
-    import tf2onnx.constants
+    import tf2onnx.constants  # deferred: tf2onnx
 
     return int(max(tf2onnx.constants.OPSET_TO_IR_VERSION))
 
 
 def _quantize_dnn(path: str, metadata: dict[str, str]) -> None:
-    import onnx
+    import onnx  # deferred: onnx, onnxruntime
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic
 
@@ -159,9 +158,9 @@ def _export_core(model: Any, opset: int, *, data_path: str | None) -> Any:
     to the data file beside `data_path` (Keras' export holds the weights
     in a protobuf, which cannot exceed 2 GB).
     """
-    import onnx
+    import onnx  # deferred: onnx
 
-    from tffm.encoder import output_model
+    from tffm.encoder import output_model  # deferred: Keras
 
     core = output_model(model)
     core(_dummy_ids(model.features))  # Keras exports only called models.
@@ -184,7 +183,7 @@ def _export_core(model: Any, opset: int, *, data_path: str | None) -> Any:
 
 def _input_specs(features: tuple[Feature, ...]) -> dict[str, Any]:
     """`{name: tf.TensorSpec}` of the ids-in inputs (`feature_inputs`)."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     return {
         f.name: tf.TensorSpec((None, *f.shape), tf.as_dtype(f.encoded_dtype))

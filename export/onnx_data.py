@@ -68,7 +68,7 @@ def convert_core(
         The `ModelProto`: the large weights are initializers stored in the
         data file, the others inline.
     """
-    import keras
+    import keras  # deferred: Keras, TensorFlow, tf2onnx
     import tensorflow as tf
     import tf2onnx
 
@@ -102,7 +102,7 @@ def convert_core(
 
 def _weights_to_data(proto: Any, weights: Mapping[str, Any], path: str) -> None:
     """Graph inputs named in `weights` -> initializers in the data file."""
-    from onnx import TensorProto
+    from onnx import TensorProto  # deferred: onnx
     from onnx import helper
 
     name = data_file(path)
@@ -137,7 +137,7 @@ def _weights_to_data(proto: Any, weights: Mapping[str, Any], path: str) -> None:
 
 def copy_onnx(source: str, target: str) -> None:
     """Copies an ONNX file, and its data file renamed after `target`."""
-    import onnx
+    import onnx  # deferred: onnx
 
     proto = onnx.load(source, load_external_data=False)
     tensors = list(external_tensors(proto))
@@ -166,7 +166,7 @@ def copy_onnx(source: str, target: str) -> None:
 
 def external_tensors(proto: Any) -> Iterator[Any]:
     """Every tensor of the model stored as external data (subgraphs too)."""
-    from onnx import TensorProto
+    from onnx import TensorProto  # deferred: onnx
 
     for tensor in _all_tensors(proto.graph):
         if tensor.data_location == TensorProto.EXTERNAL:
@@ -174,7 +174,7 @@ def external_tensors(proto: Any) -> Iterator[Any]:
 
 
 def _all_tensors(graph: Any) -> Iterator[Any]:
-    from onnx import AttributeProto
+    from onnx import AttributeProto  # deferred: onnx
 
     yield from graph.initializer
     for node in graph.node:

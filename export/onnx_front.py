@@ -39,7 +39,7 @@ def add_raw_front(proto: Any, features: tuple[Feature, ...]) -> None:
         proto: the ids-in core `ModelProto` (inputs named by feature).
         features: the model's feature spec.
     """
-    from onnx import TensorProto
+    from onnx import TensorProto  # deferred: onnx
     from onnx import helper
 
     graph = proto.graph
@@ -85,7 +85,7 @@ def add_raw_front(proto: Any, features: tuple[Feature, ...]) -> None:
 
 def empty_fingerprint() -> int:
     """`fingerprint64("")` as int64 bits: the fingerprint of a missing value."""
-    import farmhash
+    import farmhash  # optional: pyfarmhash
 
     return int(
         np.array([farmhash.fingerprint64(_EMPTY_STRING)], np.uint64).view(
@@ -104,7 +104,7 @@ class _Front:
         self._constants: set[str] = set()
 
     def node(self, op: str, inputs: list[str], output: str, **kw: Any) -> str:
-        from onnx import helper
+        from onnx import helper  # deferred: onnx
 
         self.nodes.append(
             helper.make_node(op, inputs, [output], name=output, **kw)
@@ -113,7 +113,7 @@ class _Front:
 
     def const(self, name: str, value: np.ndarray) -> str:
         """An initializer (folded at load time, unlike a Constant node)."""
-        from onnx import numpy_helper
+        from onnx import numpy_helper  # deferred: onnx
 
         name = _P + name
         if name not in self._constants:
@@ -123,7 +123,7 @@ class _Front:
 
     def scalars(self, hashed: list[Lookup], vocab: list[Lookup]) -> None:
         """Single-valued features: one block for all, split at the end."""
-        from onnx import TensorProto
+        from onnx import TensorProto  # deferred: onnx
         from onnx import helper
 
         outputs = [f"{f.name}__ids" for f in [*hashed, *vocab]]
@@ -184,7 +184,7 @@ class _Front:
 
     def vocabulary(self, feature: Lookup, *, cast: bool) -> str:
         """`LabelEncoder` -> int64 ids (`cast`: then int32 `<name>__ids`)."""
-        from onnx import TensorProto
+        from onnx import TensorProto  # deferred: onnx
 
         vocabulary = list(feature.vocabulary or ())
         values = [0] + list(range(2, len(vocabulary) + 2))
@@ -218,7 +218,7 @@ class _Front:
         dtype: str = "int64",
     ) -> str:
         """`0 if fp == fingerprint64("") else 1 + uint64(fp) % bins`."""
-        from onnx import TensorProto
+        from onnx import TensorProto  # deferred: onnx
 
         cast_to = TensorProto.INT64 if dtype == "int64" else TensorProto.INT32
         np_type = np.int64 if dtype == "int64" else np.int32

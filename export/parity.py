@@ -10,7 +10,14 @@ import keras
 import numpy as np
 
 from export.edge_cases import edge_case_batch
+from export.onnx_data import weight_bytes
+from export.precision import float32_model
+from export.saved_model import SavedModelPredictor
+from serving.onnx_predictor import OnnxPredictor
 from tffm import constants
+from tffm.encoder import KerasPredictor
+from tffm.encoder import run_numpy
+from tffm.train.evaluation import evaluate_predictions
 from tffm.types import Tensor
 
 # An artifact may differ from Keras by this many times float32's own error
@@ -155,13 +162,7 @@ def verify_parity(
     Returns:
         A `ParityReport`.
     """
-    from export.precision import float32_model
-
     model = float32_model(model)
-    from export.saved_model import SavedModelPredictor
-    from serving.onnx_predictor import OnnxPredictor
-    from tffm.encoder import KerasPredictor
-    from tffm.encoder import run_numpy
 
     if batches is None:
         batches = {
@@ -271,10 +272,6 @@ def accuracy_change(
     Returns:
         An `AccuracyChange`.
     """
-    from serving.onnx_predictor import OnnxPredictor
-    from tffm.encoder import KerasPredictor
-    from tffm.evaluation import evaluate_predictions
-
     head = constants.PROBABILITY
     expected = KerasPredictor(model).predict(raw)[head][:, 0]
     actual = OnnxPredictor(onnx).predict(raw)[head][:, 0]
@@ -323,9 +320,6 @@ def _float64_outputs(
     model: one layer keeps float32, or the weights are over
     `FLOAT64_REFERENCE_MAX_BYTES`.
     """
-    from export.onnx_data import weight_bytes
-    from tffm.encoder import run_numpy
-
     size = weight_bytes(model)
     limit = FLOAT64_REFERENCE_MAX_BYTES
     if size > limit:

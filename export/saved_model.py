@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from export.precision import float32_model
 from tffm import constants
 from tffm.features import Feature
 from tffm.features import Numeric
@@ -43,12 +44,10 @@ def export_saved_model(
     Returns:
         `path`.
     """
-    from export.precision import float32_model
-
     model = float32_model(model)
-    import keras
+    import keras  # deferred: Keras
 
-    from tffm.encoder import FeatureEncoder
+    from tffm.encoder import FeatureEncoder  # deferred: Keras
 
     if os.path.exists(path):
         raise FileExistsError(f"Refusing to overwrite {path!r}.")
@@ -87,7 +86,7 @@ def _refuse_infinite(features: Any, inputs: dict[str, Any]) -> Any:
     would come out as a NaN probability; the check refuses them as every
     other tffm entry point does (NaN stays "missing").
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     checks = [
         tf.debugging.Assert(
@@ -107,7 +106,7 @@ def _refuse_infinite(features: Any, inputs: dict[str, Any]) -> Any:
 
 def input_signature(features: Any) -> dict[str, Any]:
     """`{feature_name: tf.TensorSpec}` of the raw-value signature."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     return {
         f.name: tf.TensorSpec(
@@ -130,7 +129,7 @@ class SavedModelPredictor:
     """
 
     def __init__(self, path: str) -> None:
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow
 
         features_file = os.path.join(path, constants.FEATURES_FILE)
         if not os.path.isfile(features_file):
@@ -146,7 +145,7 @@ class SavedModelPredictor:
 
     def predict(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Returns `{output_name: (batch_size, 1) float32}`."""
-        from tffm.encoder import to_tensors
+        from tffm.encoder import to_tensors  # deferred: Keras
 
         feeds = to_tensors(self.features, raw)
         return {k: v.numpy() for k, v in self.signature(**feeds).items()}
@@ -156,7 +155,7 @@ def write_warmup(
     path: str, model_name: str, batch: Mapping[str, np.ndarray]
 ) -> str:
     """Writes one PredictionLog warmup record for `batch` under `path`."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
     from tensorflow_serving.apis import model_pb2
     from tensorflow_serving.apis import predict_pb2
     from tensorflow_serving.apis import prediction_log_pb2

@@ -18,6 +18,8 @@ from serving.manager import single_file_model
 from serving.model_config import ModelConfig
 from serving.model_config import read_batching_parameters
 from serving.model_config import read_model_config
+from serving.server import ServerOptions
+from serving.server import serve
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,9 +139,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serves what `args` names until SIGTERM; returns the exit status."""
-    from serving.server import ServerOptions
-    from serving.server import serve
-
     batching = None
     if args.enable_batching:
         batching = read_batching_parameters(args.batching_parameters_file)

@@ -79,7 +79,7 @@ class Client:
         self._local = threading.local()
         self._channel: Any = None
         if transport == "grpc":
-            import grpc
+            import grpc  # optional: the [serving] extra
 
             self._channel = grpc.insecure_channel(f"{self.host}:{self.port}")
             self._predict = self._channel.unary_unary(
@@ -187,7 +187,7 @@ class Client:
             spec.version_label = self.version_label
 
     def _call(self, method: Any, request: Any) -> Any:
-        import grpc
+        import grpc  # optional: the [serving] extra
 
         try:
             return method(request, timeout=self.timeout)

@@ -308,7 +308,7 @@ _KERNELS = (
 
 def _scalar(strings: list[str]) -> np.ndarray:
     """One C call per string (`pyfarmhash`): fastest for a few strings."""
-    import farmhash
+    import farmhash  # optional: pyfarmhash
 
     return np.fromiter(
         map(farmhash.fingerprint64, strings), np.uint64, len(strings)

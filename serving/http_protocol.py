@@ -12,7 +12,9 @@ from typing import Any
 
 def protocol_class(header_timeout: float) -> Any:
     """The protocol class to give `uvicorn.Config(http=...)`."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.protocols.http.httptools_impl import (  # optional: serving
+        HttpToolsProtocol,
+    )
 
     class Protocol(HttpToolsProtocol):  # type: ignore[misc]
         _header_timer: asyncio.TimerHandle | None = None

@@ -317,7 +317,7 @@ def _file_version(path: str) -> int:
 
 
 def _read_version(path: str) -> int:
-    import onnxruntime as ort
+    import onnxruntime as ort  # deferred: onnxruntime
 
     options = ort.SessionOptions()
     options.graph_optimization_level = (

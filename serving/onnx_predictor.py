@@ -49,7 +49,7 @@ class OnnxPredictor:
         threads: int = 0,
         session_options: Any = None,
     ) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # deferred: onnxruntime
 
         if (
             isinstance(threads, bool)

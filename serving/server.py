@@ -66,7 +66,7 @@ class ServerOptions:
 def serve(options: ServerOptions) -> int:
     """Runs the server until SIGTERM / SIGINT; returns the exit status."""
     if options.processes > 1:
-        from serving import workers
+        from serving import workers  # deferred: protobuf
 
         return workers.serve_workers(options, serve)
     _configure_logging()
@@ -206,7 +206,7 @@ async def _watch_ready(
 
 
 def _uvicorn_server(app: RestApp, options: ServerOptions) -> Any:
-    import uvicorn
+    import uvicorn  # optional: the [serving] extra
 
     config = uvicorn.Config(
         app,

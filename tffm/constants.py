@@ -41,6 +41,9 @@ PROBABILITY = "probability"  # task="binary"
 PREDICTION = "prediction"  # task="regression"
 HEAD = {"binary": PROBABILITY, "regression": PREDICTION}
 
+# Rows per batch when `tffm evaluate` and `tffm predict` read files.
+SCORING_BATCH_SIZE = 1024
+
 # === Tuning ===
 # `tffm tune`'s search algorithms (KerasTuner's), the first the default.
 TUNE_ALGORITHMS = ("bayesian", "random", "hyperband")

@@ -115,7 +115,7 @@ def to_tensors(
     preprocessing layers and the SavedModel signature take them). Values
     are checked by `tffm.features.check_raw`, so errors name the feature.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     return {
         name: tf.constant(value)

@@ -224,7 +224,7 @@ def _is_lazy(variable: Any, threshold: int) -> bool:
 
 def _single_device() -> bool:
     """No `tf.distribute` strategy: the touched rows are this step's."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     return not tf.distribute.has_strategy()
 
@@ -239,7 +239,7 @@ def lazy_variables(optimizer: Any, variables: Any) -> list[Any]:
 
 def _summed_rows(gradient: Any) -> tuple[Any, Any]:
     """Unique rows of a sparse gradient and each row's summed gradient."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     rows, position = tf.unique(gradient.indices)  # (R,), (N,)
     summed = tf.math.unsorted_segment_sum(
@@ -250,7 +250,7 @@ def _summed_rows(gradient: Any) -> tuple[Any, Any]:
 
 def _dense(gradient: Any, variable: Any) -> Any:
     """The dense gradient, occurrences summed per row, in one op (XLA-safe)."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     return tf.math.unsorted_segment_sum(
         gradient.values, gradient.indices, variable.shape[0]
@@ -259,7 +259,7 @@ def _dense(gradient: Any, variable: Any) -> Any:
 
 def _rows(values: Any, rows: Any, variable: Any) -> Any:
     """Rows of an update, for Keras' scattering `assign*` (TensorFlow)."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     # No dense shape: `tf.shape(variable)` would read (copy) the table.
     return tf.IndexedSlices(values, rows)

@@ -18,7 +18,7 @@ def gather_rows(variable: Any, rows: Tensor) -> Tensor:
     gradient. Other backends gather from immutable arrays: no copy.
     """
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow
 
         return tf.gather(variable.value, rows)
     return ops.take(variable, rows, axis=0)

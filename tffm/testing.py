@@ -156,7 +156,7 @@ class TestCase(parameterized.TestCase):
 def float64_enabled() -> Iterator[None]:
     """Lets the active backend compute in float64 (JAX needs x64 on)."""
     if keras.backend.backend() == "jax":
-        import jax
+        import jax  # deferred: JAX
 
         with jax.enable_x64(True):
             yield
@@ -174,14 +174,14 @@ def gradients(
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow
 
         with tf.GradientTape() as tape:
             total = keras.ops.sum(fn(*args))
         grads = tape.gradient(total, [v.value for v in variables])
         return [np.asarray(tf.convert_to_tensor(g)) for g in grads]
     if backend == "jax":
-        import jax
+        import jax  # deferred: JAX
 
         def loss(values: list[Any]) -> Any:
             mapping = list(zip(variables, values, strict=True))
@@ -191,7 +191,7 @@ def gradients(
         grads = jax.grad(loss)([v.value for v in variables])
         return [np.asarray(g) for g in grads]
     if backend == "torch":
-        import torch
+        import torch  # deferred: torch
 
         total = keras.ops.sum(fn(*args))
         grads = torch.autograd.grad(total, [v.value for v in variables])

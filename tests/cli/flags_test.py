@@ -33,15 +33,18 @@ class TrainFlagsTest(testing.TestCase):
             # None = "not given": a config file's value is kept.
             self.assertIsNone(action.default, field.name)
             choices = field.metadata["choices"]
-            if choices and field.type is not bool:
-                self.assertEqual(tuple(action.choices), choices, field.name)
             default = (
                 field.default_factory()
                 if field.default is dataclasses.MISSING
                 else field.default
             )
+            if choices and field.type is not bool:
+                # An option left to its default takes "auto" back too.
+                if default is AUTO:
+                    choices = (*choices, "auto")
+                self.assertEqual(tuple(action.choices), choices, field.name)
             if default is AUTO:
-                shown = "by task and model"
+                shown = "auto: by task and model"
             elif isinstance(default, list):
                 shown = ",".join(map(str, default)) or "none"
             else:
@@ -49,7 +52,7 @@ class TrainFlagsTest(testing.TestCase):
             self.assertIn(f"(default: {shown}", action.help, field.name)
 
     def test_flags_given_become_the_config(self):
-        from tffm.cli import config_from_args
+        from tffm.cli.flags import config_from_args
 
         args = build_parser().parse_args(
             [
@@ -83,6 +86,23 @@ class TrainFlagsTest(testing.TestCase):
         self.assertEqual(config.model, "fm")
         self.assertEqual(
             config, TrainConfig.from_dict(config.to_dict(), source="again")
+        )
+
+    def test_auto_on_the_command_line_is_the_default(self):
+        from tffm.cli.flags import config_from_args
+
+        args = build_parser().parse_args(
+            ["train", "--format", "criteo", "--model", "deepfm"]
+            + ["--table-l2", "auto", "--learning-rate", "auto"]
+            + ["--monitor", "auto"]
+        )
+        config = config_from_args(args)
+        given = TrainConfig(format="criteo", model="deepfm")
+        self.assertIs(config.table_l2, AUTO)
+        self.assertEqual(config.learning_rate, given.learning_rate)
+        self.assertEqual(config.monitor, given.monitor)
+        self.assertEqual(
+            config.for_data(training_rows=10, table_rows=10).table_l2, 1e-3
         )
 
     def test_a_choice_outside_the_field_s_is_refused(self):

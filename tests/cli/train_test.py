@@ -266,16 +266,27 @@ class TrainCliTest(testing.TestCase):
         cases = [
             # (what changes, rows allowed, refit done)
             # 1,000 rows, 100 of them the holdout: 900 training rows.
-            ({"refit": AUTO}, 900, True),
-            ({"refit": AUTO}, 899, False),
+            # Regression's AUTO: refit when the rows left are few enough.
+            ({"refit": AUTO, "task": "regression"}, 900, True),
+            ({"refit": AUTO, "task": "regression"}, 899, False),
             # No holdout to give back.
-            ({"refit": AUTO, "validation_data": [valid_csv]}, 10**6, False),
+            (
+                {
+                    "refit": AUTO,
+                    "task": "regression",
+                    "validation_data": [valid_csv],
+                },
+                10**6,
+                False,
+            ),
+            # A binary task's AUTO is its default: no refit.
+            ({"refit": AUTO}, 900, False),
             ({}, 10**6, False),
         ]
         for i, (change, limit, expected) in enumerate(cases):
             out = str(self.tmp / f"run{i}")
             with mock.patch("tffm.train.defaults.REFIT_MAX_ROWS", limit):
-                train(TrainConfig(**base, **change), out, verbose=0)
+                train(TrainConfig(**dict(base, **change)), out, verbose=0)
             metrics = json.load(open(os.path.join(out, "metrics.json")))
             self.assertEqual("refit_epochs" in metrics, expected, change)
             self.assertEqual(

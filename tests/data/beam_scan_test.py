@@ -16,9 +16,8 @@ import sys
 import keras
 import pytest
 
-from tffm import testing
-
 from tests.train.distribute import helpers
+from tffm import testing
 
 pytestmark = [
     pytest.mark.slow,

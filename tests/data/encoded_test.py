@@ -11,9 +11,9 @@ from absl.testing import parameterized
 import tffm
 from tffm import data
 from tffm import testing
-from tffm.train.config import TrainConfig
 from tffm.data import ReadOptions
 from tffm.data.encoded_keras import EncodedPyDataset
+from tffm.train.config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 NUM_ROWS = 1_003  # not a multiple of any batch or shard size below
@@ -277,6 +277,7 @@ class EncodedTest(testing.TestCase):
             import keras
             import tffm
             from tffm.data.encoded import EncodedData
+            from tffm.data.encoded_keras import EncodedPyDataset
             from tffm.data.readers import ReadOptions
             encoded = EncodedData({path!r})
             options = ReadOptions(batch_size=128, shuffle_buffer=300, seed=0)
@@ -329,11 +330,12 @@ class EncodedTest(testing.TestCase):
         out = str(self.tmp / "encoded")
         for holdout in (None, False, True):
             encoded = data.encode_files(
-                dataclasses_replace(config, holdout_every=5),
+                dataclasses_replace(config, holdout_every=5).layout,
                 str(csv),
                 out,
                 features,
                 holdout=holdout,
+                batch_size=config.batch_size,
                 overwrite=True,
             )
             # Reference: the text reader and the encoder, in TensorFlow.

@@ -5,9 +5,8 @@ import os
 
 import pytest
 
-from tffm import testing
-
 from tests.train.distribute import helpers
+from tffm import testing
 
 # TensorFlow made unimportable, as on the GPU machine (JAX, no TF).
 _WITHOUT_TF = """

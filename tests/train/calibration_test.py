@@ -4,10 +4,10 @@ import pytest
 
 import tffm
 from tffm import testing
-from tffm.train.calibration import calibrate
-from tffm.train.calibration import fit_platt
 from tffm.metrics import log_loss
 from tffm.metrics import roc_auc
+from tffm.train.calibration import calibrate
+from tffm.train.calibration import fit_platt
 
 
 def brute_force_platt(z, y):

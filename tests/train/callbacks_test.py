@@ -4,12 +4,12 @@ import keras
 import numpy as np
 
 from tffm import testing
+from tffm.models import LogLoss
 from tffm.train.callbacks import AUC_LOGLOSS
 from tffm.train.callbacks import CosineDecay
 from tffm.train.callbacks import DerivedMetrics
 from tffm.train.callbacks import EarlyStopping
 from tffm.train.callbacks import PlateauDecay
-from tffm.models import LogLoss
 
 
 class FakeOptimizer:

@@ -9,11 +9,10 @@ import os
 import keras
 import pytest
 
-from tffm import testing
-from tffm.train.config import TrainConfig
-from tffm.data import beam_scan
-
 from tests.train.distribute import helpers
+from tffm import testing
+from tffm.data import beam_scan
+from tffm.train.config import TrainConfig
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
@@ -42,7 +41,9 @@ class ScanFolderTest(testing.TestCase):
 
         config = self._config()
         scan = str(self.tmp / "scan")
-        beam_scan.scan_locally(config, scan)  # what --local writes
+        beam_scan.scan_locally(
+            config.layout, config.data, scan
+        )  # what --local writes
         scanned = train(config, str(self.tmp / "scanned"), verbose=0)
         path = self.tmp / "config.json"
         path.write_text(json.dumps(config.to_dict()))
@@ -72,8 +73,8 @@ class ScanFolderTest(testing.TestCase):
     def test_read_scan_gives_back_what_was_scanned(self):
         config = self._config()
         scan = str(self.tmp / "scan")
-        scanned = beam_scan.scan_locally(config, scan)
-        read = beam_scan.read_scan(scan, config)
+        scanned = beam_scan.scan_locally(config.layout, config.data, scan)
+        read = beam_scan.read_scan(scan, config.layout, config.data)
         self.assertEqual(read.rows, scanned.rows)
         self.assertEqual(read.numeric, scanned.numeric)
         for name in ("c0", "c1", "tags"):
@@ -86,12 +87,12 @@ class ScanFolderTest(testing.TestCase):
 
     def test_mismatched_scan_fails_naming_the_file_and_differences(self):
         scan = str(self.tmp / "scan")
-        beam_scan.scan_locally(self._config(), scan)
+        beam_scan.scan_locally(self._config().layout, self._config().data, scan)
         other = self._config(min_frequency=3, holdout_every=5)
         other.columns["n1"] = {"kind": "numeric", "transform": "log1p"}
         del other.columns["tags"]
         with self.assertRaises(ValueError) as raised:
-            beam_scan.read_scan(scan, other)
+            beam_scan.read_scan(scan, other.layout, other.data)
         message = str(raised.exception)
         self.assertIn(os.path.join(scan, "scan.json"), message)
         self.assertIn("holdout_every: 10 in the scan, 5 here", message)
@@ -112,7 +113,7 @@ class ScanFolderTest(testing.TestCase):
         from tffm.train.pipeline import train
 
         scan = str(self.tmp / "scan")
-        beam_scan.scan_locally(self._config(), scan)
+        beam_scan.scan_locally(self._config().layout, self._config().data, scan)
         config = self._config(max_tokens=5, scan=scan)
         with self.assertRaisesRegex(
             ValueError, "max_tokens None in the scan, 5 here"
@@ -122,4 +123,6 @@ class ScanFolderTest(testing.TestCase):
 
     def test_not_a_scan_folder(self):
         with self.assertRaisesRegex(FileNotFoundError, "not a scan folder"):
-            beam_scan.read_scan(str(self.tmp), self._config())
+            beam_scan.read_scan(
+                str(self.tmp), self._config().layout, self._config().data
+            )

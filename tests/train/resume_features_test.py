@@ -8,8 +8,8 @@ import pytest
 from absl.testing import parameterized
 
 import tffm
-from tffm.train import resume
 from tffm import testing
+from tffm.train import resume
 
 FEATURES = [
     tffm.Categorical("city", vocabulary=["paris", "tokyo"]),

@@ -11,10 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-from tffm.train import resume
-from tffm import testing
-
 from tests.train.distribute import helpers
+from tffm import testing
+from tffm.train import resume
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",

@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from tffm.train import resume
 from tffm import testing
+from tffm.train import resume
 from tffm.train.callbacks import AveragedWeights
 from tffm.train.config import TrainConfig
 

@@ -9,18 +9,24 @@ from typing import Any
 
 import numpy as np
 
-from tffm.train.config import TrainConfig
 from tffm.cli.flags import defaults_of
 from tffm.features import Categorical
 from tffm.features import MultiCategorical
 from tffm.features import Numeric
 from tffm.synthetic import PlantedData
 from tffm.synthetic import make_planted_ctr
+from tffm.train.config import TrainConfig
+from tffm.train.evaluation import evaluate_files
+from tffm.train.evaluation import evaluate_predictions
+from tffm.train.evaluation import write_reliability_plot
 
 MARKER = ".tffm-demo"
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    common: argparse.ArgumentParser,
+) -> None:
     """Adds `tffm demo` to `commands`; its defaults are `run_demo`'s."""
     parser = commands.add_parser(
         "demo",
@@ -93,9 +99,6 @@ def run_demo(
         The report's numbers as a dict.
     """
     from export.bundle import export_for_serving  # deferred: TensorFlow
-    from tffm.train.evaluation import evaluate_files  # deferred: Keras
-    from tffm.train.evaluation import evaluate_predictions
-    from tffm.train.evaluation import write_reliability_plot
     from tffm.train.pipeline import train
 
     _prepare(output)
@@ -221,10 +224,10 @@ def _write_report(
     history: dict[str, list[float]],
     parity: Any,
 ) -> None:
-    import matplotlib
+    import matplotlib  # optional: the [data] extra
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional: the [data] extra
 
     epochs = np.arange(1, len(history["loss"]) + 1)
     fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 4))

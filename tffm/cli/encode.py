@@ -6,10 +6,15 @@ import os
 from tffm.cli.flags import add_config_flags
 from tffm.cli.flags import config_from_args
 from tffm.cli.messages import report_skipped
+from tffm.data.encoded import EncodedData
 from tffm.train.config import READING_FIELDS
+from tffm.train.encode import encode
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    common: argparse.ArgumentParser,
+) -> None:
     """Adds `tffm encode` to `commands`."""
     parser = commands.add_parser(
         "encode",
@@ -33,9 +38,6 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     """Encodes; prints the rows of each part and how to train on them."""
-    from tffm.data.encoded import EncodedData
-    from tffm.train.encode import encode  # deferred: Keras
-
     rows = encode(config_from_args(args), args.output, overwrite=args.overwrite)
     for part, count in rows.items():
         print(f"{part}: {count:,} rows")

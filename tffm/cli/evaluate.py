@@ -7,10 +7,16 @@ from tffm.cli.flags import add_config_flags
 from tffm.cli.flags import add_model_flag
 from tffm.cli.flags import flags_given
 from tffm.cli.messages import report_skipped
+from tffm.data.lines import resolve_files
 from tffm.train.config import SCORING_FIELDS
+from tffm.train.evaluation import evaluate_files
+from tffm.train.outputs import load_trained
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    common: argparse.ArgumentParser,
+) -> None:
     """Adds `tffm evaluate` to `commands`."""
     parser = commands.add_parser(
         "evaluate",
@@ -27,10 +33,6 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     """Evaluates; prints the metrics as JSON."""
-    from tffm.data.lines import resolve_files
-    from tffm.train.evaluation import evaluate_files  # deferred: Keras
-    from tffm.train.outputs import load_trained
-
     config, model = load_trained(args.model, flags_given(args, SCORING_FIELDS))
     metrics = evaluate_files(model, config.layout, resolve_files(args.data))
     print(json.dumps(metrics, indent=2))

@@ -6,9 +6,13 @@ import sys
 
 from tffm import constants
 from tffm.cli.flags import add_model_flag
+from tffm.train.outputs import load_model
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    common: argparse.ArgumentParser,
+) -> None:
     """Adds `tffm export` to `commands`."""
     parser = commands.add_parser(
         "export",
@@ -33,7 +37,6 @@ def run(args: argparse.Namespace) -> int:
     """Exports; prints the parity table and the artifacts' paths."""
     from export.bundle import ParityError  # deferred: TensorFlow, tf2onnx
     from export.bundle import export_for_serving
-    from tffm.train.outputs import load_model
 
     model = load_model(args.model)
     stem = os.path.basename(os.path.normpath(args.model))

@@ -38,7 +38,8 @@ def add_model_flag(parser: argparse.ArgumentParser, *, export: bool) -> None:
     parser.add_argument(
         "--model",
         required=True,
-        help="`tffm train` folder or " + ("a .keras" if export else "its .keras"),
+        help="`tffm train` folder or "
+        + ("a .keras" if export else "its .keras"),
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from tffm import constants
 from tffm.cli.flags import add_config_flags
 from tffm.cli.flags import add_model_flag
 from tffm.cli.flags import flags_given
@@ -20,9 +21,13 @@ from tffm.data.lines import resolve_files
 from tffm.data.source import has_label
 from tffm.data.source import open_source
 from tffm.train.config import SCORING_FIELDS
+from tffm.train.outputs import load_trained
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    common: argparse.ArgumentParser,
+) -> None:
     """Adds `tffm predict` to `commands`."""
     parser = commands.add_parser(
         "predict",
@@ -56,8 +61,6 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     """Scores; says how many rows it wrote."""
-    from tffm.train.outputs import load_trained  # deferred: Keras
-
     config, model = load_trained(args.model, flags_given(args, SCORING_FIELDS))
     scored = write_predictions(
         config.layout,
@@ -120,7 +123,13 @@ def write_predictions(
     files = resolve_files(data)
     labelled = has_label(layout, files)
     predictor = make_predictor(model, artifact)
-    source = open_source(layout, files, scoring=True, keep=tuple(keep))
+    source = open_source(
+        layout,
+        files,
+        batch_size=constants.SCORING_BATCH_SIZE,
+        scoring=True,
+        keep=tuple(keep),
+    )
     columns: dict[str, list[np.ndarray]] = {}
     with raise_row_errors():
         for features, labels in source.dataset:
@@ -140,7 +149,11 @@ def write_predictions(
     }
     rows = len(table["line"]) if table else 0
     _write_table(table, output)
-    skipped = source.log.summary() if layout.lenient else None
+    skipped = (
+        source.log.summary()
+        if layout.lenient and source.log is not None
+        else None
+    )
     return Scored(rows, labelled, skipped)
 
 
@@ -191,7 +204,7 @@ def _write_table(table: dict[str, np.ndarray], output: str) -> None:
     os.close(handle)
     try:
         if output.endswith(".parquet"):
-            import pyarrow as pa
+            import pyarrow as pa  # optional: the [data] extra
             import pyarrow.parquet as pq
 
             pq.write_table(pa.table(table), temporary)

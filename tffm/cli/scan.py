@@ -2,14 +2,17 @@
 
 import argparse
 
-from tffm.data import beam_scan
-from tffm.data.lines import resolve_files
 from tffm.cli.flags import add_config_flags
 from tffm.cli.flags import config_from_args
+from tffm.data import beam_scan
+from tffm.data.lines import resolve_files
 from tffm.train.config import READING_FIELDS
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    common: argparse.ArgumentParser,
+) -> None:
     """Adds `tffm scan` to `commands`."""
     parser = commands.add_parser(
         "scan",

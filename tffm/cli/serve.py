@@ -3,7 +3,10 @@
 import argparse
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    common: argparse.ArgumentParser,
+) -> None:
     """Adds `tffm serve` to `commands` (its flags are `serving.cli`'s)."""
     parser = commands.add_parser(
         "serve",
@@ -15,7 +18,7 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
         "serving/README.md.",
     )
     try:
-        from serving import cli as serving_cli
+        from serving import cli as serving_cli  # deferred: protobuf
     except ImportError:  # without the [serving] extra: said when run
         parser.add_argument("rest", nargs=argparse.REMAINDER)
         parser.set_defaults(run=lambda args: 2)

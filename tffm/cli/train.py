@@ -9,7 +9,10 @@ from tffm.cli.flags import config_from_args
 from tffm.cli.messages import report_skipped
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    common: argparse.ArgumentParser,
+) -> None:
     """Adds `tffm train` to `commands`."""
     parser = commands.add_parser(
         "train",

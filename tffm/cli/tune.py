@@ -1,4 +1,4 @@
-"""`tffm tune`: a hyperparameter search scored on the training data's holdout."""
+"""`tffm tune`: a hyperparameter search scored on the training holdout."""
 
 import argparse
 
@@ -9,7 +9,10 @@ from tffm.cli.flags import duration
 from tffm.cli.messages import report_skipped
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    common: argparse.ArgumentParser,
+) -> None:
     """Adds `tffm tune` to `commands`."""
     parser = commands.add_parser(
         "tune",

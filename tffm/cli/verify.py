@@ -5,9 +5,13 @@ import argparse
 from tffm import constants
 from tffm.cli.extras import UsageError
 from tffm.cli.flags import add_model_flag
+from tffm.train.outputs import load_model
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(
+    commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    common: argparse.ArgumentParser,
+) -> None:
     """Adds `tffm verify` to `commands`."""
     parser = commands.add_parser(
         "verify",
@@ -29,7 +33,6 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     """Verifies; prints the error table, exits 1 past the tolerance."""
     from export.parity import verify_parity  # deferred: TensorFlow
-    from tffm.train.outputs import load_model
 
     if not (args.saved_model or args.onnx):
         raise UsageError("give --saved-model and/or --onnx to verify.")

@@ -60,9 +60,7 @@ STATISTICS = "statistics.json"
 SCAN_BATCH = 1024
 
 
-def scan_locally(
-    layout: DataLayout, files: Sequence[str], output: str
-) -> Scan:
+def scan_locally(layout: DataLayout, files: Sequence[str], output: str) -> Scan:
     """The scan `tffm train` makes, in this process; writes its files."""
     part = _scan_files(layout, resolve_files(list(files)))
     scanned = finish_scan(part, layout.kinds())
@@ -168,7 +166,7 @@ def scan_with_beam(
 class FolderScan:
     """A scan read back from a scan folder (`read_scan`).
 
-    What `tffm.training.build_features` takes from a `Scan`: `rows`,
+    What `tffm.train.build.build_features` takes from a `Scan`: `rows`,
     `positives`, `numeric` (`{column: (count, mean, std)}`) and each
     vocabulary, as chosen when the folder was written.
 
@@ -244,9 +242,7 @@ def write_settings(
 ) -> None:
     """Writes `scan_settings(layout, files)` to `directory/scan.json`."""
     os.makedirs(directory, exist_ok=True)
-    _write_json(
-        os.path.join(directory, SETTINGS), scan_settings(layout, files)
-    )
+    _write_json(os.path.join(directory, SETTINGS), scan_settings(layout, files))
 
 
 def read_scan(
@@ -413,7 +409,7 @@ def _write_json(path: str, value: Any) -> None:
 
 def _merge_totals_fn() -> Any:
     """A `beam.CombineFn` of `_merge_totals` (Beam imported lazily)."""
-    import apache_beam as beam
+    import apache_beam as beam  # optional: the [beam] extra
 
     class MergeTotals(beam.CombineFn):  # type: ignore[misc]
         def create_accumulator(self) -> PartialScan:

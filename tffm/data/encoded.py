@@ -187,7 +187,7 @@ def read_encoded(
         A `Source` (its `files` are the shard files; no row log: rows were
         checked when encoded).
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     data = EncodedData(path)
     options = options or ReadOptions()

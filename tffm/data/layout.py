@@ -79,7 +79,9 @@ class DataLayout:
         """The options of one column (Criteo: `log1p` for I1..I13)."""
         if self.format == "criteo":
             return (
-                {"transform": "log1p"} if name in constants.CRITEO_NUMERIC else {}
+                {"transform": "log1p"}
+                if name in constants.CRITEO_NUMERIC
+                else {}
             )
         return dict(self.columns.get(name, {}))
 
@@ -92,7 +94,7 @@ class DataLayout:
         }
 
     def max_lens(self) -> dict[str, int]:
-        """`{list column: values kept}` (`constants.LIST_MAX_LEN` unless set)."""
+        """`{list column: values kept}` (default `constants.LIST_MAX_LEN`)."""
         return {
             name: self.column_options(name).get(
                 "max_len", constants.LIST_MAX_LEN

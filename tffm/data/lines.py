@@ -122,7 +122,7 @@ def numbered_lines(files: Sequence[str], *, in_order: bool = False) -> Any:
     `map`: blank lines, headers and the holdout split are masked per batch
     (`line_mask`).
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     def read(path: Any, compression: Any) -> Any:
         lines = tf.data.TextLineDataset(path, compression_type=compression)
@@ -161,7 +161,7 @@ def line_mask(
     holdout part: kept if `holdout`, dropped otherwise (a row-level split
     that streams and never changes between epochs).
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     keep = tf.strings.length(tf.strings.strip(lines)) > 0
     if skip_header:
@@ -190,7 +190,7 @@ class RowLog:
     MAX_EXAMPLES = 5
 
     def __init__(self, lenient: bool) -> None:
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow
 
         self.lenient = lenient
         self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -217,7 +217,7 @@ class RowLog:
             `(keep, control)`: the `(batch,)` bool mask of rows to keep, and
             an op to make outputs depend on.
         """
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow
 
         bad = problems != ""  # (B,)
         where = tf.strings.join(
@@ -313,7 +313,7 @@ def raise_row_errors() -> Iterator[None]:
     TensorFlow reports the check as an `InvalidArgumentError` whose text
     is TensorFlow's; the row's own message was written to its `RowLog`.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     try:
         yield
@@ -331,7 +331,7 @@ def raise_row_errors() -> Iterator[None]:
 
 def utf8_problem(lines: Any) -> Any:
     """`"not valid UTF-8"` for lines with invalid bytes, else `""`."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     clean = tf.strings.unicode_transcode(
         lines, "UTF-8", "UTF-8", errors="ignore"
@@ -354,7 +354,7 @@ def number_problem(
         columns: the columns' names.
         allow_empty: bool. Whether an empty cell is allowed (missing).
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     pattern = NUMBER_PATTERN
     if allow_empty:
@@ -381,7 +381,7 @@ def number_problem(
 
 def binary_label_problem(labels: Any, column: str) -> Any:
     """Per row, a problem where a binary task's label is not 0 or 1."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     ok = tf.logical_or(labels == 0.0, labels == 1.0)
     message = tf.strings.join(
@@ -395,7 +395,7 @@ def binary_label_problem(labels: Any, column: str) -> Any:
 
 def first_problem(*problems: Any) -> Any:
     """Elementwise: the first non-empty problem string."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     out = problems[-1]
     for p in reversed(problems[:-1]):
@@ -405,7 +405,7 @@ def first_problem(*problems: Any) -> Any:
 
 def column_count_problem(counts: Any, expected: Sequence[int]) -> Any:
     """`"expected N columns, got M"` where a row has a wrong column count."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     ok = tf.zeros_like(counts, dtype=tf.bool)
     for n in expected:

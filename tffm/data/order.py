@@ -25,7 +25,7 @@ class InputOrder:
     """
 
     def __init__(self) -> None:
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow
 
         # On the host, outside any strategy scope: tf.data reads them.
         with tf.device("/cpu:0"):
@@ -34,7 +34,7 @@ class InputOrder:
 
     def arrange(self, lines: Any, shuffle_buffer: int, seed: int | None) -> Any:
         """`lines` (a `tf.data.Dataset`) in this pass's order, resumed."""
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow
 
         base = int(seed or 0) * _EPOCH_STRIDE
 
@@ -60,7 +60,7 @@ class InputOrder:
         The batches must hold a fixed number of rows each (the readers
         rebatch after masking), so that `skip` steps are `skip` batches.
         """
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow
 
         return tf.data.Dataset.from_tensors(0).flat_map(
             lambda _: batches.skip(self.skip.read_value())

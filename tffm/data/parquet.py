@@ -46,7 +46,7 @@ def read_parquet(
     Returns:
         A `Source`.
     """
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # deferred: TensorFlow
     import tensorflow as tf
 
     options = options or ReadOptions()
@@ -179,7 +179,7 @@ def _row_problems(
 
 
 def _convert(column: Any, kind: str, width: int, path: str, name: str) -> Any:
-    import pyarrow as pa
+    import pyarrow as pa  # optional: the [data] extra
     import pyarrow.compute as pc
 
     try:

@@ -309,7 +309,7 @@ def parse_delimited(
         `(batch,)` float32 and `(batch,)` string, `""` for a good row, else
         what is wrong with it (its values are then placeholders).
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     if len(delimiter) != 1 or delimiter in '"\r\n':
         raise ValueError(
@@ -434,7 +434,7 @@ def parse_libsvm(
     Returns:
         `(features, labels, problems)` as `parse_delimited` returns them.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     tokens = tf.strings.split(tf.strings.strip(lines))  # (B, None)
     # Lines are non-blank, so each has a first token: the label.
@@ -564,7 +564,7 @@ def _pipeline(
     header: bool,
 ) -> Source:
     """Lines -> shuffled batches -> `parse` -> row checks, for any format."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     lenient = options.lenient
     log = L.RowLog(lenient)
@@ -628,7 +628,7 @@ def _fixed_batches(ds: Any, batch_size: int) -> Any:
     count its steps in rows. Rows of variable width (padded sparse libsvm
     rows, as wide as their batch's longest) keep their batches.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     shapes = tf.nest.flatten(
         tf.nest.map_structure(lambda spec: spec.shape, ds.element_spec)
@@ -639,7 +639,7 @@ def _fixed_batches(ds: Any, batch_size: int) -> Any:
 
 
 def _fix_width(x: Any, width: int, pad: int) -> Any:
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     x = x[:, :width]
     return tf.pad(x, [[0, 0], [0, width - tf.shape(x)[1]]], constant_values=pad)

@@ -12,7 +12,7 @@ class LogitCalibration(keras.layers.Layer):
     """`scale * logit + shift`: Platt scaling, inside the model.
 
     The two weights are not trained with the model: it is the identity
-    until `tffm.calibration.fit_platt` fits them on held-out rows after
+    until `tffm.train.calibration.fit_platt` fits them on held-out rows after
     training (`tffm train` does, for binary tasks). A positive `scale`
     keeps the order of the scores, so AUC is unchanged while the
     probabilities `sigmoid(scale * logit + shift)` become calibrated. Being

@@ -203,7 +203,7 @@ def _cumsum_fields(x: Tensor) -> Tensor:
     if keras.backend.backend() == "torch":
         # Keras 3.15's torch `cumsum` computes float64 input in float32
         # (its `result_type("float64")` gives float32); torch's does not.
-        import torch
+        import torch  # deferred: torch
 
         return torch.cumsum(x, dim=1)
     return ops.cumsum(x, axis=1)

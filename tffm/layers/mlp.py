@@ -137,7 +137,7 @@ class Dropout(keras.layers.Dropout):  # type: ignore[misc]
             return inputs
         if keras.backend.backend() != "tensorflow":
             return super().call(inputs, training=training)
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow
 
         seed = self.seed_generator.next()  # (2,) int64 state
         seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)

@@ -118,9 +118,6 @@ def load_model(path: str, **kwargs: Any) -> keras.Model:
         **kwargs: passed to `keras.saving.load_model` (`compile`,
             `safe_mode`, `custom_objects`).
     """
-    from tffm import encoder  # noqa: F401  (every tffm class registered)
-    from tffm import layers  # noqa: F401
-
     return keras.saving.load_model(path, **kwargs)
 
 

@@ -15,8 +15,7 @@ them); the other names load Keras on first use.
 """
 
 import importlib
-from typing import TYPE_CHECKING
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tffm.train.config import TrainConfig
 from tffm.train.defaults import AUTO

@@ -266,7 +266,7 @@ class TrainConfig:
         100_000, "rows in the shuffle buffer", minimum=0
     )
     seed: int = option(0, "seed of shuffling and initialization")
-    # === Distribution and fault tolerance (`tffm.distribute`, `tffm.resume`)
+    # === Distribution and fault tolerance (`distribute`, `resume`)
     distribution: str = option(
         "none",
         "devices / hosts to train on (README: several GPUs and hosts)",
@@ -389,7 +389,9 @@ class TrainConfig:
             max_tokens=self.max_tokens,
         )
 
-    def model_options(self, *, learning_rate: float | None = None) -> ModelOptions:
+    def model_options(
+        self, *, learning_rate: float | None = None
+    ) -> ModelOptions:
         """What the model factory reads (`learning_rate`: scaled by a plan)."""
         self._check_resolved("table_l2")
         return ModelOptions(
@@ -541,12 +543,14 @@ def check_values(values: Mapping[str, Any], *, source: str) -> None:
             )
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{where} must be finite. Received: {value!r}")
-    if "hidden_units" in values and any(u < 1 for u in values["hidden_units"]):
+    hidden = values.get("hidden_units", AUTO)
+    if hidden is not AUTO and any(u < 1 for u in hidden):
         raise ValueError(
             f"{source}: `hidden_units` must be positive. "
             f"Received: {values['hidden_units']!r}"
         )
-    if "learning_rate" in values and not values["learning_rate"] > 0:
+    rate = values.get("learning_rate", AUTO)
+    if rate is not AUTO and not rate > 0:
         raise ValueError(
             f"{source}: `learning_rate` must be > 0. "
             f"Received: {values['learning_rate']!r}"

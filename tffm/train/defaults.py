@@ -132,8 +132,10 @@ def table_l2_by_size(table_rows: int) -> float:
 
 
 def refit_by_rows(training_rows: int, *, holdout: bool) -> bool:
-    """An `AUTO` `refit`: when the holdout is cut from the training data and
-    at most `REFIT_MAX_ROWS` rows remain, where a second fit costs minutes.
+    """An `AUTO` `refit`: on when the holdout was cut from the data.
+
+    And when at most `REFIT_MAX_ROWS` rows remain to train on, where a
+    second fit costs minutes.
     """
     return holdout and training_rows <= REFIT_MAX_ROWS
 

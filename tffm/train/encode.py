@@ -86,4 +86,3 @@ def trained_on_encoding(config: TrainConfig) -> TrainConfig:
         if f.name not in READING_FIELDS
     }
     return dataclasses.replace(encoding, **training)
-

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from tffm import constants
 from tffm import metrics
 from tffm.data.layout import DataLayout
 from tffm.data.lines import raise_row_errors
@@ -28,7 +29,7 @@ def evaluate_files(
     layout: DataLayout,
     files: list[str],
     *,
-    batch_size: int = 1024,
+    batch_size: int = constants.SCORING_BATCH_SIZE,
 ) -> dict[str, Any]:
     """Metrics of `model` on raw data `files`, read as `layout` says.
 
@@ -108,7 +109,7 @@ def write_reliability_plot(
     import matplotlib  # optional: the `[data]` extra
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional: the [data] extra
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")

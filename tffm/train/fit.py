@@ -62,7 +62,9 @@ def fit_model(
             epochs=epochs,
             callbacks=callbacks,
             validation_data=(
-                None if validation is None else plan.validation_input(validation)
+                None
+                if validation is None
+                else plan.validation_input(validation)
             ),
             verbose=verbose,
         )
@@ -72,7 +74,7 @@ def fit_model(
 def resume_checkpoint(
     directory: str, options: FitOptions, plan: Plan, order: Any
 ) -> ResumeCheckpoint:
-    """The fit's `ResumeCheckpoint` in `directory` (emptied without `resume`)."""
+    """The fit's `ResumeCheckpoint` in `directory` (emptied unless `resume`)."""
     checkpoint = ResumeCheckpoint(
         directory,
         every=options.checkpoint_every,

@@ -96,7 +96,9 @@ def train(
         # What `config.json` records: encoded data keeps its encoding's
         # reading options (checked before any training).
         recorded = (
-            trained_on_encoding(config) if config.format == "encoded" else config
+            trained_on_encoding(config)
+            if config.format == "encoded"
+            else config
         )
         return _fit_and_save(config, recorded, plan, data, output, verbose)
 
@@ -269,7 +271,5 @@ def _batch_norm_statistics(
     if plan.num_replicas > 1 or plan.distribution == "parameter-server":
         # Replicas normalized their own parts of each batch.
         return "kept from training (distributed)"
-    read = recompute_batch_norm(
-        model, data.local_input(plan.batch_size)
-    )
+    read = recompute_batch_norm(model, data.local_input(plan.batch_size))
     return f"recomputed from {read} training batches" if read else None

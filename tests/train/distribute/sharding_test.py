@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from tffm.train import distribute
 from tffm import testing
+from tffm.train import distribute
 from tffm.train.config import TrainConfig
 
 pytestmark = pytest.mark.skipif(

@@ -1,4 +1,4 @@
-"""`keras.distribution` layouts (JAX): data parallel, or the table split by rows."""
+"""`keras.distribution` layouts (JAX): data parallel, tables split by rows."""
 
 from typing import Any
 
@@ -11,7 +11,7 @@ def jax_distribution(name: str) -> Any:
     rows/s with the same weights (`benchmarks/distributed_gpu.py`), so a
     one-GPU job asked for `data-parallel` takes the single-device path.
     """
-    import keras
+    import keras  # deferred: Keras
 
     devices = keras.distribution.list_devices()
     if name == "data-parallel":
@@ -36,7 +36,7 @@ def layout_map(mesh: Any) -> Any:
     of devices) and the optimizer's slots of them follow. Every other
     variable (the DNN) is replicated.
     """
-    import keras
+    import keras  # deferred: Keras
 
     layouts = keras.distribution.LayoutMap(mesh)
     layouts[r".*/embeddings$"] = ("model", None)
@@ -54,7 +54,7 @@ def pad_batches(dataset: Any, multiple: int) -> Any:
     """
     if multiple == 1:
         return dataset
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     def pad(features: Any, label: Any, *weights: Any) -> Any:
         rows = tf.shape(label)[0]

@@ -100,7 +100,7 @@ def serve(*, chief_gone_seconds: float = CHIEF_GONE_SECONDS) -> dict[str, Any]:
     for `chief_gone_seconds`, the server stops and this returns
     `{"served": "<task>:<index>"}`.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     # Fail fast when a peer is gone, so the coordinator can reschedule
     # (TensorFlow's advice for parameter-server tasks).
@@ -135,7 +135,7 @@ def strategy() -> Any:
     No `variable_partitioner`: Keras 3 cannot train a `ShardedVariable`
     (see the module), so each variable lives whole on one ps task.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     return tf.distribute.ParameterServerStrategy(resolver)
@@ -162,7 +162,7 @@ class TrainingInput:
 
     def per_worker_dataset(self, coordinator: Any) -> Any:
         """One pipeline per worker, each over its every `N`-th line."""
-        import tensorflow as tf
+        import tensorflow as tf  # deferred: TensorFlow
 
         count = self.num_workers
         variable_class = type(tf.Variable(0))  # here: none may be made there
@@ -308,7 +308,7 @@ def _add_in_place(variable: Any) -> None:
     every step's update lands (computed from the values it read, as
     asynchronous training does).
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     value = getattr(variable, "value", None)
     if not isinstance(value, tf.Variable):
@@ -326,7 +326,7 @@ def _add_in_place(variable: Any) -> None:
 
 def copy_variables(source: Any, target: Any) -> None:
     """Assigns `source`'s weights and optimizer variables to `target`'s."""
-    import keras
+    import keras  # deferred: Keras
 
     pairs = [
         (source.weights, target.weights),
@@ -352,7 +352,7 @@ def _on_chief(kind: Any) -> Iterator[None]:
     creates the variable eagerly (lifted out of the traced function), on
     the chief.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     def create(next_creator: Any, **kwargs: Any) -> Any:
         del next_creator
@@ -365,7 +365,7 @@ def _on_chief(kind: Any) -> Iterator[None]:
 
 def _step_function(model: Any, strategy: Any) -> Any:
     """The scheduled step: `(worker, trained)`; one batch of that worker."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     def step(iterator: Any) -> Any:
         batch = iterator.get_next_as_optional()
@@ -407,7 +407,7 @@ def _run_epoch(
 
 def _worker_index() -> Any:
     """The index of the worker running this (a tensor; in a traced function)."""
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     return tf.distribute.coordinator.experimental_get_current_worker_index()
 

@@ -310,7 +310,9 @@ def plan(
     elif name in _JAX:
         layout = jax_distribution(name)
     replicas = _replicas(strategy, layout)
-    batch, rate, note = scale(batch_size, learning_rate, batch_scaling, replicas)
+    batch, rate, note = scale(
+        batch_size, learning_rate, batch_scaling, replicas
+    )
     if name in ("mirrored", "multi-worker") and batch % replicas:
         raise ValueError(
             f"the global batch ({batch}) must split evenly over the "
@@ -338,7 +340,7 @@ def plan(
 def _parameter_server_plan(
     batch_size: int, learning_rate: float, batch_scaling: str, data_format: str
 ) -> Plan:
-    """The chief trains (`tffm.parameter_server.fit`); the others serve.
+    """The chief trains (`parameter_server.fit_on_cluster`); the others serve.
 
     Steps are asynchronous, each one worker's batch: `batch_size` is that
     batch, and scaling (`batch_scaling`) applies to the replicas inside a
@@ -370,7 +372,9 @@ def _parameter_server_plan(
         )
     strategy = parameter_server.strategy()
     replicas = int(strategy.num_replicas_in_sync)
-    batch, rate, note = scale(batch_size, learning_rate, batch_scaling, replicas)
+    batch, rate, note = scale(
+        batch_size, learning_rate, batch_scaling, replicas
+    )
     return Plan(
         distribution="parameter-server",
         strategy=strategy,

@@ -15,7 +15,7 @@ def mirrored_strategy() -> Any:
 
     With `reduce` fixed for Keras 3's fit (`_fit_safe`).
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     gpus = tf.config.list_logical_devices("GPU")
     devices = gpus or tf.config.list_logical_devices("CPU")
@@ -30,7 +30,7 @@ def multi_worker_strategy() -> Any:
     multi-worker mode as it is (tensorflow/tensorflow#72388): see
     `_fit_safe`.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     return _fit_safe(tf.distribute.MultiWorkerMirroredStrategy)()
 
@@ -51,7 +51,7 @@ def _fit_safe(base: Any) -> Any:
       line leaves the first replica 63 rows of 64). A nested batch gets
       the first replica's part instead: same shapes and dtypes.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     class Strategy(base):  # type: ignore[misc, valid-type]
         def reduce(self, reduce_op: Any, value: Any, axis: Any) -> Any:
@@ -89,7 +89,7 @@ def merge_sparse(optimizer: Any) -> None:
     (Keras 3's TensorFlow optimizer, where the all-reduce happens): there
     is no public hook between the all-reduce and the update.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # deferred: TensorFlow
 
     if getattr(optimizer, "lazy_rows", None) is not None:
         return
@@ -97,7 +97,7 @@ def merge_sparse(optimizer: Any) -> None:
     if reduce is None:
         raise RuntimeError(
             "This Keras version's optimizer has no _all_reduce_sum_gradients"
-            ": tffm.distribute.merge_sparse needs updating."
+            ": tffm.train.distribute.merge_sparse needs updating."
         )
 
     def merged(grads_and_vars: Any) -> Any:
@@ -132,7 +132,7 @@ def fill_empty_batches(model: Any) -> None:
     per early-ending replica and epoch; validation's `loss` counts it as a
     row of loss 0, and `embeddings_l2` the rows it reads.)
     """
-    import keras
+    import keras  # deferred: Keras, TensorFlow
     import tensorflow as tf
 
     def filled(data: Any) -> Any:
