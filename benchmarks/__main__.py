@@ -1,13 +1,16 @@
 """`python -m benchmarks NAME ...`: run a chosen set of benchmarks.
 
-Each benchmark is a script of this folder (one per figure of issue #9 and
-the others), run in its own process with the arguments below; each prints
+Each benchmark is a script of this folder (one per figure RESULTS.md
+reports), run in its own process with the arguments below; each prints
 its table and appends it to benchmarks/RESULTS.md with machine, versions
-and date. At the end this prints one summary table.
+and date. At the end this prints one summary table. Arguments after `--`
+go to every chosen script (e.g. its `--help` or its small mode).
+`baselines.py` is no benchmark: `real_data.py` imports it.
 
     python -m benchmarks --list
     python -m benchmarks train large-vocab encoded serving-front
     python -m benchmarks train --no-record     # print only
+    python -m benchmarks train -- --quick      # train_throughput.py --quick
 """
 
 import argparse
@@ -59,12 +62,22 @@ BENCHMARKS = {
     "serving-load": (
         "serving_load.py",
         [],
-        "tffm serve under load, REST and gRPC, vs the old server",
+        "tffm serve under load, REST and gRPC",
     ),
     "real-data": (
         "real_data.py",
         [],
         "LR / FM / DeepFM accuracy on the shared real data sets",
+    ),
+    "choose-defaults": (
+        "choose_defaults.py",
+        [],
+        "holdout grids behind the defaults by task and model",
+    ),
+    "precise-bn": (
+        "precise_bn.py",
+        [],
+        "Frappe DeepFM calibration with and without precise batch norm",
     ),
     "streaming-memory": (
         "streaming_memory.py",
@@ -89,7 +102,12 @@ def main() -> int:
     parser.add_argument(
         "--no-record", action="store_true", help="do not append RESULTS.md"
     )
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    forwarded = []
+    if "--" in argv:  # the rest goes to the scripts
+        at = argv.index("--")
+        argv, forwarded = argv[:at], argv[at + 1 :]
+    args = parser.parse_args(argv)
     if args.list or not args.names:
         for name, (script, extra, what) in BENCHMARKS.items():
             print(f"{name:18} {what}  [{script} {' '.join(extra)}]")
@@ -101,6 +119,7 @@ def main() -> int:
     for name in args.names:
         script, extra, what = BENCHMARKS[name]
         command = [sys.executable, os.path.join(HERE, script), *extra]
+        command += forwarded
         if args.no_record:  # the one opt-in script drops its flag
             command = [a for a in command if a != "--record"]
             if "--record" not in extra:

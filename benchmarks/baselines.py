@@ -31,6 +31,9 @@ from tffm.metrics import mae
 from tffm.metrics import rmse
 from tffm.metrics import roc_auc
 
+# Rows per batch read (the arrays are concatenated: no effect on results).
+READ_BATCH = 1024
+
 
 @dataclasses.dataclass
 class Arrays:
@@ -40,12 +43,12 @@ class Arrays:
     y: np.ndarray
 
 
-def encoded_arrays(config, features, files, holdout):
-    """Reads `files` as tffm does and encodes them: `Arrays`."""
+def encoded_arrays(layout, features, files, holdout):
+    """Reads `files` as tffm does (by `layout`) and encodes them: `Arrays`."""
+    from tffm.data import open_source
     from tffm.encoder import FeatureEncoder
-    from tffm.training import open_source
 
-    source = open_source(config, files, holdout=holdout)
+    source = open_source(layout, files, batch_size=READ_BATCH, holdout=holdout)
     dataset = FeatureEncoder(features).map_dataset(source.dataset)
     parts, labels = [], []
     for x, y in dataset:

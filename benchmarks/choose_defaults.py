@@ -49,11 +49,11 @@ import time
 import numpy as np
 import real_data
 
-from tffm.config import AUTO_DEFAULTS
-from tffm.config import TrainConfig
-from tffm.evaluation import evaluate_files
-from tffm.training import resolve_layout
-from tffm.training import train
+from tffm.train.config import TrainConfig
+from tffm.train.defaults import AUTO_DEFAULTS
+from tffm.train.evaluation import evaluate_files
+from tffm.train.inputs import resolve_layout
+from tffm.train.pipeline import train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -94,21 +94,19 @@ REGRESSION_SETS = ("movielens",)
 
 def planted(tmp, rows=200_000):
     """The demo's planted-FM generator: train and validation CSV files."""
-    from tffm.cli.demo import _columns
-    from tffm.cli.demo import _write_csv
     from tffm.synthetic import make_planted_ctr
 
     data = make_planted_ctr(rows, num_categorical=6, vocabulary_size=30, seed=1)
     train_part, valid_part = data.split(0.9)
     paths = {
-        name: _write_csv(part, os.path.join(tmp, f"planted_{name}.csv"))
+        name: part.to_csv(os.path.join(tmp, f"planted_{name}.csv"))
         for name, part in (("train", train_part), ("valid", valid_part))
     }
     return dict(
         data=[paths["train"]],
         validation_data=[paths["valid"]],
         format="csv",
-        columns=_columns(data),
+        columns=data.csv_columns(),
         label="label",
     )
 
@@ -200,12 +198,11 @@ def holdout_score(base, task, model, change, tmp, tag, seeds=(0,), score=None):
         change = dict(change, refit=False)
     for seed in seeds:
         config = resolve_layout(
-            TrainConfig(**base, model=model, **dict(change, seed=seed)),
-            report=lambda _: None,
+            TrainConfig(**base, model=model, **dict(change, seed=seed))
         )
         result = train(config, os.path.join(tmp, f"{tag}-{seed}"), verbose=0)
         if score:
-            metrics = evaluate_files(result.model, config, score)
+            metrics = evaluate_files(result.model, config.layout, score)
         else:
             # Without refit, metrics.json is the chosen model's on the
             # holdout / validation file; `calibrate` leaves AUC as it is.
@@ -329,7 +326,7 @@ def main():
                 "every 10th line of the training file, or the data set's "
                 "validation file); regret = distance to the best candidate "
                 "on that data set; chosen = smallest worst-case regret. "
-                "`{}` is `tffm.config.AUTO_DEFAULTS` as it stood.\n\n"
+                "`{}` is `tffm.train.defaults.AUTO_DEFAULTS` as it stood.\n\n"
                 + "\n\n".join(sections)
                 + "\n"
             )
@@ -337,10 +334,11 @@ def main():
 
 def table(task, model, grid, sets, scores, epochs, regret, best):
     metric = "AUC" if task == "binary" else "RMSE"
+    # `auto`: decided by the data (`TrainConfig.for_data`).
     defaults = AUTO_DEFAULTS[(task, model)]
     lines = [
         f"**{task} / {model}** (holdout {metric}; defaults then: "
-        f"{json.dumps(defaults)})",
+        f"{json.dumps(defaults, default=repr)})",
         "",
         "| candidate | " + " | ".join(sets) + " | worst regret | mean regret |",
         "| --- | " + " | ".join("---:" for _ in sets) + " | ---: | ---: |",

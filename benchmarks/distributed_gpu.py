@@ -3,7 +3,7 @@
 Trains the same DeepFM with `model.fit` on numpy arrays (no TensorFlow,
 no tf.data: the GPU machine has JAX and no TF) twice: on the default
 device with no distribution, and under `keras.distribution.DataParallel`
-over every JAX device (`tffm.distribute.jax_distribution`, what
+over every JAX device (`tffm.train.distribute.jax_distribution`, what
 `tffm train --distribution data-parallel` uses). Reports rows/s over
 timed epochs after a warm-up epoch (compilation), and whether the two
 runs end with the same weights.

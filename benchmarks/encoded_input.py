@@ -115,7 +115,7 @@ def main():
 
     import tffm
     from tffm import data
-    from tffm.config import TrainConfig
+    from tffm.data.encoded_keras import EncodedPyDataset
 
     load_before = os.getloadavg()
     features = criteo_features()
@@ -143,9 +143,11 @@ def main():
 
         text_rate = measure(text_epoch, args.repeats)
         rows.append(("text: read_criteo + FeatureEncoder", 4096, text_rate))
-        config = TrainConfig(format="criteo", batch_size=4096)
+        layout = data.DataLayout(format="criteo")
         start = time.perf_counter()
-        data.encode_files(config, text, os.path.join(tmp, "enc"), features)
+        data.encode_files(
+            layout, text, os.path.join(tmp, "enc"), features, batch_size=4096
+        )
         encode_rate = args.text_rows / (time.perf_counter() - start)
         big = os.path.join(tmp, "big")
         data.write_encoded(
@@ -167,7 +169,7 @@ def main():
                 return int(count(dataset))
 
             def py_dataset_epoch(opts=opts):
-                ds = encoded.py_dataset(opts)
+                ds = EncodedPyDataset(encoded, opts)
                 return sum(len(ds[i][1]) for i in range(len(ds)))
 
             for name, fn in (

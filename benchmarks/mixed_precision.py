@@ -31,7 +31,7 @@ def main() -> None:
     import keras
 
     import tffm
-    from tffm.evaluation import evaluate_predictions
+    from tffm.train.evaluation import evaluate_predictions
 
     data = tffm.synthetic.make_planted_ctr(args.rows, seed=0)
     train, test = data.split(0.8)

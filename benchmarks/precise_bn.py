@@ -6,7 +6,7 @@ once per seed with `precise_bn` and `calibrate` off, then, on the holdout
 
 - the Platt fit `(scale, shift)` of the model's raw logits and the
   calibrated logloss, with the batch-norm statistics as training left them
-  and after `tffm.precise_bn.recompute_batch_norm`;
+  and after `tffm.train.precise_bn.recompute_batch_norm`;
 - the transfer: one seed's Platt fit applied to the other seed's logits
   (what a refit model does with the selection model's fit), and the
   logloss that costs against the seed's own fit.
@@ -16,7 +16,6 @@ Appends to benchmarks/RESULTS.md with the machine and date.
 """
 
 import argparse
-import dataclasses
 import datetime
 import os
 import platform
@@ -25,12 +24,13 @@ import tempfile
 import numpy as np
 import real_data
 
-from tffm.calibration import fit_platt
-from tffm.config import TrainConfig
+from tffm.data import open_source
 from tffm.metrics import log_loss
 from tffm.metrics import roc_auc
-from tffm.training import resolve_layout
-from tffm.training import train
+from tffm.train.calibration import fit_platt
+from tffm.train.config import TrainConfig
+from tffm.train.inputs import resolve_layout
+from tffm.train.pipeline import train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -58,8 +58,7 @@ def main():
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     from tffm.encoder import FeatureEncoder
-    from tffm.precise_bn import recompute_batch_norm
-    from tffm.training import open_source
+    from tffm.train.precise_bn import recompute_batch_norm
 
     rows = {}  # seed -> {"kept": (logits, labels), "precise": ...}
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,20 +72,27 @@ def main():
                     seed=seed,
                     precise_bn=False,
                     calibrate=False,
-                ),
-                report=lambda _: None,
+                )
             )
             result = train(config, os.path.join(tmp, f"s{seed}"), verbose=0)
             encoder = FeatureEncoder(result.features)
+            layout = config.layout
             holdout = encoder.map_dataset(
-                open_source(config, config.data, holdout=True).dataset
+                open_source(
+                    layout,
+                    config.data,
+                    batch_size=config.batch_size,
+                    holdout=True,
+                ).dataset
             ).cache()
             training = encoder.map_dataset(
                 open_source(
-                    dataclasses.replace(config, seed=seed),
+                    layout,
                     config.data,
-                    training=True,
+                    batch_size=config.batch_size,
                     holdout=False,
+                    shuffle_buffer=config.shuffle_buffer,
+                    seed=seed,
                 ).dataset
             )
             rows[seed] = {"kept": holdout_logits(result.model, holdout)}

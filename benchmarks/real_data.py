@@ -1,4 +1,4 @@
-"""LR / FM / DeepFM on the real data sets in ../shared/data, via tffm.training.
+"""LR / FM / DeepFM on the real data sets in ../shared/data, via tffm.train.
 
 Usage: python benchmarks/real_data.py [--datasets frappe,movielens,...]
     [--models lr,fm,deepfm] [--modes default,tuned] [--seeds 0,1,2]
@@ -35,9 +35,10 @@ import time
 import baselines
 import numpy as np
 
-from tffm.config import TrainConfig
-from tffm.evaluation import evaluate_files
-from tffm.training import train
+from tffm.train.config import TrainConfig
+from tffm.train.evaluation import evaluate_files
+from tffm.train.inputs import resolve_layout
+from tffm.train.pipeline import train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "..", "shared", "data")
@@ -282,7 +283,7 @@ def tuned_config(spec):
     `best_config.json` holds them; everything else stays the default, as
     it was in the trials.
     """
-    from tffm.tuning import search_space
+    from tffm.train.tuning import search_space
 
     name, sep, path = spec.partition("=")
     if not sep or name not in DATASETS:
@@ -305,8 +306,6 @@ def tuned_config(spec):
 
 def run_tffm(name, base, tuning, models, test_files, args, tmp):
     """Yields one summary row per (model, mode) over the seeds."""
-    from tffm.training import resolve_layout
-
     task = task_of(base)
     for model_name, options in models.items():
         if args.models and model_name not in args.models:
@@ -321,17 +320,16 @@ def run_tffm(name, base, tuning, models, test_files, args, tmp):
                     extra, label = found
             runs = []
             for seed in args.seeds:
-                config = resolve_layout(
-                    TrainConfig(**base, **extra, seed=seed),
-                    report=lambda _: None,
-                )
+                config = resolve_layout(TrainConfig(**base, **extra, seed=seed))
                 start = time.time()
                 result = train(
                     config,
                     os.path.join(tmp, f"{name}-{model_name}-{mode}-{seed}"),
                     verbose=0,
                 )
-                metrics = evaluate_files(result.model, config, test_files)
+                metrics = evaluate_files(
+                    result.model, config.layout, test_files
+                )
                 metrics["epochs"] = len(result.history["loss"])
                 metrics["seconds"] = time.time() - start
                 runs.append(metrics)
@@ -347,12 +345,9 @@ def run_tffm(name, base, tuning, models, test_files, args, tmp):
 
 def run_baselines(name, base, test_files, args):
     """The baselines on the default config's features and split."""
+    from tffm.data import open_source
     from tffm.data import vocab
-    from tffm.training import build_features
-    from tffm.training import column_kinds
-    from tffm.training import log_columns
-    from tffm.training import open_source
-    from tffm.training import resolve_layout
+    from tffm.train.build import build_features
 
     task = task_of(base)
     wanted = [b for b in args.baselines if BASELINES[b][0]()]
@@ -360,19 +355,23 @@ def run_baselines(name, base, test_files, args):
         print(f"  {missing}: not installed, skipped", flush=True)
     if not wanted:
         return
-    config = resolve_layout(TrainConfig(**base), report=lambda _: None)
+    config = resolve_layout(TrainConfig(**base))
+    layout = config.layout
     holdout = not config.validation_data
     scanned = vocab.scan(
         open_source(
-            config, config.data, holdout=False if holdout else None
+            layout,
+            config.data,
+            batch_size=baselines.READ_BATCH,
+            holdout=False if holdout else None,
         ).dataset,
-        column_kinds(config),
-        log_columns=log_columns(config),
+        layout.kinds(),
+        log_columns=layout.log_columns(),
     )
-    features = build_features(config, scanned)
+    features = build_features(layout, scanned)
 
     def arrays(files, part):
-        return baselines.encoded_arrays(config, features, files, part)
+        return baselines.encoded_arrays(layout, features, files, part)
 
     train_rows = arrays(config.data, False if holdout else None)
     valid_rows = (

@@ -1,4 +1,4 @@
-"""Load test of `tffm serve` (REST and gRPC) vs the old REST server, loopback.
+"""Load test of `tffm serve` (REST and gRPC) on loopback.
 
 Starts each server as a subprocess on 127.0.0.1, then, per server and
 transport: 20,000 requests from 16 concurrent clients at batch 1 and 2,000
@@ -6,8 +6,7 @@ at batch 64 (`--scale` multiplies the counts), after a short warm-up run;
 throughput, p50 / p99 latency, errors, connection resets, and the CPU time
 per request of the server (its whole process tree) and of the load
 generator. Servers: `tffm serve` as configured by default (batching off,
-TF Serving's default), with `--num_workers 2`, with `--enable_batching`,
-and the old `serving/rest_server.py` (`benchmarks/baseline_rest_server.py`).
+TF Serving's default), with `--num_workers 2` and with `--enable_batching`.
 Then the server's RSS under a streamed 50 MB body and with 100 stalled
 clients (connected, half a header sent). All traffic stays on loopback and
 every loop is bounded. Appends the table to benchmarks/RESULTS.md.
@@ -600,7 +599,7 @@ def main() -> None:
     parser.add_argument(
         "--servers",
         help="comma-separated row labels to run (default: all), e.g. "
-        "'old rest_server (baseline)'",
+        "'tffm serve --num_workers 2'",
     )
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
@@ -640,10 +639,6 @@ def main() -> None:
             *tffm, "--enable_batching",
             f"--batching_parameters_file={batching}",
         ],
-        "old rest_server (baseline)": [
-            python, os.path.join(HERE, "baseline_rest_server.py"),
-            f"--model={raw_path}", "--name=ctr",
-        ],
     }  # fmt: skip
     if args.servers:
         chosen = [name.strip() for name in args.servers.split(",")]
@@ -655,21 +650,15 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="serving-load-")
     for label, command in servers.items():
         rest_port, grpc_port = free_port(), free_port()
-        baseline = label.startswith("old")
-        if baseline:
-            command = [*command, f"--port={rest_port}"]
-            ready = "/v1/models/ctr"
-        else:
-            command = [
-                *command,
-                f"--port={grpc_port}",
-                f"--rest_api_port={rest_port}",
-            ]
-            ready = "/readyz"
-        process = start(command, ("127.0.0.1", rest_port), ready)
+        command = [
+            *command,
+            f"--port={grpc_port}",
+            f"--rest_api_port={rest_port}",
+        ]
+        process = start(command, ("127.0.0.1", rest_port), "/readyz")
         try:
             for size, total in runs:
-                for transport in ("REST",) if baseline else ("REST", "gRPC"):
+                for transport in ("REST", "gRPC"):
                     payload = payloads[size][transport == "gRPC"]
                     result = measure(
                         process, transport, size, total, rest_port, grpc_port,
@@ -677,7 +666,7 @@ def main() -> None:
                     )  # fmt: skip
                     rows.append((label, transport, size, total, result))
                     print(label, transport, size, summary(total, result)[:4])
-            if label in ("tffm serve", "old rest_server (baseline)"):
+            if label == "tffm serve":
                 stresses[label] = stress(("127.0.0.1", rest_port), process.pid)
         finally:
             process.terminate()

@@ -93,8 +93,8 @@ def build_keras_rows(names, vocab):
     import keras
 
     import tffm
-    from tffm.config import table_l2_for
     from tffm.features import table_rows
+    from tffm.train.defaults import table_l2_by_size
 
     ops = keras.ops
 
@@ -152,7 +152,7 @@ def build_keras_rows(names, vocab):
             features,
             embedding_dim=EMBEDDING_DIM,
             hidden_units=list(HIDDEN),
-            table_l2=table_l2_for(None, table_rows(features)),
+            table_l2=table_l2_by_size(table_rows(features)),
         ),
         "tffm_fm": lambda: tffm.FM(features, embedding_dim=EMBEDDING_DIM),
     }

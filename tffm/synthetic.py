@@ -1,6 +1,7 @@
 """Synthetic CTR data with a planted FM ground truth (no downloads needed)."""
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,35 @@ class PlantedData:
             )
 
         return part(slice(0, cut)), part(slice(cut, None))
+
+    def csv_columns(self) -> dict[str, dict[str, Any]]:
+        """The `columns` of a `TrainConfig` that reads `to_csv`'s file.
+
+        Numbers are read with `log1p`, lists with the `max_len` and
+        `combiner` the labels were drawn with, hashed values into the same
+        number of bins.
+        """
+        columns: dict[str, dict[str, Any]] = {}
+        for feature in self.features:
+            if isinstance(feature, Numeric):
+                columns[feature.name] = {
+                    "kind": "numeric",
+                    "transform": "log1p",
+                }
+            elif isinstance(feature, MultiCategorical):
+                columns[feature.name] = {
+                    "kind": "list",
+                    "max_len": feature.max_len,
+                    "combiner": feature.combiner,
+                }
+            elif isinstance(feature, Categorical) and feature.hash_bins:
+                columns[feature.name] = {
+                    "kind": "categorical",
+                    "hash_bins": feature.hash_bins,
+                }
+            else:
+                columns[feature.name] = {"kind": "categorical"}
+        return columns
 
     def to_csv(self, path: str) -> str:
         """Writes the rows as CSV with a `label` column; returns `path`.

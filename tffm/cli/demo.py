@@ -10,10 +10,6 @@ from typing import Any
 import numpy as np
 
 from tffm.cli.flags import defaults_of
-from tffm.features import Categorical
-from tffm.features import MultiCategorical
-from tffm.features import Numeric
-from tffm.synthetic import PlantedData
 from tffm.synthetic import make_planted_ctr
 from tffm.train.config import TrainConfig
 from tffm.train.evaluation import evaluate_files
@@ -122,7 +118,7 @@ def run_demo(
         data=[paths["train"]],
         validation_data=[paths["validation"]],
         format="csv",
-        columns=_columns(data),
+        columns=data.csv_columns(),
         label="label",
         model="deepfm",
         embedding_dim=8,
@@ -195,27 +191,6 @@ def _prepare(output: str) -> None:
     os.makedirs(output)
     with open(os.path.join(output, MARKER), "w") as f:
         f.write("Written by `tffm demo`; replaced on the next run.\n")
-
-
-def _columns(data: PlantedData) -> dict[str, dict[str, Any]]:
-    columns: dict[str, dict[str, Any]] = {}
-    for feature in data.features:
-        if isinstance(feature, Numeric):
-            columns[feature.name] = {"kind": "numeric", "transform": "log1p"}
-        elif isinstance(feature, MultiCategorical):
-            columns[feature.name] = {
-                "kind": "list",
-                "max_len": feature.max_len,
-                "combiner": feature.combiner,  # as the labels were drawn
-            }
-        elif isinstance(feature, Categorical) and feature.hash_bins:
-            columns[feature.name] = {
-                "kind": "categorical",
-                "hash_bins": feature.hash_bins,
-            }
-        else:
-            columns[feature.name] = {"kind": "categorical"}
-    return columns
 
 
 def _write_report(

@@ -259,7 +259,7 @@ def read_scan(
     if not os.path.isfile(settings_path):
         raise FileNotFoundError(
             f"{settings_path} is missing: {directory!r} is not a scan "
-            "folder (written by `python -m tffm.data.beam_scan` or by "
+            "folder (written by `tffm scan` or by "
             "`tffm train` in its --output), or it was written before scans "
             "recorded their settings; scan again."
         )

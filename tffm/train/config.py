@@ -259,7 +259,7 @@ class TrainConfig:
     scan: str | None = option(
         None,
         "use this folder's vocabularies and statistics (written by "
-        "python -m tffm.data.beam_scan or a previous tffm train) instead "
+        "tffm scan or a previous tffm train) instead "
         "of scanning; its scan.json must match this config",
     )
     shuffle_buffer: int = option(
@@ -649,24 +649,6 @@ def check_columns(columns: Mapping[str, Any], *, source: str) -> None:
                     f"{where}: `{key}` must be an integer >= "
                     f"{_COLUMN_MINIMUM[key]}. Received: {value!r}"
                 )
-
-
-def column_kinds(config: TrainConfig) -> dict[str, str]:
-    """`{column: kind}` the readers parse for this config."""
-    if config.format == "criteo":
-        return dict(constants.CRITEO_KINDS)
-    if config.format == "libsvm":
-        return {n: "integer" for n in config.fields or ()}
-    return {name: opts["kind"] for name, opts in config.columns.items()}
-
-
-def column_options(config: TrainConfig, name: str) -> dict[str, Any]:
-    """The options of one column (Criteo: log1p for I1..I13)."""
-    if config.format == "criteo":
-        return (
-            {"transform": "log1p"} if name in constants.CRITEO_NUMERIC else {}
-        )
-    return dict(config.columns.get(name, {}))
 
 
 def _matches(value: Any, annotation: Any) -> bool:
