@@ -6,7 +6,9 @@ import socket
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+)
 SHARED = os.path.join(ROOT, "..", "shared", "data")
 
 CONFIG = {

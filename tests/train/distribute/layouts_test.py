@@ -24,6 +24,8 @@ import json, sys
 import jax
 from tffm.train.config import TrainConfig
 from tffm.train.pipeline import train
+import logging
+logging.basicConfig(level=logging.INFO)  # the notes `train` logs
 assert len(jax.devices()) == 2, jax.devices()
 config = json.loads(sys.argv[1])
 for name, out in (("none", sys.argv[2]), ("data-parallel", sys.argv[3])):

@@ -29,6 +29,8 @@ tf.config.set_logical_device_configuration(
 from tffm.train import distribute
 from tffm.train.config import TrainConfig
 from tffm.train.pipeline import train
+import logging
+logging.basicConfig(level=logging.INFO)  # the notes `train` logs
 # The same kernels on both sides: XLA (tffm's default on one device)
 # reorders float sums, which Adam amplifies where a gradient is near 0;
 # distributed steps run without it (see Plan.prepare).

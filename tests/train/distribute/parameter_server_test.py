@@ -32,6 +32,8 @@ import numpy as np
 from tffm.train.distribute import parameter_server
 from tffm.train.config import TrainConfig
 from tffm.train.pipeline import train
+import logging
+logging.basicConfig(level=logging.INFO)  # the notes `train` logs
 made = []
 replicate = parameter_server.replicate
 def spy(*args, **kwargs):

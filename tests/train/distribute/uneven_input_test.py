@@ -29,6 +29,8 @@ from tffm.train import distribute
 from tffm.train.distribute import plans
 from tffm.train.config import TrainConfig
 from tffm.train.pipeline import train
+import logging
+logging.basicConfig(level=logging.INFO)  # the notes `train` logs
 config = TrainConfig.from_dict(json.loads(sys.argv[1]))
 out = {}
 for name in ("filled", "unfilled"):
