@@ -86,7 +86,8 @@ class BeamScanTest(testing.TestCase):
             [
                 python,
                 "-m",
-                "tffm.data.beam_scan",
+                "tffm.cli",
+                "scan",
                 "--config",
                 str(path),
                 "--data",
