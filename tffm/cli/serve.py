@@ -18,10 +18,17 @@ def add_parser(
         "serving/README.md.",
     )
     try:
-        from serving import cli as serving_cli  # deferred: protobuf
-    except Exception:  # noqa: BLE001 (the [serving] extra missing or unusable)
+        from serving import cli as serving_cli  # optional: [serving] extra
+    except Exception as error:  # noqa: BLE001 (missing, or cannot load)
+        # The other commands still parse; `tffm serve` says why it cannot
+        # run (a missing extra is named first by `check_installed`).
+        reason = f"{type(error).__name__}: {error}"
+
+        def unavailable(args: argparse.Namespace) -> int:
+            raise ValueError(f"the [serving] extra cannot load: {reason}")
+
         parser.add_argument("rest", nargs=argparse.REMAINDER)
-        parser.set_defaults(run=lambda args: 2)
+        parser.set_defaults(run=unavailable)
         return
     serving_cli.add_arguments(parser)
     parser.set_defaults(run=serving_cli.run)
