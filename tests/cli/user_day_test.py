@@ -1,8 +1,15 @@
-"""A user's day through the real `tffm` command: scoring, hostile inputs,
-strict configs, a quiet command line. See tests/README.md for the table."""
+"""A user's day through the `tffm` command: scoring, hostile inputs,
+strict configs, a quiet command line. See tests/README.md for the table.
 
+Most commands run through `tffm.cli.main` in this process; the quiet
+command line's checks run the installed `tffm` script in a process of
+its own, where the frameworks' native logs would show.
+"""
+
+import contextlib
 import csv
 import gzip
+import io
 import json
 import os
 import shutil
@@ -15,6 +22,7 @@ import pytest
 
 import tffm
 from tffm import testing
+from tffm.cli import main
 from tffm.encoder import KerasPredictor
 
 pytestmark = pytest.mark.skipif(
@@ -48,17 +56,34 @@ CONFIG = {
 }
 
 
-def tffm_cli(*args, cwd, env=None):
-    """Runs the `tffm` command; returns (exit code, stdout, stderr)."""
-    done = subprocess.run(
-        [*COMMAND, *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=dict(os.environ, **(env or {})),
-        timeout=600,
-    )
-    return done.returncode, done.stdout, done.stderr
+def tffm_cli(*args, cwd, env=None, process=False):
+    """Runs the `tffm` command; returns (exit code, stdout, stderr).
+
+    In this process (`main` with the output captured) unless `process` or
+    `env` ask for a process of its own, as the framework-log checks do.
+    """
+    if process or env:
+        done = subprocess.run(
+            [*COMMAND, *args],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env=dict(os.environ, **(env or {})),
+            timeout=600,
+        )
+        return done.returncode, done.stdout, done.stderr
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:  # argparse's usage errors
+                code = exit_.code if isinstance(exit_.code, int) else 2
+    finally:
+        os.chdir(here)
+    return code, out.getvalue(), err.getvalue()
 
 
 def planted(rows, seed):
@@ -86,8 +111,6 @@ def write_csv(data, path, *, label=True, header=True, ids=False):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A trained FM folder and its data, shared by the module's tests."""
-    from tffm.cli import main
-
     tmp = tmp_path_factory.mktemp("day")
     write_csv(planted(3000, seed=1), str(tmp / "train.csv"))
     (tmp / "config.json").write_text(json.dumps(CONFIG))
@@ -645,7 +668,7 @@ class QuietCommandLineTest(testing.TestCase):
             (["evaluate", "--model", "q", "--data", "q_bad.csv"], 2),
         ]  # fmt: skip
         for args, expected in runs:
-            code, out, err = tffm_cli(*args, cwd=self.tmp)
+            code, out, err = tffm_cli(*args, cwd=self.tmp, process=True)
             self.assertEqual(code, expected, f"{args}: {err[-2000:]}")
             if expected == 2:
                 self.assertIn("q_bad.csv:4: expected 6 columns, got 7", err)
@@ -665,6 +688,7 @@ class QuietCommandLineTest(testing.TestCase):
             "q.csv",
             "--verbose",
             cwd=self.tmp,
+            process=True,
         )
         self.assertEqual(code, 0)
         self.assertTrue(any(n in err for n in NATIVE_LOG), err[-2000:])
