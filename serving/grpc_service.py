@@ -1,5 +1,8 @@
 """TF Serving's gRPC API on grpcio: Predict, GetModelMetadata, GetModelStatus.
 
+The Open Inference Protocol's `inference.GRPCInferenceService` is served on
+the same server (`serving.v2_grpc`).
+
 Methods are registered by their TF Serving paths
 (`/tensorflow.serving.PredictionService/Predict`, ...) with this package's
 messages (`serving.protos`), so `tensorflow-serving-api`'s
@@ -24,8 +27,11 @@ from grpc_health.v1 import health_pb2_grpc
 
 from serving import protos
 from serving import tensors
+from serving import v2_grpc
+from serving import v2_protos
 from serving.access_log import AccessLog
 from serving.errors import ServingError
+from serving.errors import as_serving_error
 from serving.errors import invalid
 from serving.service import Service
 
@@ -107,8 +113,10 @@ class GrpcServer:
                         )
                     },
                 ),
+                v2_grpc.handler(self),
             )
         )
+        self.serving = False
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.set_serving(False)
@@ -131,12 +139,18 @@ class GrpcServer:
         return done
 
     def set_serving(self, serving: bool) -> None:
+        self.serving = serving
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ("", protos.PREDICTION_SERVICE, protos.MODEL_SERVICE):
+        for name in (
+            "",
+            protos.PREDICTION_SERVICE,
+            protos.MODEL_SERVICE,
+            v2_protos.SERVICE,
+        ):
             self.health.set(name, status)
 
     # === Calls ===
@@ -154,7 +168,7 @@ class GrpcServer:
                 # back; onnxruntime releases the GIL while it runs.
                 outputs = servable.predictor.run(feeds)
             else:
-                outputs = self._wait(servable.run(feeds, size), context)
+                outputs = self.wait(servable.run(feeds, size), context)
             names = list(request.output_filter) or list(outputs)
             response = protos.PredictResponse()
             for name in names:
@@ -173,13 +187,13 @@ class GrpcServer:
                 spec.signature_name or "serving_default"
             )
         except Exception as error:  # noqa: BLE001 (a status, always)
-            failure = _serving_error(error)
-            self._done(spec.name, "predict", failure.code, start, context)
+            failure = as_serving_error(error)
+            self.done(spec.name, "predict", failure.code, start, context)
             context.abort(_CODES[failure.code], failure.message)
-        self._done(spec.name, "predict", "OK", start, context)
+        self.done(spec.name, "predict", "OK", start, context)
         return response
 
-    def _wait(
+    def wait(
         self,
         future: "concurrent.futures.Future[Any]",
         context: grpc.ServicerContext,
@@ -210,10 +224,10 @@ class GrpcServer:
                 spec.name, version, label, list(request.metadata_field)
             )
         except Exception as error:  # noqa: BLE001 (a status, always)
-            failure = _serving_error(error)
-            self._done(spec.name, "metadata", failure.code, start, context)
+            failure = as_serving_error(error)
+            self.done(spec.name, "metadata", failure.code, start, context)
             context.abort(_CODES[failure.code], failure.message)
-        self._done(spec.name, "metadata", "OK", start, context)
+        self.done(spec.name, "metadata", "OK", start, context)
         return response
 
     def get_model_status(
@@ -227,13 +241,13 @@ class GrpcServer:
             version, label = _version(spec)
             response = self.service.status(spec.name, version, label)
         except Exception as error:  # noqa: BLE001 (a status, always)
-            failure = _serving_error(error)
-            self._done(spec.name, "status", failure.code, start, context)
+            failure = as_serving_error(error)
+            self.done(spec.name, "status", failure.code, start, context)
             context.abort(_CODES[failure.code], failure.message)
-        self._done(spec.name, "status", "OK", start, context)
+        self.done(spec.name, "status", "OK", start, context)
         return response
 
-    def _done(
+    def done(
         self,
         model: str,
         api: str,
@@ -246,16 +260,6 @@ class GrpcServer:
         self.service.metrics.observe(label, api, "grpc", code, seconds)
         if self.access_log is not None:
             self.access_log.grpc(context.peer(), api, model, code, seconds)
-
-
-def _serving_error(error: Exception) -> ServingError:
-    """`error` itself, or INTERNAL (logged) for an unexpected one."""
-    if isinstance(error, ServingError):
-        return error
-    LOG.error("gRPC call failed", exc_info=error)
-    return ServingError(
-        "INTERNAL", f"Internal: {type(error).__name__}: {error}"
-    )
 
 
 def _version(spec: Any) -> tuple[int | None, str | None]:

@@ -6,6 +6,7 @@ Routes (TF Serving's `http_rest_api_util.cc` regexes, case-insensitive):
 - `GET /v1/models/{name}[/versions/{v}|/labels/{l}]`: model status;
 - `GET /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata`;
 - any other method or path under `/v1/`: 400 `Malformed request: ...`.
+The Open Inference Protocol's `/v2` routes are `serving.v2_rest`'s.
 Beside them: `GET /healthz` (liveness), `GET /readyz` (readiness: 200 once
 every model has a version loaded and warmed up, 503 before and while
 shutting down), `GET /metrics` and `/monitoring/prometheus/metrics`
@@ -34,9 +35,11 @@ from google.protobuf import json_format
 from serving import metrics
 from serving import protos
 from serving import rest_json
+from serving import v2_rest
 from serving.access_log import AccessLog
 from serving.errors import ServingError
 from serving.errors import invalid
+from serving.manager import Servable
 from serving.service import SIGNATURE_DEF
 from serving.service import Service
 
@@ -118,6 +121,14 @@ class RestApp:
                 model, api, status, body = await self._tf_serving(
                     scope, receive, method, path
                 )
+            elif path == "/v2" or path.startswith("/v2/"):
+                model, api, status, body, headers = await v2_rest.handle(
+                    self, scope, receive, method, path
+                )
+                await _respond(send, status, body, headers)
+                self._observe(model, api, "OK", start)
+                self._log(scope, status, len(body), start, model, "OK")
+                return
             else:
                 status, body, headers = self._operations(method, path)
                 await _respond(send, status, body, headers)
@@ -142,6 +153,10 @@ class RestApp:
             code, status = "INTERNAL", 500
             body = _error(f"Internal: {type(error).__name__}: {error}")
         await _respond(send, status, body, _JSON)
+        self._observe(model, api, code, start)
+        self._log(scope, status, len(body), start, model, code)
+
+    def _observe(self, model: str, api: str, code: str, start: float) -> None:
         if model:
             self.service.metrics.observe(
                 self.service.model_label(model),
@@ -150,7 +165,6 @@ class RestApp:
                 code,
                 time.perf_counter() - start,
             )
-        self._log(scope, status, len(body), start, model, code)
 
     def _log(
         self,
@@ -181,7 +195,7 @@ class RestApp:
         match = _PREDICT.fullmatch(path) if method == "POST" else None
         if match:
             name, version, label, verb = match.groups()
-            body = await self._read_body(scope, receive)
+            body = await self.read_body(scope, receive)
             if verb.lower() != "predict":
                 raise invalid(
                     f"Expected {verb.lower()} signature method_name to be "
@@ -218,6 +232,13 @@ class RestApp:
         servable = self.service.manager.resolve(name, version, label)
         rest_json.check_signature(document)
         raw, rows = rest_json.columns_from_request(document, servable.features)
+        outputs = await self.outputs(servable, raw)
+        return rest_json.response_json(outputs, rows)
+
+    async def outputs(
+        self, servable: Servable, raw: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Runs a prediction of raw columns within `request_timeout`."""
         # onnxruntime runs on a pool thread (or the batcher's), so the loop
         # reads and answers other requests meanwhile.
         future = self.service.submit(servable, "", raw)
@@ -231,9 +252,9 @@ class RestApp:
                 f"{self.request_timeout * 1000:g} ms "
                 "(--rest_api_timeout_in_ms)",
             ) from None
-        return rest_json.response_json(outputs, rows)
+        return outputs
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def read_body(self, scope: Scope, receive: Receive) -> bytes:
         for key, value in scope["headers"]:
             if key == b"content-length":
                 try:
