@@ -13,7 +13,10 @@ A single `.onnx` file may be served too (its version from its metadata).
 A poller thread rescans the base paths every `poll_seconds` (TF Serving's
 `--file_system_poll_wait_seconds`): new version directories are loaded,
 warmed up and only then served; versions the policy no longer wants are
-unloaded (state END). A file that fails to load is retried when it changes.
+unloaded (state END), but only once a wanted version is serving: a new
+version that fails to load leaves the serving one in place (TF Serving's
+availability-preserving policy), and its status says why (state END, the
+error). A file that fails to load is retried when it changes.
 """
 
 import concurrent.futures
@@ -110,13 +113,29 @@ class ModelManager:
             for version in wanted:
                 if (model.name, version) not in self._servables:
                     self._load(model, version, on_disk[version])
+            serving = any((model.name, v) in self._servables for v in wanted)
             for (name, version), servable in list(self._servables.items()):
-                if name == model.name and version not in wanted:
+                if name == model.name and version not in wanted and serving:
                     self._unload(servable)
         self.ready = all(
             any(s.state == "AVAILABLE" for s in states.values())
             for states in self._states.values()
         )
+
+    def failures(self) -> dict[str, str]:
+        """`{model: error}` of models with no version serving and a failed one.
+
+        What start-up cannot get past: TF Serving does not start without
+        its models either.
+        """
+        failed = {}
+        for name, states in self._states.items():
+            if any(s.state == "AVAILABLE" for s in states.values()):
+                continue
+            errors = [s.error for _, s in sorted(states.items()) if s.error]
+            if errors:
+                failed[name] = errors[-1]
+        return failed
 
     def start(self, poll_seconds: float) -> None:
         """Loads what is there now, then polls every `poll_seconds` (> 0)."""

@@ -1,6 +1,7 @@
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -681,3 +682,215 @@ def test_worker_processes_share_the_ports_and_the_metrics(
         code = process.wait(30)
         info["log_file"].close()
     assert code == 0, info["log"].read_text()[-3000:]
+
+
+def _children(pid):
+    """The worker processes of server `pid` (multiprocessing's tracker not)."""
+    found = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True
+    ).stdout.split()
+    workers = set()
+    for child in found:
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"resource_tracker" not in f.read():
+                    workers.add(int(child))
+        except OSError:
+            pass
+    return workers
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is gone too
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_model_that_cannot_load_at_start_up_ends_the_server(tmp_path):
+    """Exit 1 naming the file, one process or workers, nothing left over."""
+    from .conftest import ROOT
+    from .conftest import free_port
+
+    broken = tmp_path / "ctr" / "1" / "model.onnx"
+    os.makedirs(broken.parent)
+    broken.write_bytes(b"not an onnx file")
+    runs = []
+    for workers in (1, 2):
+        log = tmp_path / f"log-{workers}.txt"
+        with open(log, "w") as out:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "serving",
+                    f"--model_base_path={tmp_path / 'ctr'}",
+                    f"--num_workers={workers}",
+                    f"--port={free_port()}",
+                    f"--rest_api_port={free_port()}",
+                    "--host=127.0.0.1",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=dict(os.environ, PYTHONPATH=ROOT),
+            )
+        runs.append((process, log))
+    for process, log in runs:
+        try:
+            code = process.wait(90)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        text = log.read_text()
+        assert code == 1, text[-3000:]
+        assert f"Loading {broken}" in text, text[-3000:]
+        assert "cannot be served, stopping" in text, text[-3000:]
+        assert not _children(process.pid)
+
+
+def test_broken_new_version_keeps_the_serving_one(onnx_file, tmp_path):
+    """A failed version shows its error; a good one rolls in under load."""
+    import shutil
+    import signal
+    import threading
+
+    from serving import Client
+
+    from .conftest import start_server
+
+    os.makedirs(tmp_path / "ctr" / "3")
+    shutil.copy(onnx_file, tmp_path / "ctr" / "3" / "model.onnx")
+    info = start_server(
+        tmp_path,
+        [
+            f"--model_base_path={tmp_path / 'ctr'}",
+            "--model_name=ctr",
+            "--file_system_poll_wait_seconds=0.2",
+        ],
+    )
+    process = info["process"]
+    raw = batch(3, seed=2)
+    body = {"inputs": {k: v.tolist() for k, v in raw.items()}}
+
+    def states():
+        status, answer = http(info["url"] + "/v1/models/ctr")
+        assert status == 200, answer
+        return {
+            int(v["version"]): (v["state"], v["status"]["error_message"])
+            for v in answer["model_version_status"]
+        }
+
+    def wait_for(check):
+        deadline = time.monotonic() + 30
+        while not check(states()):
+            assert time.monotonic() < deadline, states()
+            time.sleep(0.1)
+
+    def stage(version, source):  # written beside, then moved in
+        staging = tmp_path / f"staging-{version}"
+        os.makedirs(staging)
+        if source is None:
+            (staging / "model.onnx").write_bytes(b"\x08\x07broken")
+        else:
+            shutil.copy(source, staging / "model.onnx")
+        os.rename(staging, tmp_path / "ctr" / str(version))
+
+    failures = []
+    answered = []
+    stop = threading.Event()
+
+    def load():
+        client = Client(info["rest"], "ctr")
+        while not stop.is_set():
+            try:
+                client.predict(raw)
+                answered.append(1)
+            except Exception as error:  # noqa: BLE001 (counted)
+                failures.append(repr(error))
+
+    try:
+        stage(4, None)
+        wait_for(lambda s: s.get(4, ("", ""))[0] == "END")
+        got = states()
+        assert got[3] == ("AVAILABLE", ""), got
+        assert str(tmp_path / "ctr" / "4" / "model.onnx") in got[4][1], got
+        status, answer = http(info["url"] + "/v1/models/ctr:predict", body)
+        assert status == 200, answer
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        stage(5, onnx_file)
+        wait_for(lambda s: s.get(3, ("", ""))[0] == "END")
+        time.sleep(0.3)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        assert states()[5] == ("AVAILABLE", "")
+        assert not failures, failures[:3]
+        assert len(answered) > 10
+    finally:
+        stop.set()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        info["log_file"].close()
+    assert code == 0, info["log"].read_text()[-3000:]
+
+
+@pytest.mark.slow
+def test_killed_worker_is_replaced(trained, onnx_file, tmp_path):
+    """SIGKILL of one of two workers: a new one serves; no process leaks."""
+    import shutil
+    import signal
+
+    from serving import Client
+
+    from .conftest import start_server
+
+    os.makedirs(tmp_path / "ctr" / "3")
+    shutil.copy(onnx_file, tmp_path / "ctr" / "3" / "model.onnx")
+    info = start_server(
+        tmp_path,
+        [
+            f"--model_base_path={tmp_path / 'ctr'}",
+            "--model_name=ctr",
+            "--num_workers=2",
+        ],
+    )
+    process = info["process"]
+    raw = batch(2, seed=4)
+    seen = set()
+    try:
+        deadline = time.monotonic() + 30
+        while len(_children(process.pid)) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        before = _children(process.pid)
+        seen |= before
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            now = _children(process.pid)
+            seen |= now
+            if len(now) == 2 and victim not in now:
+                break
+            assert time.monotonic() < deadline, now
+            time.sleep(0.1)
+        expected = keras_outputs(trained, raw)["probability"]
+        for _ in range(12):  # new connections, spread over both workers
+            np.testing.assert_allclose(
+                Client(info["rest"], "ctr").predict(raw)["probability"],
+                expected,
+                atol=1e-6,
+            )
+        assert "was killed by signal 9" in info["log"].read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        info["log_file"].close()
+    assert code == 0, info["log"].read_text()[-3000:]
+    assert not [pid for pid in seen if _alive(pid)]
