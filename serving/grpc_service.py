@@ -33,6 +33,7 @@ from serving.access_log import AccessLog
 from serving.errors import ServingError
 from serving.errors import as_serving_error
 from serving.errors import invalid
+from serving.model_config import SslConfig
 from serving.service import Service
 
 LOG = logging.getLogger("tffm.serve")
@@ -58,6 +59,8 @@ class GrpcServer:
             result.
         access_log: an `AccessLog`, or None for none.
         reuse_port: bool. Bind with SO_REUSEPORT (worker processes).
+        ssl: an `SslConfig` for TLS (TF Serving's `--ssl_config_file`),
+            or None for plaintext.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class GrpcServer:
         timeout: float,
         access_log: AccessLog | None = None,
         reuse_port: bool = False,
+        ssl: SslConfig | None = None,
     ) -> None:
         self.service = service
         self.timeout = timeout
@@ -120,7 +124,15 @@ class GrpcServer:
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.set_serving(False)
-        self.port = self.server.add_insecure_port(address)
+        if ssl is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(ssl.server_key.encode(), ssl.server_cert.encode())],
+                root_certificates=ssl.custom_ca.encode() or None,
+                require_client_auth=ssl.client_verify,
+            )
+            self.port = self.server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"Cannot bind the gRPC port at {address}")
 

@@ -10,10 +10,11 @@ The Open Inference Protocol's `/v2` routes are `serving.v2_rest`'s.
 Beside them: `GET /healthz` (liveness), `GET /readyz` (readiness: 200 once
 every model has a version loaded and warmed up, 503 before and while
 shutting down), `GET /metrics` and `/monitoring/prometheus/metrics`
-(Prometheus); another method on these gets 405. Any other path outside
-`/v1/` gets 404 whatever the method, as TF Serving's HTTP server answers
-requests its `/v1/.*` dispatcher ignores. Every error is `{"error": "..."}`
-with TF Serving's status code, unexpected failures (onnxruntime's) too:
+(Prometheus; with `--monitoring_config_file`, its path only); another
+method on these gets 405. Any other path outside `/v1/` and `/v2` gets
+404 whatever the method, as TF Serving's HTTP server answers requests its
+`/v1/.*` dispatcher ignores. Every error is `{"error": "..."}` with TF
+Serving's status code, unexpected failures (onnxruntime's) too:
 500 `INTERNAL`, logged and counted. Bodies over `max_body_bytes` get 413
 without being read; a body that stalls longer than `read_timeout` gets
 408; a prediction not done within `request_timeout` gets 504
@@ -55,15 +56,7 @@ _STATUS = re.compile(
 )
 _MODEL = re.compile(r"/v1/models/([^/:]+)", re.IGNORECASE)
 _JSON = [(b"content-type", b"application/json")]
-_OPERATIONS = frozenset(
-    (
-        "/healthz",
-        "/livez",
-        "/readyz",
-        "/metrics",
-        "/monitoring/prometheus/metrics",
-    )
-)
+_PROBES = frozenset(("/healthz", "/livez", "/readyz"))
 LOG = logging.getLogger("tffm.serve")
 
 Scope = dict[str, Any]
@@ -85,6 +78,8 @@ class RestApp:
         request_timeout: float. Seconds a prediction may take once its
             body is read (then 504 DEADLINE_EXCEEDED).
         access_log: an `AccessLog`, or None for none.
+        metrics_paths: the paths serving Prometheus metrics (TF Serving's
+            `--monitoring_config_file` names one).
     """
 
     def __init__(
@@ -95,8 +90,14 @@ class RestApp:
         read_timeout: float,
         request_timeout: float = 30.0,
         access_log: AccessLog | None = None,
+        metrics_paths: tuple[str, ...] = (
+            "/metrics",
+            "/monitoring/prometheus/metrics",
+        ),
     ) -> None:
         self.service = service
+        self.metrics_paths = frozenset(metrics_paths)
+        self._operations_paths = _PROBES | self.metrics_paths
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
         self.request_timeout = request_timeout
@@ -287,7 +288,7 @@ class RestApp:
     def _operations(
         self, method: str, path: str
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        if path not in _OPERATIONS:
+        if path not in self._operations_paths:
             return 404, _error(f"Not found: {method} {path}"), _JSON
         if method not in ("GET", "HEAD"):
             return (
@@ -303,7 +304,7 @@ class RestApp:
                 return 200, b'{"status": "ready"}', _JSON
             why = "shutting down" if self.shutting_down else "loading models"
             return 503, json.dumps({"status": why}).encode(), _JSON
-        if path in ("/metrics", "/monitoring/prometheus/metrics"):
+        if path in self.metrics_paths:
             return (
                 200,
                 self.service.metrics.render(),

@@ -29,8 +29,10 @@ from serving.access_log import AccessLog
 from serving.grpc_service import GrpcServer
 from serving.manager import ModelManager
 from serving.metrics import Metrics
+from serving.model_config import PROMETHEUS_PATH
 from serving.model_config import BatchingParameters
 from serving.model_config import ModelConfig
+from serving.model_config import SslConfig
 from serving.rest import RestApp
 from serving.service import Service
 
@@ -60,6 +62,9 @@ class ServerOptions:
     grace: float = 10.0
     access_log: bool = True
     processes: int = 1  # > 1: worker processes sharing the ports
+    ssl: SslConfig | None = None  # TLS on the gRPC port
+    # Where REST serves Prometheus metrics (empty: nowhere).
+    metrics_paths: tuple[str, ...] = ("/metrics", PROMETHEUS_PATH)
     # Set by `serving.workers` in each worker process:
     reuse_port: bool = False  # bind with SO_REUSEPORT beside the others
     metrics_dir: str | None = None  # where the workers share their counts
@@ -108,6 +113,7 @@ def serve(options: ServerOptions) -> int:
             timeout=options.request_timeout,
             access_log=access_log,
             reuse_port=options.reuse_port,
+            ssl=options.ssl,
         )
         grpc_server.start()
     app = RestApp(
@@ -116,6 +122,7 @@ def serve(options: ServerOptions) -> int:
         read_timeout=options.read_timeout,
         request_timeout=options.request_timeout,
         access_log=access_log,
+        metrics_paths=options.metrics_paths,
     )
     sock = None
     if options.rest_port is not None:

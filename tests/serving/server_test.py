@@ -894,3 +894,125 @@ def test_killed_worker_is_replaced(trained, onnx_file, tmp_path):
         info["log_file"].close()
     assert code == 0, info["log"].read_text()[-3000:]
     assert not [pid for pid in seen if _alive(pid)]
+
+
+def _self_signed():
+    """A key and a self-signed certificate for 127.0.0.1 (PEM text)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.BasicConstraints(ca=True, path_length=None), critical=True
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    cert_pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    return key_pem, cert_pem
+
+
+def test_ssl_and_monitoring_config_files(onnx_file, tmp_path):
+    """gRPC over TLS with client verification; metrics at the given path."""
+    import shutil
+    import signal
+
+    import grpc
+
+    from serving import v2_protos
+
+    from .conftest import start_server
+
+    key, cert = _self_signed()
+
+    def text(pem):
+        return '"' + pem.replace("\n", "\\n") + '"'
+
+    ssl_config = tmp_path / "ssl.config"
+    ssl_config.write_text(
+        f"server_key: {text(key)}\nserver_cert: {text(cert)}\n"
+        f"custom_ca: {text(cert)}\nclient_verify: true\n"
+    )
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text(
+        'prometheus_config {\n  enable: true\n  path: "/stats/prometheus"\n}\n'
+    )
+    os.makedirs(tmp_path / "ctr" / "3")
+    shutil.copy(onnx_file, tmp_path / "ctr" / "3" / "model.onnx")
+    info = start_server(
+        tmp_path,
+        [
+            f"--model_base_path={tmp_path / 'ctr'}",
+            "--model_name=ctr",
+            f"--ssl_config_file={ssl_config}",
+            f"--monitoring_config_file={monitoring}",
+        ],
+    )
+    process = info["process"]
+
+    def server_ready(channel):
+        call = channel.unary_unary(
+            f"/{v2_protos.SERVICE}/ModelMetadata",
+            request_serializer=v2_protos.MESSAGES[
+                "ModelMetadataRequest"
+            ].SerializeToString,
+            response_deserializer=v2_protos.ModelMetadataResponse.FromString,
+        )
+        return call(v2_protos.MESSAGES["ModelMetadataRequest"](name="ctr"),
+                    timeout=10)  # fmt: skip
+
+    try:
+        with_cert = grpc.ssl_channel_credentials(
+            root_certificates=cert.encode(),
+            private_key=key.encode(),
+            certificate_chain=cert.encode(),
+        )
+        with grpc.secure_channel(info["grpc"], with_cert) as channel:
+            assert list(server_ready(channel).versions) == ["3"]
+        without_cert = grpc.ssl_channel_credentials(cert.encode())
+        for channel in (
+            grpc.secure_channel(info["grpc"], without_cert),
+            grpc.insecure_channel(info["grpc"]),
+        ):
+            with channel, pytest.raises(grpc.RpcError) as error:
+                server_ready(channel)
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        with urllib.request.urlopen(info["url"] + "/stats/prometheus") as r:
+            assert "tffm_serving_requests_total" in r.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(info["url"] + "/metrics")
+        assert missing.value.code == 404
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        info["log_file"].close()
+    assert code == 0, info["log"].read_text()[-3000:]
