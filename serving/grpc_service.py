@@ -1,4 +1,8 @@
-"""TF Serving's gRPC API on grpcio: Predict, GetModelMetadata, GetModelStatus.
+"""TF Serving's gRPC API on grpcio: Predict, GetModelMetadata, ModelService.
+
+ModelService is GetModelStatus and HandleReloadConfigRequest (which loads
+the new `ModelServerConfig` before it answers; relative base paths are
+read from the server's working directory).
 
 The Open Inference Protocol's `inference.GRPCInferenceService` is served on
 the same server (`serving.v2_grpc`).
@@ -114,7 +118,12 @@ class GrpcServer:
                             self.get_model_status,
                             protos.GetModelStatusRequest.FromString,
                             protos.GetModelStatusResponse.SerializeToString,
-                        )
+                        ),
+                        "HandleReloadConfigRequest": unary(
+                            self.reload_config,
+                            protos.ReloadConfigRequest.FromString,
+                            protos.ReloadConfigResponse.SerializeToString,
+                        ),
                     },
                 ),
                 v2_grpc.handler(self),
@@ -257,6 +266,17 @@ class GrpcServer:
             self.done(spec.name, "status", failure.code, start, context)
             context.abort(_CODES[failure.code], failure.message)
         self.done(spec.name, "status", "OK", start, context)
+        return response
+
+    def reload_config(self, request: Any, context: grpc.ServicerContext) -> Any:
+        start = time.perf_counter()
+        try:
+            response = self.service.reload(request)
+        except Exception as error:  # noqa: BLE001 (a status, always)
+            failure = as_serving_error(error)
+            self.done("", "reload", failure.code, start, context)
+            context.abort(_CODES[failure.code], failure.message)
+        self.done("", "reload", "OK", start, context)
         return response
 
     def done(

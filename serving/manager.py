@@ -99,6 +99,7 @@ class ModelManager:
             m.name: {} for m in models
         }
         self._lock = threading.Lock()
+        self._polling = threading.Lock()  # one poll or reload at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ready = False
@@ -107,6 +108,32 @@ class ModelManager:
 
     def poll(self) -> None:
         """One scan of every base path: load new versions, unload old ones."""
+        with self._polling:
+            self._poll()
+
+    def reload(self, models: list[ModelConfig]) -> dict[str, str]:
+        """Serves `models` instead of the configured ones, now.
+
+        TF Serving's `HandleReloadConfigRequest`: new models load before it
+        returns, models left out are unloaded, the others follow their new
+        policy (a version already loaded stays keyed by its number).
+
+        Returns:
+            `failures()` after the reload: `{model: error}`.
+        """
+        with self._polling:
+            for name in set(self.models) - {m.name for m in models}:
+                for servable in self.servables():
+                    if servable.name == name:
+                        self._unload(servable)
+                del self._states[name]
+            for model in models:
+                self._states.setdefault(model.name, {})
+            self.models = {m.name: m for m in models}
+            self._poll()
+        return self.failures()
+
+    def _poll(self) -> None:
         for model in self.models.values():
             on_disk = _discover(model)
             wanted = model.wanted(sorted(on_disk))

@@ -201,6 +201,19 @@ def read_model_config(path: str) -> list[ModelConfig]:
     """Reads a TF Serving `models.config` (`ModelServerConfig`) file."""
     with open(path) as f:
         text = f.read()
+    base = os.path.dirname(os.path.abspath(path))
+    return parse_model_config(text, path, base)
+
+
+def parse_model_config(
+    text: str, source: str, base_dir: str
+) -> list[ModelConfig]:
+    """`ModelServerConfig` text -> `ModelConfig`s, base paths from `base_dir`.
+
+    Raises:
+        ValueError: naming `source` and what is wrong.
+    """
+    path = source
     root = parse_text_proto(text, path)
     _only(root, {"model_config_list"}, path, "ModelServerConfig")
     lists = root.get("model_config_list", [])
@@ -216,9 +229,8 @@ def read_model_config(path: str) -> list[ModelConfig]:
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: model names appear twice: {names}")
-    base = os.path.dirname(os.path.abspath(path))
     return [
-        dataclasses.replace(c, base_path=os.path.join(base, c.base_path))
+        dataclasses.replace(c, base_path=os.path.join(base_dir, c.base_path))
         for c in configs
     ]
 

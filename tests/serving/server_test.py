@@ -1016,3 +1016,78 @@ def test_ssl_and_monitoring_config_files(onnx_file, tmp_path):
         code = process.wait(30)
         info["log_file"].close()
     assert code == 0, info["log"].read_text()[-3000:]
+
+
+def test_reload_config_request_swaps_the_models(trained, onnx_file, tmp_path):
+    """ModelService.HandleReloadConfigRequest with TF Serving's own stub."""
+    import shutil
+    import signal
+
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2
+    from tensorflow_serving.apis import model_management_pb2
+    from tensorflow_serving.apis import model_service_pb2_grpc
+
+    from serving import Client
+
+    from .conftest import start_server
+
+    os.makedirs(tmp_path / "ctr" / "3")
+    shutil.copy(onnx_file, tmp_path / "ctr" / "3" / "model.onnx")
+    os.makedirs(tmp_path / "broken" / "1")
+    (tmp_path / "broken" / "1" / "model.onnx").write_bytes(b"broken")
+    info = start_server(
+        tmp_path, [f"--model_base_path={tmp_path / 'ctr'}", "--model_name=ctr"]
+    )
+    process = info["process"]
+    raw = batch(3, seed=8)
+
+    def reload(models):
+        request = model_management_pb2.ReloadConfigRequest()
+        for name, base, num_versions in models:
+            config = request.config.model_config_list.config.add()
+            config.name = name
+            config.base_path = str(base)
+            config.model_platform = "tensorflow"
+            config.model_version_policy.latest.num_versions = num_versions
+        return stub.HandleReloadConfigRequest(request, timeout=60)
+
+    try:
+        channel = grpc.insecure_channel(info["grpc"])
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        response = reload([("fresh", tmp_path / "ctr", 1)])
+        assert response.status.error_code == 0
+        status = get_model_status_pb2.GetModelStatusRequest()
+        status.model_spec.name = "fresh"
+        versions = stub.GetModelStatus(status, timeout=10).model_version_status
+        assert [(v.version, v.state) for v in versions] == [(3, 30)]
+        np.testing.assert_allclose(
+            Client(info["rest"], "fresh").predict(raw)["probability"],
+            keras_outputs(trained, raw)["probability"],
+            atol=1e-5,
+        )
+        code, body = http(info["url"] + "/v1/models/ctr")
+        assert code == 404, body  # left out of the new config: unloaded
+        with pytest.raises(grpc.RpcError) as error:
+            reload(
+                [
+                    ("fresh", tmp_path / "ctr", 1),
+                    ("bad", tmp_path / "broken", 1),
+                ]
+            )
+        assert error.value.code() == grpc.StatusCode.UNKNOWN
+        assert str(tmp_path / "broken" / "1" / "model.onnx") in (
+            error.value.details()
+        )
+        custom = model_management_pb2.ReloadConfigRequest()
+        custom.config.custom_model_config.type_url = "x/y"
+        with pytest.raises(grpc.RpcError) as error:
+            stub.HandleReloadConfigRequest(custom, timeout=10)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "Only ModelConfigList" in error.value.details()
+        channel.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        info["log_file"].close()
+    assert code == 0, info["log"].read_text()[-3000:]
