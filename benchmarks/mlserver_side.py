@@ -4,9 +4,11 @@ MLServer 1.7.1 (Seldon's Python model server) is installed in a venv of its
 own under the workdir (its protobuf and FastAPI pins stay out of the
 project's venv) and serves the same ONNX file through `RUNTIME`, a custom
 runtime around `serving.OnnxPredictor` (the checkout on PYTHONPATH). Its
-parallel inference workers crash at start-up with the uvloop this venv
-resolves, so it runs with `parallel_workers: 0`: inference in the server
-process, as `tffm serve` without `--num_workers`.
+parallel inference workers (`parallel_workers` >= 1) fail at start-up here
+(in each worker: `RuntimeError: There is no current event loop in thread
+'MainThread'`; then `WorkerStop ... exit code 256`, with the uvloop 0.23
+the venv resolves), so it runs with `parallel_workers: 0`: inference in the
+server process, as `tffm serve` without `--num_workers`.
 """
 
 import json

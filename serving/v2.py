@@ -199,9 +199,9 @@ def _column(tensor: Tensor, feature: Feature) -> Any:
             f"Input {name!r} must have datatype "
             f"{' or '.join(accepted)}. Received: {tensor.datatype!r}"
         )
-    shape = tuple(tensor.shape)
+    shape = tensor.shape
     rank = 1 + len(feature.shape)
-    if any(size < 0 for size in shape) or not shape or shape[0] == 0:
+    if not shape or shape[0] == 0 or min(shape) < 0:
         raise invalid(
             f"Input {name!r}: shape must be [batch_size"
             f"{', length' if rank == 2 else ''}] with batch_size > 0. "
@@ -218,6 +218,18 @@ def _column(tensor: Tensor, feature: Feature) -> Any:
             f"Input {name!r}: shape must be {expected}. Received: {list(shape)}"
         )
     count = math.prod(shape)
+    data = tensor.data
+    if (
+        rank == 1
+        and tensor.raw is None
+        and hasattr(data, "__len__")
+        and not isinstance(data, str | bytes | dict)
+        and len(data) == count
+        and not isinstance(data[0], list)
+    ):
+        # A flat column (JSON list, protobuf repeated field): the feed
+        # checks its values as any raw column's, naming the feature.
+        return data if type(data) is list else list(data)
     if tensor.datatype == "BYTES":
         values = _strings(tensor, count)
         if rank == 1:

@@ -159,20 +159,19 @@ def _tensors(document: dict[str, Any], binary: memoryview) -> list[v2.Tensor]:
     tensors = []
     offset = 0
     for i, item in enumerate(inputs):
-        if not isinstance(item, dict):
+        if type(item) is not dict:
             raise invalid(f"'inputs' item {i} must be an object")
         name = item.get("name")
         datatype = item.get("datatype")
         shape = item.get("shape")
-        if not isinstance(name, str) or not isinstance(datatype, str):
+        if type(name) is not str or type(datatype) is not str:
             raise invalid(
                 f"'inputs' item {i} needs a string 'name' and 'datatype'"
             )
-        if not isinstance(shape, list) or not all(
-            type(s) is int for s in shape
-        ):
+        if type(shape) is not list or not all(type(s) is int for s in shape):
             raise invalid(f"Input {name!r}: 'shape' must be a list of integers")
-        size = _parameters(item).get("binary_data_size")
+        parameters = item.get("parameters")
+        size = _parameters(item).get("binary_data_size") if parameters else None
         if size is not None:
             if type(size) is not int or size < 0 or offset + size > len(binary):
                 raise invalid(

@@ -242,7 +242,7 @@ class V2RestTest(testing.TestCase):
             "/v2/models/ctr/infer",
             ("user", "data", ["a"] * 6),
             400,
-            "Input 'user': data must be numbers of INT64",
+            "Feature 'user' takes integers",
         ),
         (
             "wrong_name",
