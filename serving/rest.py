@@ -123,6 +123,7 @@ class RestApp:
                     scope, receive, method, path
                 )
             elif path == "/v2" or path.startswith("/v2/"):
+                model, api = v2_rest.labels(path)  # errors are counted too
                 model, api, status, body, headers = await v2_rest.handle(
                     self, scope, receive, method, path
                 )

@@ -38,6 +38,17 @@ _JSON = [(b"content-type", b"application/json")]
 Response = tuple[str, str, int, bytes, list[tuple[bytes, bytes]]]
 
 
+def labels(path: str) -> tuple[str, str]:
+    """The metrics' `(model, api)` of a request path under `/v2`."""
+    match = _MODEL.fullmatch(path)
+    if match is None:
+        return "", "other"
+    api = {"/infer": "v2_infer", "/ready": "v2_ready"}.get(
+        match.group(3) or "", "v2_metadata"
+    )
+    return match.group(1), api
+
+
 async def handle(
     app: "RestApp", scope: dict[str, Any], receive: Any, method: str, path: str
 ) -> Response:

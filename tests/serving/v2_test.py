@@ -262,6 +262,23 @@ class V2RestTest(testing.TestCase):
         self.assertEqual(got, status, answer)
         self.assertIn(message, json.loads(answer)["error"])
 
+    def test_errors_are_counted_by_model_and_api(self):
+        def count():
+            status, text = _get(self.url + "/metrics")
+            self.assertEqual(status, 200)
+            key = (
+                'tffm_serving_requests_total{api="v2_infer",'
+                'code="INVALID_ARGUMENT",model="ctr",transport="rest"}'
+            )
+            for line in text.decode().splitlines():
+                if line.startswith(key):
+                    return float(line.rsplit(" ", 1)[1])
+            return 0.0
+
+        before = count()
+        _post(self.url + "/v2/models/ctr/infer", b'{"inputs": []}')
+        self.assertEqual(count(), before + 1)
+
     def test_malformed_bodies(self):
         url = self.url + "/v2/models/ctr/infer"
         for body, message in (
