@@ -229,7 +229,12 @@ def _column(tensor: Tensor, feature: Feature) -> Any:
     ):
         # A flat column (JSON list, protobuf repeated field): the feed
         # checks its values as any raw column's, naming the feature.
-        return data if type(data) is list else list(data)
+        if type(data) is list:
+            return data
+        values = list(data)
+        if tensor.datatype == "BYTES" and values:
+            return _decode_all(values, name)
+        return values
     if tensor.datatype == "BYTES":
         values = _strings(tensor, count)
         if rank == 1:
@@ -304,3 +309,16 @@ def _flatten(data: Any, name: str) -> list[Any]:
             _flatten(value, name) if isinstance(value, list) else [value]
         )
     return flat
+
+
+def _decode_all(values: list[bytes], name: str) -> list[str]:
+    """UTF-8 `str`s of `bytes` values: one join, one decode, one split."""
+    try:
+        # NUL cannot end or continue a UTF-8 sequence, so the joined bytes
+        # decode exactly when every value does.
+        texts = b"\0".join(values).decode("utf-8").split("\0")
+    except UnicodeDecodeError:
+        raise invalid(f"Input {name!r}: bytes that are not UTF-8") from None
+    if len(texts) != len(values):  # a value holds NUL: one by one
+        texts = [v.decode("utf-8") for v in values]
+    return texts
