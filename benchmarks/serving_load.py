@@ -20,6 +20,11 @@ errors are counted by the server (`tffm_serving_errors_total`).
 
     python benchmarks/serving_load.py [--scale 1.0] [--servers LABEL,...]
         [--client auto|h2load|python] [--no-record]
+    python benchmarks/serving_load.py --mlserver [--scale 0.25] [--rounds 2]
+
+`--mlserver`: the side by side with MLServer 1.7.1 instead
+(`benchmarks/mlserver_side.py`): both servers up, every API measured in
+alternating rounds, the ratios against MLServer's V2 REST and gRPC.
 """
 
 import argparse
@@ -103,9 +108,13 @@ def threads(pid: int) -> int:
     return sum(len(os.listdir(f"/proc/{p}/task")) for p in tree(pid))
 
 
-def start(command: list[str], url: str, ready_path: str) -> subprocess.Popen:
+def start(command: list[str], url: str, ready_path: str, env=None):
     process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -254,10 +263,10 @@ async def _rest_client(address, head, body, count, latencies, counts):
         writer.close()
 
 
-async def _grpc_client(channel, request, count, latencies, counts):
+async def _grpc_client(channel, request, count, latencies, counts, path):
     import grpc
 
-    call = channel.unary_unary(GRPC_PREDICT)
+    call = channel.unary_unary(path)
     for _ in range(count):
         start = time.perf_counter()
         try:
@@ -268,7 +277,7 @@ async def _grpc_client(channel, request, count, latencies, counts):
         latencies.append(time.perf_counter() - start)
 
 
-def _python_worker(kind, address, payload, count, tasks, queue):
+def _python_worker(kind, address, payload, count, tasks, queue, path=None):
     latencies: list[float] = []
     counts = {"errors": 0, "resets": 0}
     per_task = [count // tasks + (i < count % tasks) for i in range(tasks)]
@@ -280,13 +289,20 @@ def _python_worker(kind, address, payload, count, tasks, queue):
             async with grpc.aio.insecure_channel(address) as channel:
                 await asyncio.gather(
                     *(
-                        _grpc_client(channel, payload, n, latencies, counts)
+                        _grpc_client(
+                            channel,
+                            payload,
+                            n,
+                            latencies,
+                            counts,
+                            path or GRPC_PREDICT,
+                        )
                         for n in per_task
                     )  # fmt: skip
                 )
         else:
             head = (
-                f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\n"
+                f"POST {path or PREDICT} HTTP/1.1\r\nHost: x\r\n"
                 "Content-Type: application/json\r\n"
                 f"Content-Length: {len(payload)}\r\n\r\n"
             ).encode()
@@ -301,7 +317,7 @@ def _python_worker(kind, address, payload, count, tasks, queue):
     queue.put((latencies, counts))
 
 
-def python_load(kind, address, payload, total, processes=4) -> dict:
+def python_load(kind, address, payload, total, processes=4, path=None):
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     counts = [
@@ -310,7 +326,15 @@ def python_load(kind, address, payload, total, processes=4) -> dict:
     workers = [
         context.Process(
             target=_python_worker,
-            args=(kind, address, payload, n, CLIENTS // processes, queue),
+            args=(
+                kind,
+                address,
+                payload,
+                n,
+                CLIENTS // processes,
+                queue,
+                path,
+            ),  # fmt: skip
         )
         for n in counts
     ]
@@ -337,9 +361,12 @@ def python_load(kind, address, payload, total, processes=4) -> dict:
 
 
 def measure(server, transport, size, total, rest_port, grpc_port, payload,
-            workdir, use_h2load) -> dict:  # fmt: skip
-    grpc = transport == "gRPC"
-    body_path = os.path.join(workdir, f"{transport}-{size}.bin")
+            workdir, use_h2load, path=None) -> dict:  # fmt: skip
+    """One row; `path`: another request path than TF Serving's predict."""
+    grpc = transport.endswith("gRPC")
+    body_path = os.path.join(
+        workdir, f"{transport.replace(' ', '-')}-{size}.bin"
+    )
     with open(body_path, "wb") as f:  # gRPC: the length-prefixed frame
         f.write(
             b"\0" + struct.pack(">I", len(payload)) + payload
@@ -348,9 +375,9 @@ def measure(server, transport, size, total, rest_port, grpc_port, payload,
         )
     if use_h2load:
         url = (
-            f"http://127.0.0.1:{grpc_port}{GRPC_PREDICT}"
+            f"http://127.0.0.1:{grpc_port}{path or GRPC_PREDICT}"
             if grpc
-            else f"http://127.0.0.1:{rest_port}{PREDICT}"
+            else f"http://127.0.0.1:{rest_port}{path or PREDICT}"
         )
 
         def run(n):
@@ -359,7 +386,8 @@ def measure(server, transport, size, total, rest_port, grpc_port, payload,
         address = f"127.0.0.1:{grpc_port}" if grpc else ("127.0.0.1", rest_port)
 
         def run(n):
-            return python_load("grpc" if grpc else "rest", address, payload, n)
+            kind = "grpc" if grpc else "rest"
+            return python_load(kind, address, payload, n, path=path)
 
     run(max(200, total // 20))  # warm-up, not recorded
     errors_before = server_errors(rest_port)
@@ -601,6 +629,13 @@ def main() -> None:
         help="comma-separated row labels to run (default: all), e.g. "
         "'tffm serve --num_workers 2'",
     )
+    parser.add_argument(
+        "--mlserver",
+        action="store_true",
+        help="only the side by side: tffm serve and MLServer 1.7.1 (its own "
+        "venv, made in --workdir), alternating rounds, REST and gRPC",
+    )
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -632,6 +667,9 @@ def main() -> None:
         python, "-m", "serving", f"--model_base_path={os.path.dirname(base)}",
         "--model_name=ctr", "--host=127.0.0.1",
     ]  # fmt: skip
+    if args.mlserver:
+        compare_mlserver(args, tffm, raw_path, use_h2load, load_before)
+        return
     servers = {
         "tffm serve": tffm,
         "tffm serve --num_workers 2": [*tffm, "--num_workers=2"],
@@ -675,6 +713,204 @@ def main() -> None:
     steps = stages(raw_path, payloads)
     shutil.rmtree(workdir, ignore_errors=True)
     record(args, rows, stresses, use_h2load, load_before, floor, steps)
+
+
+def compare_mlserver(args, tffm, raw_path, use_h2load, load_before) -> None:
+    """tffm serve and MLServer up together, measured in alternating rounds."""
+    import mlserver_side
+    from serving_front import raw_batch
+
+    mlserver = mlserver_side.build_venv(args.workdir)
+    ports = {name: (free_port(), free_port()) for name in ("tffm", "ml")}
+    folder = mlserver_side.model_folder(
+        args.workdir, raw_path, *ports["ml"], free_port()
+    )
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    tffm_serve = start(
+        [*tffm, f"--rest_api_port={ports['tffm'][0]}",
+         f"--port={ports['tffm'][1]}"],
+        ("127.0.0.1", ports["tffm"][0]), "/readyz",
+    )  # fmt: skip
+    ml = None
+    rows = []
+    workdir = tempfile.mkdtemp(prefix="serving-load-")
+    try:
+        ml = start(
+            [mlserver, "start", folder],
+            ("127.0.0.1", ports["ml"][0]),
+            "/v2/models/ctr/ready",
+            env=env,
+        )
+        rng = np.random.default_rng(0)
+        runs = [(1, int(20_000 * args.scale)), (64, int(2_000 * args.scale))]
+        payloads = {}
+        for size, _ in runs:
+            raw = raw_batch(size, rng)
+            payloads[size] = {
+                "REST": json.dumps({"inputs": raw}).encode(),
+                "gRPC": _tf_request(raw),
+                "V2 REST": mlserver_side.v2_body(raw),
+                "V2 gRPC": mlserver_side.v2_grpc_request(raw),
+            }
+        _check_same_answers(ports, payloads[64])
+        plan = [
+            ("tffm serve", "REST", None),
+            ("tffm serve", "V2 REST", mlserver_side.V2_INFER),
+            ("MLServer 1.7.1", "V2 REST", mlserver_side.V2_INFER),
+            ("tffm serve", "gRPC", None),
+            ("tffm serve", "V2 gRPC", mlserver_side.V2_GRPC_INFER),
+            ("MLServer 1.7.1", "V2 gRPC", mlserver_side.V2_GRPC_INFER),
+        ]
+        for round_ in range(1, args.rounds + 1):
+            for size, total in runs:
+                for label, transport, path in plan:
+                    process = tffm_serve if label == "tffm serve" else ml
+                    rest, grpc_port = ports["tffm" if process is tffm_serve
+                                            else "ml"]  # fmt: skip
+                    result = measure(
+                        process, transport, size, total, rest, grpc_port,
+                        payloads[size][transport], workdir, use_h2load, path,
+                    )  # fmt: skip
+                    rows.append((round_, label, transport, size, total, result))
+                    print(round_, label, transport, size,
+                          summary(total, result)[:4])  # fmt: skip
+    finally:
+        for process in (tffm_serve, ml):
+            if process is not None:
+                process.terminate()
+                process.wait(60)
+        shutil.rmtree(workdir, ignore_errors=True)
+    record_mlserver(args, rows, use_h2load, load_before)
+
+
+def _tf_request(raw) -> bytes:
+    from serving import protos
+    from serving import tensors
+
+    request = protos.PredictRequest()
+    request.model_spec.name = "ctr"
+    for name, values in raw.items():
+        array = np.array(
+            values, dtype=object if name.startswith("C") else np.float32
+        )
+        request.inputs[name].CopyFrom(tensors.make_tensor_proto(array))
+    return request.SerializeToString()
+
+
+def _check_same_answers(ports, payloads) -> None:
+    """Both servers give the same probabilities over V2 gRPC and REST."""
+    import grpc
+
+    from serving import v2_protos
+
+    answers = []
+    for name in ("tffm", "ml"):
+        rest, grpc_port = ports[name]
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            call = channel.unary_unary(
+                "/inference.GRPCInferenceService/ModelInfer",
+                response_deserializer=v2_protos.ModelInferResponse.FromString,
+            )
+            response = call(payloads["V2 gRPC"], timeout=30)
+        index = [o.name for o in response.outputs].index("probability")
+        output = response.outputs[index]
+        if index < len(response.raw_output_contents):
+            values = np.frombuffer(
+                response.raw_output_contents[index], dtype="<f4"
+            )
+        else:
+            values = np.array(output.contents.fp32_contents, np.float32)
+        answers.append(values)
+        request = _v2_rest_probability(rest, payloads["V2 REST"])
+        answers.append(np.array(request, np.float32))
+    for other in answers[1:]:
+        np.testing.assert_allclose(other, answers[0], atol=1e-5)
+
+
+def _v2_rest_probability(port, body) -> list:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v2/models/ctr/infer",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        document = json.loads(response.read())
+    output = next(o for o in document["outputs"] if o["name"] == "probability")
+    return np.asarray(output["data"], np.float32).reshape(-1).tolist()
+
+
+def record_mlserver(args, rows, use_h2load, load_before) -> None:
+    import grpc
+    import onnxruntime
+
+    load = os.getloadavg()
+    client = (
+        "h2load (nghttp2, C; HTTP/1.1 keep-alive for REST, HTTP/2 for gRPC)"
+        if use_h2load
+        else "Python asyncio clients in 4 processes"
+    )
+    lines = [
+        "\n## serving_load --mlserver\n",
+        f"### tffm serve and MLServer 1.7.1 side by side ({datetime.datetime.now():%Y-%m-%d %H:%M}, `benchmarks/serving_load.py --mlserver --scale {args.scale} --rounds {args.rounds}`)\n",  # noqa: E501
+        f"Loopback, both servers up together, measured in alternating "
+        f"rounds (one row after the other, same payloads), {CLIENTS} "
+        f"concurrent connections from {client}, on the same "
+        f"{os.cpu_count()} cores. {platform.machine()}, Python "
+        f"{platform.python_version()}, grpcio {grpc.__version__}, onnxruntime "
+        f"{onnxruntime.__version__}. Load average before: "
+        f"{' / '.join(f'{x:.2f}' for x in load_before)}; after: "
+        f"{' / '.join(f'{x:.2f}' for x in load)}. MLServer 1.7.1 in its own "
+        "venv, a custom runtime around `serving.OnnxPredictor` "
+        "(`benchmarks/mlserver_side.py`), `parallel_workers: 0` (inference "
+        "in the server process); `tffm serve` with its defaults (batching "
+        "off, one process). REST is TF Serving's API for `tffm serve`, V2 "
+        "the Open Inference Protocol (JSON tensors; gRPC `contents`). "
+        "Errors: HTTP failures, and gRPC errors counted by `tffm serve` (for "
+        "MLServer's gRPC, h2load does not read trailers: its answers were "
+        "checked once against `tffm serve`'s before the rounds).\n",
+        "| round | server | API | batch | requests | requests/s | rows/s | p50 ms | p99 ms | errors | server CPU µs/req |",  # noqa: E501
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",  # noqa: E501
+    ]
+    rates = {}
+    for round_, label, transport, size, total, result in rows:
+        rate, p50, p99, errors, resets, server, _ = summary(total, result)
+        rates.setdefault((label, transport, size), []).append((rate, p99))
+        lines.append(
+            f"| {round_} | {label} | {transport} | {size} | {total:,} | "
+            f"{rate:,.0f} | {rate * size:,.0f} | {p50:.1f} | {p99:.1f} | "
+            f"{errors + resets} | {server:,.0f} |"
+        )
+    lines += [
+        "",
+        "Ratios, `tffm serve` / MLServer's V2 on the same transport (mean "
+        "requests/s over the rounds; p99 ms of both):",
+        "",
+        "| tffm serve API | batch | ratio | p99 tffm / MLServer |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for (label, transport, size), figures in rates.items():
+        if label != "tffm serve":
+            continue
+        base = rates.get(
+            ("MLServer 1.7.1", "V2 gRPC" if "gRPC" in transport else "V2 REST",
+             size)
+        )  # fmt: skip
+        if not base:
+            continue
+        mine = np.mean([r for r, _ in figures])
+        theirs = np.mean([r for r, _ in base])
+        lines.append(
+            f"| {transport} | {size} | {mine / theirs:.2f}x | "
+            f"{np.mean([p for _, p in figures]):.1f} / "
+            f"{np.mean([p for _, p in base]):.1f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_record:
+        with open(RESULTS, "a") as f:
+            f.write(text)
 
 
 def summary(total: int, result: dict) -> tuple:

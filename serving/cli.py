@@ -18,6 +18,8 @@ from serving.manager import single_file_model
 from serving.model_config import ModelConfig
 from serving.model_config import read_batching_parameters
 from serving.model_config import read_model_config
+from serving.model_config import read_monitoring_config
+from serving.model_config import read_ssl_config
 from serving.server import ServerOptions
 from serving.server import serve
 
@@ -75,6 +77,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="TF Serving BatchingParameters text file (max_batch_size, "
         "batch_timeout_micros, max_enqueued_batches, num_batch_threads, "
         "allowed_batch_sizes)",
+    )
+    parser.add_argument(
+        "--ssl_config_file",
+        help="TF Serving SSLConfig text file (server_key, server_cert: PEM "
+        "text; custom_ca, client_verify): TLS on the gRPC port",
+    )
+    parser.add_argument(
+        "--monitoring_config_file",
+        help="TF Serving MonitoringConfig text file (prometheus_config { "
+        "enable: true path: ... }): where REST serves Prometheus metrics "
+        "(without it: /metrics and /monitoring/prometheus/metrics)",
     )
     parser.add_argument(
         "--tensorflow_intra_op_parallelism",
@@ -161,7 +174,13 @@ def run(args: argparse.Namespace) -> int:
         grace=args.grace_seconds,
         access_log=not args.no_access_log,
         processes=_positive(args, "num_workers"),
+        ssl=read_ssl_config(args.ssl_config_file)
+        if args.ssl_config_file
+        else None,
     )
+    if args.monitoring_config_file:
+        path = read_monitoring_config(args.monitoring_config_file)
+        options.metrics_paths = (path,) if path else ()
     if options.grpc_port is None and options.rest_port is None:
         raise ValueError(
             "Both --port and --rest_api_port are 0: nothing to serve."

@@ -1,5 +1,9 @@
 """Errors with TF Serving's status codes, and how REST and gRPC show them."""
 
+import logging
+
+LOG = logging.getLogger("tffm.serve")
+
 # TF Serving's `ToHTTPStatusCode` (model_servers/http_server.cc).
 HTTP_STATUS = {
     "OK": 200,
@@ -53,3 +57,13 @@ def invalid(message: str) -> ServingError:
 def not_found(message: str) -> ServingError:
     """A NOT_FOUND error (HTTP 404)."""
     return ServingError("NOT_FOUND", message)
+
+
+def as_serving_error(error: Exception) -> ServingError:
+    """`error` itself, or INTERNAL (logged) for an unexpected one."""
+    if isinstance(error, ServingError):
+        return error
+    LOG.error("gRPC call failed", exc_info=error)
+    return ServingError(
+        "INTERNAL", f"Internal: {type(error).__name__}: {error}"
+    )

@@ -1,4 +1,11 @@
-"""TF Serving's gRPC API on grpcio: Predict, GetModelMetadata, GetModelStatus.
+"""TF Serving's gRPC API on grpcio: Predict, GetModelMetadata, ModelService.
+
+ModelService is GetModelStatus and HandleReloadConfigRequest (which loads
+the new `ModelServerConfig` before it answers; relative base paths are
+read from the server's working directory).
+
+The Open Inference Protocol's `inference.GRPCInferenceService` is served on
+the same server (`serving.v2_grpc`).
 
 Methods are registered by their TF Serving paths
 (`/tensorflow.serving.PredictionService/Predict`, ...) with this package's
@@ -24,9 +31,13 @@ from grpc_health.v1 import health_pb2_grpc
 
 from serving import protos
 from serving import tensors
+from serving import v2_grpc
+from serving import v2_protos
 from serving.access_log import AccessLog
 from serving.errors import ServingError
+from serving.errors import as_serving_error
 from serving.errors import invalid
+from serving.model_config import SslConfig
 from serving.service import Service
 
 LOG = logging.getLogger("tffm.serve")
@@ -52,6 +63,8 @@ class GrpcServer:
             result.
         access_log: an `AccessLog`, or None for none.
         reuse_port: bool. Bind with SO_REUSEPORT (worker processes).
+        ssl: an `SslConfig` for TLS (TF Serving's `--ssl_config_file`),
+            or None for plaintext.
     """
 
     def __init__(
@@ -64,6 +77,7 @@ class GrpcServer:
         timeout: float,
         access_log: AccessLog | None = None,
         reuse_port: bool = False,
+        ssl: SslConfig | None = None,
     ) -> None:
         self.service = service
         self.timeout = timeout
@@ -104,15 +118,30 @@ class GrpcServer:
                             self.get_model_status,
                             protos.GetModelStatusRequest.FromString,
                             protos.GetModelStatusResponse.SerializeToString,
-                        )
+                        ),
+                        "HandleReloadConfigRequest": unary(
+                            self.reload_config,
+                            protos.ReloadConfigRequest.FromString,
+                            protos.ReloadConfigResponse.SerializeToString,
+                        ),
                     },
                 ),
+                v2_grpc.handler(self),
             )
         )
+        self.serving = False
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.set_serving(False)
-        self.port = self.server.add_insecure_port(address)
+        if ssl is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(ssl.server_key.encode(), ssl.server_cert.encode())],
+                root_certificates=ssl.custom_ca.encode() or None,
+                require_client_auth=ssl.client_verify,
+            )
+            self.port = self.server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"Cannot bind the gRPC port at {address}")
 
@@ -131,12 +160,18 @@ class GrpcServer:
         return done
 
     def set_serving(self, serving: bool) -> None:
+        self.serving = serving
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ("", protos.PREDICTION_SERVICE, protos.MODEL_SERVICE):
+        for name in (
+            "",
+            protos.PREDICTION_SERVICE,
+            protos.MODEL_SERVICE,
+            v2_protos.SERVICE,
+        ):
             self.health.set(name, status)
 
     # === Calls ===
@@ -154,7 +189,7 @@ class GrpcServer:
                 # back; onnxruntime releases the GIL while it runs.
                 outputs = servable.predictor.run(feeds)
             else:
-                outputs = self._wait(servable.run(feeds, size), context)
+                outputs = self.wait(servable.run(feeds, size), context)
             names = list(request.output_filter) or list(outputs)
             response = protos.PredictResponse()
             for name in names:
@@ -173,13 +208,13 @@ class GrpcServer:
                 spec.signature_name or "serving_default"
             )
         except Exception as error:  # noqa: BLE001 (a status, always)
-            failure = _serving_error(error)
-            self._done(spec.name, "predict", failure.code, start, context)
+            failure = as_serving_error(error)
+            self.done(spec.name, "predict", failure.code, start, context)
             context.abort(_CODES[failure.code], failure.message)
-        self._done(spec.name, "predict", "OK", start, context)
+        self.done(spec.name, "predict", "OK", start, context)
         return response
 
-    def _wait(
+    def wait(
         self,
         future: "concurrent.futures.Future[Any]",
         context: grpc.ServicerContext,
@@ -210,10 +245,10 @@ class GrpcServer:
                 spec.name, version, label, list(request.metadata_field)
             )
         except Exception as error:  # noqa: BLE001 (a status, always)
-            failure = _serving_error(error)
-            self._done(spec.name, "metadata", failure.code, start, context)
+            failure = as_serving_error(error)
+            self.done(spec.name, "metadata", failure.code, start, context)
             context.abort(_CODES[failure.code], failure.message)
-        self._done(spec.name, "metadata", "OK", start, context)
+        self.done(spec.name, "metadata", "OK", start, context)
         return response
 
     def get_model_status(
@@ -227,13 +262,24 @@ class GrpcServer:
             version, label = _version(spec)
             response = self.service.status(spec.name, version, label)
         except Exception as error:  # noqa: BLE001 (a status, always)
-            failure = _serving_error(error)
-            self._done(spec.name, "status", failure.code, start, context)
+            failure = as_serving_error(error)
+            self.done(spec.name, "status", failure.code, start, context)
             context.abort(_CODES[failure.code], failure.message)
-        self._done(spec.name, "status", "OK", start, context)
+        self.done(spec.name, "status", "OK", start, context)
         return response
 
-    def _done(
+    def reload_config(self, request: Any, context: grpc.ServicerContext) -> Any:
+        start = time.perf_counter()
+        try:
+            response = self.service.reload(request)
+        except Exception as error:  # noqa: BLE001 (a status, always)
+            failure = as_serving_error(error)
+            self.done("", "reload", failure.code, start, context)
+            context.abort(_CODES[failure.code], failure.message)
+        self.done("", "reload", "OK", start, context)
+        return response
+
+    def done(
         self,
         model: str,
         api: str,
@@ -246,16 +292,6 @@ class GrpcServer:
         self.service.metrics.observe(label, api, "grpc", code, seconds)
         if self.access_log is not None:
             self.access_log.grpc(context.peer(), api, model, code, seconds)
-
-
-def _serving_error(error: Exception) -> ServingError:
-    """`error` itself, or INTERNAL (logged) for an unexpected one."""
-    if isinstance(error, ServingError):
-        return error
-    LOG.error("gRPC call failed", exc_info=error)
-    return ServingError(
-        "INTERNAL", f"Internal: {type(error).__name__}: {error}"
-    )
 
 
 def _version(spec: Any) -> tuple[int | None, str | None]:

@@ -13,7 +13,10 @@ A single `.onnx` file may be served too (its version from its metadata).
 A poller thread rescans the base paths every `poll_seconds` (TF Serving's
 `--file_system_poll_wait_seconds`): new version directories are loaded,
 warmed up and only then served; versions the policy no longer wants are
-unloaded (state END). A file that fails to load is retried when it changes.
+unloaded (state END), but only once a wanted version is serving: a new
+version that fails to load leaves the serving one in place (TF Serving's
+availability-preserving policy), and its status says why (state END, the
+error). A file that fails to load is retried when it changes.
 """
 
 import concurrent.futures
@@ -96,6 +99,7 @@ class ModelManager:
             m.name: {} for m in models
         }
         self._lock = threading.Lock()
+        self._polling = threading.Lock()  # one poll or reload at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ready = False
@@ -104,19 +108,61 @@ class ModelManager:
 
     def poll(self) -> None:
         """One scan of every base path: load new versions, unload old ones."""
+        with self._polling:
+            self._poll()
+
+    def reload(self, models: list[ModelConfig]) -> dict[str, str]:
+        """Serves `models` instead of the configured ones, now.
+
+        TF Serving's `HandleReloadConfigRequest`: new models load before it
+        returns, models left out are unloaded, the others follow their new
+        policy (a version already loaded stays keyed by its number).
+
+        Returns:
+            `failures()` after the reload: `{model: error}`.
+        """
+        with self._polling:
+            for name in set(self.models) - {m.name for m in models}:
+                for servable in self.servables():
+                    if servable.name == name:
+                        self._unload(servable)
+                del self._states[name]
+            for model in models:
+                self._states.setdefault(model.name, {})
+            self.models = {m.name: m for m in models}
+            self._poll()
+        return self.failures()
+
+    def _poll(self) -> None:
         for model in self.models.values():
             on_disk = _discover(model)
             wanted = model.wanted(sorted(on_disk))
             for version in wanted:
                 if (model.name, version) not in self._servables:
                     self._load(model, version, on_disk[version])
+            serving = any((model.name, v) in self._servables for v in wanted)
             for (name, version), servable in list(self._servables.items()):
-                if name == model.name and version not in wanted:
+                if name == model.name and version not in wanted and serving:
                     self._unload(servable)
         self.ready = all(
             any(s.state == "AVAILABLE" for s in states.values())
             for states in self._states.values()
         )
+
+    def failures(self) -> dict[str, str]:
+        """`{model: error}` of models with no version serving and a failed one.
+
+        What start-up cannot get past: TF Serving does not start without
+        its models either.
+        """
+        failed = {}
+        for name, states in self._states.items():
+            if any(s.state == "AVAILABLE" for s in states.values()):
+                continue
+            errors = [s.error for _, s in sorted(states.items()) if s.error]
+            if errors:
+                failed[name] = errors[-1]
+        return failed
 
     def start(self, poll_seconds: float) -> None:
         """Loads what is there now, then polls every `poll_seconds` (> 0)."""

@@ -27,8 +27,10 @@ class Metrics:
     """Request count, latency histogram, batch sizes and errors per model.
 
     Names follow Prometheus conventions under `tffm_serving_`; labels:
-    `model`, `api` (`predict`, `metadata`, `status`), `transport` (`rest`,
-    `grpc`) and `code` (a TF Serving status code name, `OK` on success).
+    `model`, `api` (`predict`, `metadata`, `status`, `reload`, and the
+    Open Inference Protocol's `v2_infer`, `v2_metadata`, `v2_ready`),
+    `transport` (`rest`, `grpc`) and `code` (a TF Serving status code
+    name, `OK` on success).
     Callers pass only bounded label values (`Service.model_label`).
     """
 

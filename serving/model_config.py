@@ -1,7 +1,9 @@
-"""TF Serving's text-format config files: `models.config`, batching params.
+"""TF Serving's text-format config files: models, batching, TLS, monitoring.
 
-TF Serving reads `ModelServerConfig` (`--model_config_file`) and
-`BatchingParameters` (`--batching_parameters_file`) as protobuf text format.
+TF Serving reads `ModelServerConfig` (`--model_config_file`),
+`BatchingParameters` (`--batching_parameters_file`), `SSLConfig`
+(`--ssl_config_file`) and `MonitoringConfig` (`--monitoring_config_file`)
+as protobuf text format.
 This module parses that format itself (no protobuf text_format or TF
 Serving protos needed) into the few settings `tffm serve` uses:
 
@@ -37,6 +39,7 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
+PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'", "\\": "\\"}
 
 
@@ -93,6 +96,93 @@ class BatchingParameters:
     allowed_batch_sizes: tuple[int, ...] = ()
 
 
+@dataclasses.dataclass(frozen=True)
+class SslConfig:
+    """TF Serving's `SSLConfig`: TLS for the gRPC port.
+
+    Args:
+        server_key: str. The server's private key, PEM text.
+        server_cert: str. The server's certificate (chain), PEM text.
+        custom_ca: str. PEM certificates that client certificates are
+            checked against (empty: none).
+        client_verify: bool. Require a client certificate signed by
+            `custom_ca`.
+    """
+
+    server_key: str
+    server_cert: str
+    custom_ca: str = ""
+    client_verify: bool = False
+
+
+def read_ssl_config(path: str) -> SslConfig:
+    """Reads a TF Serving `--ssl_config_file` (`SSLConfig` text).
+
+    The keys and certificates are the PEM text itself, as TF Serving reads
+    them: `server_key: "-----BEGIN PRIVATE KEY-----` then the lines joined
+    by the escape for a newline.
+    """
+    with open(path) as f:
+        root = parse_text_proto(f.read(), path)
+    fields = {"server_key", "server_cert", "custom_ca", "client_verify"}
+    _only(root, fields, path, "SSLConfig")
+    values = {name: _scalar(root, name, path) for name in fields}
+    for name in ("server_key", "server_cert", "custom_ca"):
+        if values[name] is None:
+            values[name] = ""
+        if not isinstance(values[name], str):
+            raise ValueError(f"{path}: `{name}` must be a string.")
+    for name in ("server_key", "server_cert"):
+        if "-----BEGIN" not in values[name]:
+            raise ValueError(
+                f"{path}: `{name}` must hold the PEM text (-----BEGIN ...)."
+            )
+    verify = values["client_verify"]
+    if verify not in (None, "true", "false", True, False, 0, 1):
+        raise ValueError(
+            f"{path}: `client_verify` must be true or false. "
+            f"Received: {verify!r}"
+        )
+    values["client_verify"] = verify in ("true", True, 1)
+    if values["client_verify"] and not values["custom_ca"]:
+        raise ValueError(
+            f"{path}: `client_verify: true` needs `custom_ca`, the "
+            "certificates client certificates are checked against."
+        )
+    return SslConfig(**values)
+
+
+def read_monitoring_config(path: str) -> str | None:
+    """Reads a TF Serving `--monitoring_config_file` (`MonitoringConfig`).
+
+    Returns:
+        The Prometheus metrics path (`prometheus_config { enable: true
+        path: "..." }`; default `/monitoring/prometheus/metrics`), or None
+        when Prometheus is not enabled.
+    """
+    with open(path) as f:
+        root = parse_text_proto(f.read(), path)
+    _only(root, {"prometheus_config"}, path, "MonitoringConfig")
+    configs = root.get("prometheus_config", [{}])
+    if len(configs) != 1:
+        raise ValueError(f"{path}: `prometheus_config` appears twice.")
+    config = configs[0]
+    _only(config, {"enable", "path"}, path, "PrometheusConfig")
+    enable = _scalar(config, "enable", path)
+    if enable not in (None, "true", "false", True, False, 0, 1):
+        raise ValueError(
+            f"{path}: `enable` must be true or false. Received: {enable!r}"
+        )
+    if enable not in ("true", True, 1):
+        return None
+    metrics_path = _scalar(config, "path", path) or PROMETHEUS_PATH
+    if not isinstance(metrics_path, str) or not metrics_path.startswith("/"):
+        raise ValueError(
+            f"{path}: `path` must start with '/'. Received: {metrics_path!r}"
+        )
+    return metrics_path
+
+
 def parse_text_proto(text: str, source: str = "<text>") -> dict[str, Any]:
     """Parses protobuf text format into `{field: [values]}` (nested dicts).
 
@@ -111,6 +201,19 @@ def read_model_config(path: str) -> list[ModelConfig]:
     """Reads a TF Serving `models.config` (`ModelServerConfig`) file."""
     with open(path) as f:
         text = f.read()
+    base = os.path.dirname(os.path.abspath(path))
+    return parse_model_config(text, path, base)
+
+
+def parse_model_config(
+    text: str, source: str, base_dir: str
+) -> list[ModelConfig]:
+    """`ModelServerConfig` text -> `ModelConfig`s, base paths from `base_dir`.
+
+    Raises:
+        ValueError: naming `source` and what is wrong.
+    """
+    path = source
     root = parse_text_proto(text, path)
     _only(root, {"model_config_list"}, path, "ModelServerConfig")
     lists = root.get("model_config_list", [])
@@ -126,9 +229,8 @@ def read_model_config(path: str) -> list[ModelConfig]:
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: model names appear twice: {names}")
-    base = os.path.dirname(os.path.abspath(path))
     return [
-        dataclasses.replace(c, base_path=os.path.join(base, c.base_path))
+        dataclasses.replace(c, base_path=os.path.join(base_dir, c.base_path))
         for c in configs
     ]
 

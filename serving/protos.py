@@ -7,7 +7,10 @@ field numbers, types and enum values as TensorFlow's and TF Serving's
 `.proto` files (`tensor.proto`, `tensor_shape.proto`, `types.proto`,
 `meta_graph.proto`'s `TensorInfo` / `SignatureDef`, and `model.proto`,
 `predict.proto`, `get_model_metadata.proto`, `get_model_status.proto`,
-`status.proto`, `error_codes.proto` of `tensorflow_serving/apis`). Fields
+`model_management.proto`, `status.proto`, `error_codes.proto` of
+`tensorflow_serving/apis`, and `model_server_config.proto`,
+`file_system_storage_path_source.proto`'s `ServableVersionPolicy` of
+`tensorflow_serving/config`). Fields
 this server never reads (e.g. `PredictRequest.request_options`,
 `TensorProto.resource_handle_val`) are left out; protobuf keeps them as
 unknown fields, so messages still round-trip byte for byte.
@@ -350,6 +353,88 @@ def _serving_file() -> descriptor_pb2.FileDescriptorProto:
         ],
     )
 
+    policy_path = f"{p}.FileSystemStoragePathSourceConfig.ServableVersionPolicy"
+    policy = descriptor_pb2.DescriptorProto(
+        name="ServableVersionPolicy",
+        field=[
+            _field(
+                "latest", 100, _F.TYPE_MESSAGE, f"{policy_path}.Latest", oneof=0
+            ),
+            _field("all", 101, _F.TYPE_MESSAGE, f"{policy_path}.All", oneof=0),
+            _field(
+                "specific",
+                102,
+                _F.TYPE_MESSAGE,
+                f"{policy_path}.Specific",
+                oneof=0,
+            ),
+        ],
+        nested_type=[
+            descriptor_pb2.DescriptorProto(
+                name="Latest", field=[_field("num_versions", 1, _F.TYPE_UINT32)]
+            ),
+            descriptor_pb2.DescriptorProto(name="All"),
+            descriptor_pb2.DescriptorProto(
+                name="Specific",
+                field=[_field("versions", 1, _F.TYPE_INT64, repeated=True)],
+            ),
+        ],
+        oneof_decl=[descriptor_pb2.OneofDescriptorProto(name="policy_choice")],
+    )
+    storage = descriptor_pb2.DescriptorProto(
+        name="FileSystemStoragePathSourceConfig", nested_type=[policy]
+    )
+    model_config = descriptor_pb2.DescriptorProto(
+        name="ModelConfig",
+        field=[
+            _field("name", 1, _F.TYPE_STRING),
+            _field("base_path", 2, _F.TYPE_STRING),
+            _field("model_platform", 4, _F.TYPE_STRING),
+            _field("model_version_policy", 7, _F.TYPE_MESSAGE, policy_path),
+            _map(f"{p}.ModelConfig", "version_labels", 8, "VersionLabelsEntry"),
+        ],
+        nested_type=[_map_entry("VersionLabelsEntry", _F.TYPE_INT64)],
+    )
+    config_list = descriptor_pb2.DescriptorProto(
+        name="ModelConfigList",
+        field=[
+            _field(
+                "config", 1, _F.TYPE_MESSAGE, f"{p}.ModelConfig", repeated=True
+            )
+        ],
+    )
+    server_config = descriptor_pb2.DescriptorProto(
+        name="ModelServerConfig",
+        field=[
+            _field(
+                "model_config_list",
+                1,
+                _F.TYPE_MESSAGE,
+                f"{p}.ModelConfigList",
+                oneof=0,
+            ),
+            _field(
+                "custom_model_config",
+                2,
+                _F.TYPE_MESSAGE,
+                ".google.protobuf.Any",
+                oneof=0,
+            ),
+        ],
+        oneof_decl=[descriptor_pb2.OneofDescriptorProto(name="config")],
+    )
+    reload_request = descriptor_pb2.DescriptorProto(
+        name="ReloadConfigRequest",
+        field=[
+            _field("config", 1, _F.TYPE_MESSAGE, f"{p}.ModelServerConfig"),
+            _field("metric_names", 2, _F.TYPE_STRING, repeated=True),
+        ],
+    )
+    reload_response = descriptor_pb2.DescriptorProto(
+        name="ReloadConfigResponse",
+        field=[_field("status", 1, _F.TYPE_MESSAGE, f"{p}.StatusProto")],
+    )
+
     def method(
         name: str, request: str, response: str
     ) -> descriptor_pb2.MethodDescriptorProto:
@@ -378,7 +463,12 @@ def _serving_file() -> descriptor_pb2.FileDescriptorProto:
                     "GetModelStatus",
                     "GetModelStatusRequest",
                     "GetModelStatusResponse",
-                )
+                ),
+                method(
+                    "HandleReloadConfigRequest",
+                    "ReloadConfigRequest",
+                    "ReloadConfigResponse",
+                ),
             ],
         ),
     ]
@@ -403,6 +493,12 @@ def _serving_file() -> descriptor_pb2.FileDescriptorProto:
             version_status,
             status_request,
             status_response,
+            storage,
+            model_config,
+            config_list,
+            server_config,
+            reload_request,
+            reload_response,
         ],
         service=services,
     )
@@ -440,6 +536,9 @@ ModelVersionStatus = _message("tensorflow.serving.ModelVersionStatus")
 GetModelStatusRequest = _message("tensorflow.serving.GetModelStatusRequest")
 GetModelStatusResponse = _message("tensorflow.serving.GetModelStatusResponse")
 AnyMessage = _message("google.protobuf.Any")
+ModelServerConfig = _message("tensorflow.serving.ModelServerConfig")
+ReloadConfigRequest = _message("tensorflow.serving.ReloadConfigRequest")
+ReloadConfigResponse = _message("tensorflow.serving.ReloadConfigResponse")
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
@@ -447,3 +546,4 @@ MODEL_SERVICE = "tensorflow.serving.ModelService"
 PREDICT = f"/{PREDICTION_SERVICE}/Predict"
 GET_MODEL_METADATA = f"/{PREDICTION_SERVICE}/GetModelMetadata"
 GET_MODEL_STATUS = f"/{MODEL_SERVICE}/GetModelStatus"
+RELOAD_CONFIG = f"/{MODEL_SERVICE}/HandleReloadConfigRequest"

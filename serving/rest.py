@@ -6,13 +6,15 @@ Routes (TF Serving's `http_rest_api_util.cc` regexes, case-insensitive):
 - `GET /v1/models/{name}[/versions/{v}|/labels/{l}]`: model status;
 - `GET /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata`;
 - any other method or path under `/v1/`: 400 `Malformed request: ...`.
+The Open Inference Protocol's `/v2` routes are `serving.v2_rest`'s.
 Beside them: `GET /healthz` (liveness), `GET /readyz` (readiness: 200 once
 every model has a version loaded and warmed up, 503 before and while
 shutting down), `GET /metrics` and `/monitoring/prometheus/metrics`
-(Prometheus); another method on these gets 405. Any other path outside
-`/v1/` gets 404 whatever the method, as TF Serving's HTTP server answers
-requests its `/v1/.*` dispatcher ignores. Every error is `{"error": "..."}`
-with TF Serving's status code, unexpected failures (onnxruntime's) too:
+(Prometheus; with `--monitoring_config_file`, its path only); another
+method on these gets 405. Any other path outside `/v1/` and `/v2` gets
+404 whatever the method, as TF Serving's HTTP server answers requests its
+`/v1/.*` dispatcher ignores. Every error is `{"error": "..."}` with TF
+Serving's status code, unexpected failures (onnxruntime's) too:
 500 `INTERNAL`, logged and counted. Bodies over `max_body_bytes` get 413
 without being read; a body that stalls longer than `read_timeout` gets
 408; a prediction not done within `request_timeout` gets 504
@@ -34,9 +36,11 @@ from google.protobuf import json_format
 from serving import metrics
 from serving import protos
 from serving import rest_json
+from serving import v2_rest
 from serving.access_log import AccessLog
 from serving.errors import ServingError
 from serving.errors import invalid
+from serving.manager import Servable
 from serving.service import SIGNATURE_DEF
 from serving.service import Service
 
@@ -52,15 +56,7 @@ _STATUS = re.compile(
 )
 _MODEL = re.compile(r"/v1/models/([^/:]+)", re.IGNORECASE)
 _JSON = [(b"content-type", b"application/json")]
-_OPERATIONS = frozenset(
-    (
-        "/healthz",
-        "/livez",
-        "/readyz",
-        "/metrics",
-        "/monitoring/prometheus/metrics",
-    )
-)
+_PROBES = frozenset(("/healthz", "/livez", "/readyz"))
 LOG = logging.getLogger("tffm.serve")
 
 Scope = dict[str, Any]
@@ -82,6 +78,8 @@ class RestApp:
         request_timeout: float. Seconds a prediction may take once its
             body is read (then 504 DEADLINE_EXCEEDED).
         access_log: an `AccessLog`, or None for none.
+        metrics_paths: the paths serving Prometheus metrics (TF Serving's
+            `--monitoring_config_file` names one).
     """
 
     def __init__(
@@ -92,8 +90,14 @@ class RestApp:
         read_timeout: float,
         request_timeout: float = 30.0,
         access_log: AccessLog | None = None,
+        metrics_paths: tuple[str, ...] = (
+            "/metrics",
+            "/monitoring/prometheus/metrics",
+        ),
     ) -> None:
         self.service = service
+        self.metrics_paths = frozenset(metrics_paths)
+        self._operations_paths = _PROBES | self.metrics_paths
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
         self.request_timeout = request_timeout
@@ -118,6 +122,15 @@ class RestApp:
                 model, api, status, body = await self._tf_serving(
                     scope, receive, method, path
                 )
+            elif path == "/v2" or path.startswith("/v2/"):
+                model, api = v2_rest.labels(path)  # errors are counted too
+                model, api, status, body, headers = await v2_rest.handle(
+                    self, scope, receive, method, path
+                )
+                await _respond(send, status, body, headers)
+                self._observe(model, api, "OK", start)
+                self._log(scope, status, len(body), start, model, "OK")
+                return
             else:
                 status, body, headers = self._operations(method, path)
                 await _respond(send, status, body, headers)
@@ -142,6 +155,10 @@ class RestApp:
             code, status = "INTERNAL", 500
             body = _error(f"Internal: {type(error).__name__}: {error}")
         await _respond(send, status, body, _JSON)
+        self._observe(model, api, code, start)
+        self._log(scope, status, len(body), start, model, code)
+
+    def _observe(self, model: str, api: str, code: str, start: float) -> None:
         if model:
             self.service.metrics.observe(
                 self.service.model_label(model),
@@ -150,7 +167,6 @@ class RestApp:
                 code,
                 time.perf_counter() - start,
             )
-        self._log(scope, status, len(body), start, model, code)
 
     def _log(
         self,
@@ -181,7 +197,7 @@ class RestApp:
         match = _PREDICT.fullmatch(path) if method == "POST" else None
         if match:
             name, version, label, verb = match.groups()
-            body = await self._read_body(scope, receive)
+            body = await self.read_body(scope, receive)
             if verb.lower() != "predict":
                 raise invalid(
                     f"Expected {verb.lower()} signature method_name to be "
@@ -218,6 +234,13 @@ class RestApp:
         servable = self.service.manager.resolve(name, version, label)
         rest_json.check_signature(document)
         raw, rows = rest_json.columns_from_request(document, servable.features)
+        outputs = await self.outputs(servable, raw)
+        return rest_json.response_json(outputs, rows)
+
+    async def outputs(
+        self, servable: Servable, raw: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Runs a prediction of raw columns within `request_timeout`."""
         # onnxruntime runs on a pool thread (or the batcher's), so the loop
         # reads and answers other requests meanwhile.
         future = self.service.submit(servable, "", raw)
@@ -231,9 +254,9 @@ class RestApp:
                 f"{self.request_timeout * 1000:g} ms "
                 "(--rest_api_timeout_in_ms)",
             ) from None
-        return rest_json.response_json(outputs, rows)
+        return outputs
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def read_body(self, scope: Scope, receive: Receive) -> bytes:
         for key, value in scope["headers"]:
             if key == b"content-length":
                 try:
@@ -266,7 +289,7 @@ class RestApp:
     def _operations(
         self, method: str, path: str
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        if path not in _OPERATIONS:
+        if path not in self._operations_paths:
             return 404, _error(f"Not found: {method} {path}"), _JSON
         if method not in ("GET", "HEAD"):
             return (
@@ -282,7 +305,7 @@ class RestApp:
                 return 200, b'{"status": "ready"}', _JSON
             why = "shutting down" if self.shutting_down else "loading models"
             return 503, json.dumps({"status": why}).encode(), _JSON
-        if path in ("/metrics", "/monitoring/prometheus/metrics"):
+        if path in self.metrics_paths:
             return (
                 200,
                 self.service.metrics.render(),

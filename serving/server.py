@@ -2,6 +2,9 @@
 
 Startup: the ports open at once (liveness answers), models load and warm up
 in the background, then readiness turns 200 and gRPC health SERVING.
+A model that cannot be loaded at start-up (no version serves, one failed)
+ends the server: the error, naming the file, is logged and `serve` returns
+1, as TF Serving does not start without its models.
 SIGTERM / SIGINT: readiness turns 503, both servers stop taking new work
 at once, in-flight requests on both finish within one `grace` period,
 batchers drain, exit 0.
@@ -26,8 +29,10 @@ from serving.access_log import AccessLog
 from serving.grpc_service import GrpcServer
 from serving.manager import ModelManager
 from serving.metrics import Metrics
+from serving.model_config import PROMETHEUS_PATH
 from serving.model_config import BatchingParameters
 from serving.model_config import ModelConfig
+from serving.model_config import SslConfig
 from serving.rest import RestApp
 from serving.service import Service
 
@@ -57,6 +62,9 @@ class ServerOptions:
     grace: float = 10.0
     access_log: bool = True
     processes: int = 1  # > 1: worker processes sharing the ports
+    ssl: SslConfig | None = None  # TLS on the gRPC port
+    # Where REST serves Prometheus metrics (empty: nowhere).
+    metrics_paths: tuple[str, ...] = ("/metrics", PROMETHEUS_PATH)
     # Set by `serving.workers` in each worker process:
     reuse_port: bool = False  # bind with SO_REUSEPORT beside the others
     metrics_dir: str | None = None  # where the workers share their counts
@@ -89,6 +97,12 @@ def serve(options: ServerOptions) -> int:
         # A second worker: the ports already answer (the first worker), so
         # this one joins them only once it can serve.
         manager.start(options.poll_seconds)
+        if _failed(manager):
+            manager.stop()
+            executor.shutdown(wait=False)
+            if access_log is not None:
+                access_log.close()
+            return 1
     grpc_server = None
     if options.grpc_port is not None:
         grpc_server = GrpcServer(
@@ -99,6 +113,7 @@ def serve(options: ServerOptions) -> int:
             timeout=options.request_timeout,
             access_log=access_log,
             reuse_port=options.reuse_port,
+            ssl=options.ssl,
         )
         grpc_server.start()
     app = RestApp(
@@ -107,6 +122,7 @@ def serve(options: ServerOptions) -> int:
         read_timeout=options.read_timeout,
         request_timeout=options.request_timeout,
         access_log=access_log,
+        metrics_paths=options.metrics_paths,
     )
     sock = None
     if options.rest_port is not None:
@@ -117,16 +133,23 @@ def serve(options: ServerOptions) -> int:
     }
     print(f"tffm serve: listening {ports}", flush=True)
 
+    failed = threading.Event()
+    stopping = _Stopping(grpc_server, options.grace)
+
     def load() -> None:
         if not options.listen_when_ready:
             manager.start(options.poll_seconds)
+            if _failed(manager):
+                failed.set()
+                stopping.loop_started.wait()
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
         if grpc_server is not None and manager.ready and not app.shutting_down:
             grpc_server.set_serving(True)
         LOG.info("ready: %s", manager.ready)
 
     loader = threading.Thread(target=load, daemon=True, name="loader")
     loader.start()
-    stopping = _Stopping(grpc_server, options.grace)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_run(app, sock, options, stopping, manager))
@@ -138,7 +161,15 @@ def serve(options: ServerOptions) -> int:
         if access_log is not None:
             access_log.close()
     LOG.info("stopped")
-    return 0
+    return 1 if failed.is_set() else 0
+
+
+def _failed(manager: ModelManager) -> bool:
+    """Logs the models that cannot be served; whether there are any."""
+    failures = manager.failures()
+    for name, error in failures.items():
+        LOG.error("model %r cannot be served, stopping: %s", name, error)
+    return bool(failures)
 
 
 class _Stopping:
@@ -153,6 +184,7 @@ class _Stopping:
         self.grpc_server = grpc_server
         self.grace = grace
         self._done: threading.Event | None = None
+        self.loop_started = threading.Event()  # the signal handlers are set
 
     def begin(self) -> None:
         if self.grpc_server is not None and self._done is None:
@@ -185,6 +217,7 @@ async def _run(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, begin_shutdown)
+    stopping.loop_started.set()
     if sock is None:
         await stop.wait()
         return

@@ -1,10 +1,11 @@
-"""What REST and gRPC share: predict, model metadata and model status."""
+"""What REST and gRPC share: predict, model metadata, status and reload."""
 
 import concurrent.futures
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from google.protobuf import text_format
 
 from serving import protos
 from serving import tensors
@@ -13,6 +14,7 @@ from serving.errors import invalid
 from serving.manager import ModelManager
 from serving.manager import Servable
 from serving.metrics import Metrics
+from serving.model_config import parse_model_config
 from tffm import constants
 
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -110,6 +112,36 @@ class Service:
                 "UNKNOWN" if error else "OK"
             ]
             entry.status.error_message = error
+        return response
+
+    def reload(self, request: Any) -> Any:
+        """A `ReloadConfigResponse` once `request.config` is served.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT for a config that is not a
+                `model_config_list` or does not parse; UNKNOWN (TF
+                Serving's code) naming the models that failed to load.
+        """
+        config = request.config
+        if config.WhichOneof("config") != "model_config_list":
+            raise invalid(
+                "ServerModelConfig type not supported by "
+                "HandleReloadConfigRequest. Only ModelConfigList is "
+                "currently supported"
+            )
+        text = text_format.MessageToString(config)
+        try:
+            models = parse_model_config(text, "ReloadConfigRequest", "")
+        except ValueError as error:
+            raise invalid(str(error)) from None
+        failures = self.manager.reload(models)
+        if failures:
+            raise ServingError(
+                "UNKNOWN",
+                "; ".join(f"{k}: {v}" for k, v in sorted(failures.items())),
+            )
+        response = protos.ReloadConfigResponse()
+        response.status.error_code = protos.ERROR_CODES["OK"]
         return response
 
 

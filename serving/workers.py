@@ -9,7 +9,11 @@ with SO_REUSEPORT, so the kernel spreads new connections over them (the
 first at once, for liveness; the others once their models are loaded, so
 no connection lands on a worker that cannot serve yet). SIGTERM / SIGINT
 to the parent goes to every worker, which drain as one server would; a
-worker whose parent is gone (killed) stops by itself. Costs: each worker
+worker whose parent is gone (killed) stops by itself. A worker killed by a
+signal (SIGKILL, the OOM killer) is replaced by a new one, which listens
+once its models are loaded: only the requests in flight on the dead one
+fail. A worker that exits with an error (a model that cannot be loaded)
+stops them all, and the parent exits 1. Costs: each worker
 holds its own copy of every model (memory times N) and its own batching
 queue; `/readyz` and gRPC health answer for the worker a connection lands
 on; `/metrics` adds up all workers (the others' counts up to a second old).
@@ -51,17 +55,21 @@ def serve_workers(options: Any, serve: Callable[[Any], int]) -> int:
         rest_port=ports["rest_port"],
     )
     context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(
+
+    def spawn(i: int, listen_when_ready: bool) -> Any:
+        return context.Process(
             target=_worker,
-            # The first answers liveness at once; the others listen only
-            # once their models are loaded, so no request reaches a worker
-            # that cannot serve it.
-            args=(serve, dataclasses.replace(child, listen_when_ready=i > 0)),
+            args=(
+                serve,
+                dataclasses.replace(child, listen_when_ready=listen_when_ready),
+            ),
             name=f"worker-{i}",
         )
-        for i in range(options.processes)
-    ]
+
+    # The first answers liveness at once; the others listen only once
+    # their models are loaded, so no request reaches a worker that cannot
+    # serve it.
+    workers = [spawn(i, i > 0) for i in range(options.processes)]
     stopping = False
 
     def stop(signum: int, frame: Any) -> None:
@@ -82,17 +90,29 @@ def serve_workers(options: Any, serve: Callable[[Any], int]) -> int:
     code = 0
     try:
         while any(w.is_alive() for w in workers):
-            for worker in workers:
+            for i, worker in enumerate(workers):
                 worker.join(0.2)
-                if worker.exitcode not in (None, 0) and not stopping:
+                if worker.exitcode in (None, 0) or stopping:
+                    continue
+                if worker.exitcode < 0:  # killed by a signal: replace it
                     print(
-                        f"{LOG_PREFIX}: {worker.name} exited with "
-                        f"{worker.exitcode}; stopping the others",
+                        f"{LOG_PREFIX}: {worker.name} (pid {worker.pid}) was "
+                        f"killed by signal {-worker.exitcode}; starting a "
+                        "new one",
                         file=sys.stderr,
                         flush=True,
                     )
-                    code = 1
-                    stop(signal.SIGTERM, None)
+                    workers[i] = spawn(i, True)
+                    workers[i].start()
+                    continue
+                print(
+                    f"{LOG_PREFIX}: {worker.name} exited with "
+                    f"{worker.exitcode}; stopping the others",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                code = 1
+                stop(signal.SIGTERM, None)
             time.sleep(0.05)
         # Stopped by our SIGTERM before it could install its handler (still
         # loading): -SIGTERM is a clean stop too.

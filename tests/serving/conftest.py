@@ -42,7 +42,7 @@ def free_port():
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained():
     """A DeepFM over every feature kind, trained briefly."""
     if keras.backend.backend() != "tensorflow":
@@ -60,7 +60,7 @@ def trained():
     return model
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def onnx_file(trained, tmp_path_factory):
     from export import export_onnx
 

@@ -21,7 +21,7 @@ class GrpcWaitTest(testing.TestCase):
         future = concurrent.futures.Future()  # a batch that never runs
         start = time.monotonic()
         with self.assertRaises(ServingError) as error:
-            GrpcServer._wait(server, future, _Context(0.2))
+            GrpcServer.wait(server, future, _Context(0.2))
         self.assertLess(time.monotonic() - start, 5.0)
         self.assertEqual(error.exception.code, "DEADLINE_EXCEEDED")
         self.assertTrue(future.cancelled())  # dropped from its batch
@@ -30,10 +30,10 @@ class GrpcWaitTest(testing.TestCase):
         server = types.SimpleNamespace(timeout=0.2)
         future = concurrent.futures.Future()
         with self.assertRaises(ServingError) as error:
-            GrpcServer._wait(server, future, _Context(None))
+            GrpcServer.wait(server, future, _Context(None))
         self.assertIn("--rest_api_timeout_in_ms", error.exception.message)
         done = concurrent.futures.Future()
         done.set_result({"y": 1})
         self.assertEqual(
-            GrpcServer._wait(server, done, _Context(None)), {"y": 1}
+            GrpcServer.wait(server, done, _Context(None)), {"y": 1}
         )

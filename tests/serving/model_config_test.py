@@ -10,6 +10,8 @@ from serving.model_config import BatchingParameters
 from serving.model_config import parse_text_proto
 from serving.model_config import read_batching_parameters
 from serving.model_config import read_model_config
+from serving.model_config import read_monitoring_config
+from serving.model_config import read_ssl_config
 from tffm import testing
 
 
@@ -25,6 +27,46 @@ class ModelConfigTest(testing.TestCase):
         import tempfile
 
         self.tmp = pathlib.Path(tempfile.mkdtemp())
+
+    def test_ssl_config_reads_pem_text_and_checks_it(self):
+        pem = '"-----BEGIN X-----\\nAAAA\\n-----END X-----\\n"'
+        path = self.write(
+            f"server_key: {pem}\nserver_cert: {pem}\nclient_verify: false\n",
+            "ssl.config",
+        )
+        config = read_ssl_config(path)
+        self.assertEqual(
+            config.server_key, "-----BEGIN X-----\nAAAA\n-----END X-----\n"
+        )
+        self.assertFalse(config.client_verify)
+        self.assertEqual(config.custom_ca, "")
+        for text, message in (
+            (f"server_key: {pem}\nserver_cert: 'x'", "must hold the PEM"),
+            (
+                f"server_key: {pem}\nserver_cert: {pem}\nclient_verify: true",
+                "needs `custom_ca`",
+            ),
+            (f"server_key: {pem}\nserver_crt: {pem}", "server_crt"),
+        ):
+            with self.assertRaisesRegex(ValueError, message):
+                read_ssl_config(self.write(text, "bad.config"))
+
+    def test_monitoring_config_path_default_and_disabled(self):
+        for text, expected in (
+            ('prometheus_config { enable: true path: "/p/m" }', "/p/m"),
+            (
+                "prometheus_config { enable: true }",
+                "/monitoring/prometheus/metrics",
+            ),
+            ("prometheus_config { enable: false path: '/p' }", None),
+            ("", None),
+        ):
+            path = self.write(text, "monitoring.config")
+            self.assertEqual(read_monitoring_config(path), expected, text)
+        with self.assertRaisesRegex(ValueError, "must start with '/'"):
+            read_monitoring_config(
+                self.write("prometheus_config { enable: true path: 'p' }")
+            )
 
     def test_reads_what_export_writes_and_policies(self):
         path = self.write(

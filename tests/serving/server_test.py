@@ -1,6 +1,7 @@
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -676,6 +677,415 @@ def test_worker_processes_share_the_ports_and_the_metrics(
         ).stdout.split()
         assert len(pids) >= 2
         grpc_client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        info["log_file"].close()
+    assert code == 0, info["log"].read_text()[-3000:]
+
+
+def _children(pid):
+    """The worker processes of server `pid` (multiprocessing's tracker not)."""
+    found = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True
+    ).stdout.split()
+    workers = set()
+    for child in found:
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"resource_tracker" not in f.read():
+                    workers.add(int(child))
+        except OSError:
+            pass
+    return workers
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is gone too
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_model_that_cannot_load_at_start_up_ends_the_server(tmp_path):
+    """Exit 1 naming the file, one process or workers, nothing left over."""
+    from .conftest import ROOT
+    from .conftest import free_port
+
+    broken = tmp_path / "ctr" / "1" / "model.onnx"
+    os.makedirs(broken.parent)
+    broken.write_bytes(b"not an onnx file")
+    runs = []
+    for workers in (1, 2):
+        log = tmp_path / f"log-{workers}.txt"
+        with open(log, "w") as out:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "serving",
+                    f"--model_base_path={tmp_path / 'ctr'}",
+                    f"--num_workers={workers}",
+                    f"--port={free_port()}",
+                    f"--rest_api_port={free_port()}",
+                    "--host=127.0.0.1",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=dict(os.environ, PYTHONPATH=ROOT),
+            )
+        runs.append((process, log))
+    for process, log in runs:
+        try:
+            code = process.wait(90)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        text = log.read_text()
+        assert code == 1, text[-3000:]
+        assert f"Loading {broken}" in text, text[-3000:]
+        assert "cannot be served, stopping" in text, text[-3000:]
+        assert not _children(process.pid)
+
+
+def test_broken_new_version_keeps_the_serving_one(onnx_file, tmp_path):
+    """A failed version shows its error; a good one rolls in under load."""
+    import shutil
+    import signal
+    import threading
+
+    from serving import Client
+
+    from .conftest import start_server
+
+    os.makedirs(tmp_path / "ctr" / "3")
+    shutil.copy(onnx_file, tmp_path / "ctr" / "3" / "model.onnx")
+    info = start_server(
+        tmp_path,
+        [
+            f"--model_base_path={tmp_path / 'ctr'}",
+            "--model_name=ctr",
+            "--file_system_poll_wait_seconds=0.2",
+        ],
+    )
+    process = info["process"]
+    raw = batch(3, seed=2)
+    body = {"inputs": {k: v.tolist() for k, v in raw.items()}}
+
+    def states():
+        status, answer = http(info["url"] + "/v1/models/ctr")
+        assert status == 200, answer
+        return {
+            int(v["version"]): (v["state"], v["status"]["error_message"])
+            for v in answer["model_version_status"]
+        }
+
+    def wait_for(check):
+        deadline = time.monotonic() + 30
+        while not check(states()):
+            assert time.monotonic() < deadline, states()
+            time.sleep(0.1)
+
+    def stage(version, source):  # written beside, then moved in
+        staging = tmp_path / f"staging-{version}"
+        os.makedirs(staging)
+        if source is None:
+            (staging / "model.onnx").write_bytes(b"\x08\x07broken")
+        else:
+            shutil.copy(source, staging / "model.onnx")
+        os.rename(staging, tmp_path / "ctr" / str(version))
+
+    failures = []
+    answered = []
+    stop = threading.Event()
+
+    def load():
+        client = Client(info["rest"], "ctr")
+        while not stop.is_set():
+            try:
+                client.predict(raw)
+                answered.append(1)
+            except Exception as error:  # noqa: BLE001 (counted)
+                failures.append(repr(error))
+
+    try:
+        stage(4, None)
+        wait_for(lambda s: s.get(4, ("", ""))[0] == "END")
+        got = states()
+        assert got[3] == ("AVAILABLE", ""), got
+        assert str(tmp_path / "ctr" / "4" / "model.onnx") in got[4][1], got
+        status, answer = http(info["url"] + "/v1/models/ctr:predict", body)
+        assert status == 200, answer
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        stage(5, onnx_file)
+        wait_for(lambda s: s.get(3, ("", ""))[0] == "END")
+        time.sleep(0.3)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        assert states()[5] == ("AVAILABLE", "")
+        assert not failures, failures[:3]
+        assert len(answered) > 10
+    finally:
+        stop.set()
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        info["log_file"].close()
+    assert code == 0, info["log"].read_text()[-3000:]
+
+
+@pytest.mark.slow
+def test_killed_worker_is_replaced(trained, onnx_file, tmp_path):
+    """SIGKILL of one of two workers: a new one serves; no process leaks."""
+    import shutil
+    import signal
+
+    from serving import Client
+
+    from .conftest import start_server
+
+    os.makedirs(tmp_path / "ctr" / "3")
+    shutil.copy(onnx_file, tmp_path / "ctr" / "3" / "model.onnx")
+    info = start_server(
+        tmp_path,
+        [
+            f"--model_base_path={tmp_path / 'ctr'}",
+            "--model_name=ctr",
+            "--num_workers=2",
+        ],
+    )
+    process = info["process"]
+    raw = batch(2, seed=4)
+    seen = set()
+    try:
+        deadline = time.monotonic() + 30
+        while len(_children(process.pid)) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        before = _children(process.pid)
+        seen |= before
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            now = _children(process.pid)
+            seen |= now
+            if len(now) == 2 and victim not in now:
+                break
+            assert time.monotonic() < deadline, now
+            time.sleep(0.1)
+        expected = keras_outputs(trained, raw)["probability"]
+        for _ in range(12):  # new connections, spread over both workers
+            np.testing.assert_allclose(
+                Client(info["rest"], "ctr").predict(raw)["probability"],
+                expected,
+                atol=1e-6,
+            )
+        assert "was killed by signal 9" in info["log"].read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        info["log_file"].close()
+    assert code == 0, info["log"].read_text()[-3000:]
+    assert not [pid for pid in seen if _alive(pid)]
+
+
+def _self_signed():
+    """A key and a self-signed certificate for 127.0.0.1 (PEM text)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.BasicConstraints(ca=True, path_length=None), critical=True
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    cert_pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    return key_pem, cert_pem
+
+
+def test_ssl_and_monitoring_config_files(onnx_file, tmp_path):
+    """gRPC over TLS with client verification; metrics at the given path."""
+    import shutil
+    import signal
+
+    import grpc
+
+    from serving import v2_protos
+
+    from .conftest import start_server
+
+    key, cert = _self_signed()
+
+    def text(pem):
+        return '"' + pem.replace("\n", "\\n") + '"'
+
+    ssl_config = tmp_path / "ssl.config"
+    ssl_config.write_text(
+        f"server_key: {text(key)}\nserver_cert: {text(cert)}\n"
+        f"custom_ca: {text(cert)}\nclient_verify: true\n"
+    )
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text(
+        'prometheus_config {\n  enable: true\n  path: "/stats/prometheus"\n}\n'
+    )
+    os.makedirs(tmp_path / "ctr" / "3")
+    shutil.copy(onnx_file, tmp_path / "ctr" / "3" / "model.onnx")
+    info = start_server(
+        tmp_path,
+        [
+            f"--model_base_path={tmp_path / 'ctr'}",
+            "--model_name=ctr",
+            f"--ssl_config_file={ssl_config}",
+            f"--monitoring_config_file={monitoring}",
+        ],
+    )
+    process = info["process"]
+
+    def server_ready(channel):
+        call = channel.unary_unary(
+            f"/{v2_protos.SERVICE}/ModelMetadata",
+            request_serializer=v2_protos.MESSAGES[
+                "ModelMetadataRequest"
+            ].SerializeToString,
+            response_deserializer=v2_protos.ModelMetadataResponse.FromString,
+        )
+        return call(v2_protos.MESSAGES["ModelMetadataRequest"](name="ctr"),
+                    timeout=10)  # fmt: skip
+
+    try:
+        with_cert = grpc.ssl_channel_credentials(
+            root_certificates=cert.encode(),
+            private_key=key.encode(),
+            certificate_chain=cert.encode(),
+        )
+        with grpc.secure_channel(info["grpc"], with_cert) as channel:
+            assert list(server_ready(channel).versions) == ["3"]
+        without_cert = grpc.ssl_channel_credentials(cert.encode())
+        for channel in (
+            grpc.secure_channel(info["grpc"], without_cert),
+            grpc.insecure_channel(info["grpc"]),
+        ):
+            with channel, pytest.raises(grpc.RpcError) as error:
+                server_ready(channel)
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        with urllib.request.urlopen(info["url"] + "/stats/prometheus") as r:
+            assert "tffm_serving_requests_total" in r.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(info["url"] + "/metrics")
+        assert missing.value.code == 404
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        info["log_file"].close()
+    assert code == 0, info["log"].read_text()[-3000:]
+
+
+def test_reload_config_request_swaps_the_models(trained, onnx_file, tmp_path):
+    """ModelService.HandleReloadConfigRequest with TF Serving's own stub."""
+    import shutil
+    import signal
+
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2
+    from tensorflow_serving.apis import model_management_pb2
+    from tensorflow_serving.apis import model_service_pb2_grpc
+
+    from serving import Client
+
+    from .conftest import start_server
+
+    os.makedirs(tmp_path / "ctr" / "3")
+    shutil.copy(onnx_file, tmp_path / "ctr" / "3" / "model.onnx")
+    os.makedirs(tmp_path / "broken" / "1")
+    (tmp_path / "broken" / "1" / "model.onnx").write_bytes(b"broken")
+    info = start_server(
+        tmp_path, [f"--model_base_path={tmp_path / 'ctr'}", "--model_name=ctr"]
+    )
+    process = info["process"]
+    raw = batch(3, seed=8)
+
+    def reload(models):
+        request = model_management_pb2.ReloadConfigRequest()
+        for name, base, num_versions in models:
+            config = request.config.model_config_list.config.add()
+            config.name = name
+            config.base_path = str(base)
+            config.model_platform = "tensorflow"
+            config.model_version_policy.latest.num_versions = num_versions
+        return stub.HandleReloadConfigRequest(request, timeout=60)
+
+    try:
+        channel = grpc.insecure_channel(info["grpc"])
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        response = reload([("fresh", tmp_path / "ctr", 1)])
+        assert response.status.error_code == 0
+        status = get_model_status_pb2.GetModelStatusRequest()
+        status.model_spec.name = "fresh"
+        versions = stub.GetModelStatus(status, timeout=10).model_version_status
+        assert [(v.version, v.state) for v in versions] == [(3, 30)]
+        np.testing.assert_allclose(
+            Client(info["rest"], "fresh").predict(raw)["probability"],
+            keras_outputs(trained, raw)["probability"],
+            atol=1e-5,
+        )
+        code, body = http(info["url"] + "/v1/models/ctr")
+        assert code == 404, body  # left out of the new config: unloaded
+        with pytest.raises(grpc.RpcError) as error:
+            reload(
+                [
+                    ("fresh", tmp_path / "ctr", 1),
+                    ("bad", tmp_path / "broken", 1),
+                ]
+            )
+        assert error.value.code() == grpc.StatusCode.UNKNOWN
+        assert str(tmp_path / "broken" / "1" / "model.onnx") in (
+            error.value.details()
+        )
+        custom = model_management_pb2.ReloadConfigRequest()
+        custom.config.custom_model_config.type_url = "x/y"
+        with pytest.raises(grpc.RpcError) as error:
+            stub.HandleReloadConfigRequest(custom, timeout=10)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "Only ModelConfigList" in error.value.details()
+        channel.close()
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(30)
