@@ -17,8 +17,6 @@ from export.tables import StoredTable
 from export.tables import check_table_precision
 from export.tables import dequantize_after_gather
 from export.tables import quantized_twin
-from export.tables import replace_initializers
-from export.tables import table_variables
 from tffm import constants
 from tffm.features import Feature
 from tffm.features import features_to_json
@@ -99,11 +97,15 @@ def export_onnx(
             "bytes of weights)"
         )
     twin, stored = quantized_twin(model, table_precision)
-    proto, tables = _export_core(
-        twin, opset, data_path=path if external_data else None, stored=stored
-    )
     if stored and not external_data:
-        tables = replace_initializers(proto, stored, table_variables(twin))
+        proto, tables = _inline_core(twin, opset, stored)
+    else:
+        proto, tables = _export_core(
+            twin,
+            opset,
+            data_path=path if external_data else None,
+            stored=stored,
+        )
     if stored:
         dequantize_after_gather(proto, tables)
     del twin
@@ -221,6 +223,30 @@ def _export_core(
     ordered = [by_name[constants.HEAD[model.task]], by_name[constants.LOGIT]]
     del proto.graph.output[:]
     proto.graph.output.extend(ordered)
+    return proto, tables
+
+
+def _inline_core(
+    model: Any, opset: int, stored: Mapping[str, StoredTable]
+) -> tuple[Any, dict[str, str | None]]:
+    """`_export_core` with stored tables, all weights inline in the proto.
+
+    Converted through `convert_core` (weights as function inputs, written
+    to a data file one variable at a time), then read back inline. Keras'
+    `model.export` would freeze every weight into constants first, holding
+    several copies of the table in memory, and write the float32 tables
+    only for them to be replaced.
+    """
+    import onnx  # deferred: onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proto, tables = _export_core(
+            model,
+            opset,
+            data_path=os.path.join(tmp, "core.onnx"),
+            stored=stored,
+        )
+        onnx.load_external_data_for_model(proto, tmp)  # now inline
     return proto, tables
 
 

@@ -158,58 +158,6 @@ def quantized_twin(
     return twin, stored
 
 
-def replace_initializers(
-    proto: Any,
-    stored: Mapping[str, StoredTable],
-    dequantized: Mapping[str, Any],
-) -> dict[str, str | None]:
-    """Inline float32 table initializers -> their stored values and scales.
-
-    The table initializers of an ONNX proto exported from the twin hold the
-    dequantized tables; each is found by shape and value and replaced, in
-    place, by the stored values (same name) and, for int8, a
-    `(num_rows, 1)` float32 initializer `<name>__scale`.
-
-    Args:
-        proto: the `ModelProto`.
-        stored: `{variable path: StoredTable}`.
-        dequantized: `{variable path: the twin's variable}`.
-
-    Returns:
-        `{initializer name: scale initializer name or None}`.
-    """
-    from onnx import numpy_helper  # deferred: onnx
-
-    found: dict[str, str | None] = {}
-    for path, table in stored.items():
-        want = np.asarray(dequantized[path].numpy())
-        match = None
-        for init in proto.graph.initializer:
-            if tuple(init.dims) == want.shape and init.name not in found:
-                if np.array_equal(numpy_helper.to_array(init), want):
-                    match = init
-                    break
-        if match is None:
-            raise ValueError(
-                f"The exported graph has no initializer holding table {path!r}"
-            )
-        name = match.name
-        match.CopyFrom(numpy_helper.from_array(table.values, name))
-        found[name] = _add_scales(proto, name, table)
-    return found
-
-
-def scale_initializer(name: str, table: StoredTable) -> Any:
-    """The `(num_rows, 1)` float32 scales of int8 table `name`."""
-    from onnx import numpy_helper  # deferred: onnx
-
-    if table.scales is None:
-        raise ValueError(f"Table {name!r} has no scales (not int8).")
-    return numpy_helper.from_array(
-        table.scales.reshape(-1, 1), name + SCALE_SUFFIX
-    )
-
-
 def dequantize_after_gather(
     proto: Any, tables: Mapping[str, str | None]
 ) -> None:
@@ -281,10 +229,3 @@ def dequantize_after_gather(
         raise ValueError(f"No Gather reads tables {sorted(missing)}.")
     del graph.node[:]
     graph.node.extend(nodes)
-
-
-def _add_scales(proto: Any, name: str, table: StoredTable) -> str | None:
-    if table.scales is None:
-        return None
-    proto.graph.initializer.append(scale_initializer(name, table))
-    return name + SCALE_SUFFIX
