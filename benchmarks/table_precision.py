@@ -37,18 +37,31 @@ PRECISIONS = ("float16", "int8")
 TARGETS = {"int8": 0.30, "float16": 0.55}  # file bytes vs float32 (issue 33)
 
 
-def size_rows(ids: int, workdir: str) -> list[str]:
-    """The size / RSS / speed table of the untrained 26-field model."""
+def size_model(ids: int):
+    """Issue 33's DeepFM, untrained (seed 0: the same weights each call)."""
     import keras
 
     import tffm
-    from export import export_onnx
-    from export.precision_cost import measure_precision_cost
 
     features = [tffm.Categorical(f"C{i}", hash_bins=ids) for i in range(1, 27)]
     features += [tffm.Numeric(f"I{i}", transform="log1p") for i in range(1, 14)]
     keras.utils.set_random_seed(0)
-    model = tffm.DeepFM(features, embedding_dim=16, hidden_units=[400] * 3)
+    return tffm.DeepFM(features, embedding_dim=16, hidden_units=[400] * 3)
+
+
+def export_size_model(ids: int, precision: str, path: str) -> None:
+    """One export, in its own process (`--export`): its memory is freed."""
+    from export import export_onnx
+
+    export_onnx(size_model(ids), path, table_precision=precision)
+
+
+def size_rows(ids: int, workdir: str) -> list[str]:
+    """The size / RSS / speed table of the untrained 26-field model."""
+    import subprocess
+
+    from export.precision_cost import measure_precision_cost
+
     rng = np.random.default_rng(0)
     batch = {
         f"C{i}": np.array(
@@ -62,12 +75,11 @@ def size_rows(ids: int, workdir: str) -> list[str]:
     paths = {}
     for precision in ("float32", *PRECISIONS):
         start = time.time()
-        paths[precision] = export_onnx(
-            model,
-            os.path.join(workdir, f"size-{precision}.onnx"),
-            table_precision=precision,
-        )
+        paths[precision] = os.path.join(workdir, f"size-{precision}.onnx")
+        export = ["--export", precision, paths[precision], "--ids", str(ids)]
+        subprocess.run([sys.executable, __file__, *export], check=True)
         print(f"  exported {precision} in {time.time() - start:.0f} s")
+    model = size_model(ids)
     lines = [
         "| precision | ONNX bytes | vs float32 | target | load RSS | "
         "vs float32 | batch-1 p50 µs | batch-1,024 samples/s | "
@@ -174,7 +186,11 @@ def main() -> None:
     parser.add_argument("--datasets", default="frappe,criteo,avazu")
     parser.add_argument("--skip-size", action="store_true")
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--export", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.export:
+        export_size_model(args.ids, *args.export)
+        return
     import onnxruntime as ort
 
     workdir = tempfile.mkdtemp(prefix="tffm-table-precision-")

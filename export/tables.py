@@ -32,6 +32,7 @@ import numpy as np
 TABLE_PRECISIONS = ("float32", "float16", "int8")
 INT8_LEVELS = 127  # symmetric: -127..127 (no -128, so -q is representable)
 SCALE_SUFFIX = "__scale"
+_BLOCK_ROWS = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,15 +107,25 @@ def store_table(table: np.ndarray, precision: str, *, name: str) -> StoredTable:
 
 
 def _int8_rows(table: np.ndarray) -> StoredTable:
-    """Row-wise symmetric int8 of a 2-D table, one float32 scale per row."""
-    wide = table.astype(np.float64)  # (R, D)
-    peak = np.abs(wide).max(axis=1, initial=0.0)  # (R,)
-    scales = (peak / INT8_LEVELS).astype(np.float32)  # (R,)
-    # Divided by the float32 scale the graph multiplies by; a scale rounded
-    # down can put the peak just past 127, hence the clip.
-    divisor = np.where(scales > 0, scales.astype(np.float64), 1.0)
-    q = np.clip(np.rint(wide / divisor[:, None]), -INT8_LEVELS, INT8_LEVELS)
-    return StoredTable(q.astype(np.int8), scales)
+    """Row-wise symmetric int8 of a 2-D table, one float32 scale per row.
+
+    In blocks of `_BLOCK_ROWS` rows: the float64 temporaries of a whole
+    39M-row table would take 5 GB each.
+    """
+    values = np.empty(table.shape, np.int8)
+    scales = np.empty(len(table), np.float32)
+    for first in range(0, len(table), _BLOCK_ROWS):
+        block = slice(first, first + _BLOCK_ROWS)
+        wide = table[block].astype(np.float64)  # (R, D)
+        peak = np.abs(wide).max(axis=1, initial=0.0)  # (R,)
+        scales[block] = peak / INT8_LEVELS
+        # Divided by the float32 scale the graph multiplies by; a scale
+        # rounded down can put the peak just past 127, hence the clip.
+        divisor = scales[block].astype(np.float64)
+        divisor[divisor == 0] = 1.0
+        q = np.rint(wide / divisor[:, None])
+        values[block] = np.clip(q, -INT8_LEVELS, INT8_LEVELS)
+    return StoredTable(values, scales)
 
 
 def table_variables(model: Any) -> dict[str, Any]:

@@ -78,6 +78,17 @@ class StoreTableTest(testing.TestCase):
         half_step = scales.astype(np.float64)[:, None] / 2
         self.assertTrue(np.all(error <= half_step * (1 + 1e-6) + 1e-45))
         self.assertEqual(stored.nbytes, 50 * 7 + 50 * 4)
+        # Quantized in blocks of rows (memory), the same values.
+        from export import tables
+
+        original = tables._BLOCK_ROWS
+        try:
+            tables._BLOCK_ROWS = 16  # 50 rows: 4 blocks, the last partial
+            blocked = store_table(table, "int8", name="t")
+        finally:
+            tables._BLOCK_ROWS = original
+        self.assertAllEqual(blocked.values, q)
+        self.assertAllEqual(blocked.scales, scales)
 
     def test_float16_and_the_linear_weights(self):
         from export.tables import store_table
