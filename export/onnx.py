@@ -192,14 +192,14 @@ def _export_core(
     *,
     data_path: str | None,
     stored: Mapping[str, StoredTable],
-) -> tuple[Any, dict[str, str | None]]:
+) -> tuple[Any, dict[str, StoredTable]]:
     """The ids-in model as an ONNX `ModelProto` (tf2onnx), and its tables.
 
     Through Keras' own `model.export(format="onnx")`; with `data_path`,
     through `export.onnx_data.convert_core`, which writes the large weights
     to the data file beside `data_path` (Keras' export holds the weights
     in a protobuf, which cannot exceed 2 GB), the `stored` tables as
-    stored. Returns `(proto, {table initializer: scales or None})`, the
+    stored. Returns `(proto, {table initializer: StoredTable})`, the
     tables empty without `data_path`.
     """
     import onnx  # deferred: onnx
@@ -208,7 +208,7 @@ def _export_core(
 
     core = output_model(model)
     core(_dummy_ids(model.features))  # Keras exports only called models.
-    tables: dict[str, str | None] = {}
+    tables: dict[str, StoredTable] = {}
     if data_path is not None:
         proto, tables = convert_core(
             core, _input_specs(model.features), opset, data_path, stored=stored
@@ -228,7 +228,7 @@ def _export_core(
 
 def _inline_core(
     model: Any, opset: int, stored: Mapping[str, StoredTable]
-) -> tuple[Any, dict[str, str | None]]:
+) -> tuple[Any, dict[str, StoredTable]]:
     """`_export_core` with stored tables, all weights inline in the proto.
 
     Converted through `convert_core` (weights as function inputs, written

@@ -61,7 +61,7 @@ def convert_core(
     path: str,
     *,
     stored: Mapping[str, StoredTable] | None = None,
-) -> tuple[Any, dict[str, str | None]]:
+) -> tuple[Any, dict[str, StoredTable]]:
     """Converts a called Keras model (TF backend) with external weights.
 
     Args:
@@ -77,8 +77,9 @@ def convert_core(
     Returns:
         `(proto, tables)`: the `ModelProto`, whose large weights are
         initializers stored in the data file and the others inline, and
-        `{initializer name: scale initializer or None}` of the `stored`
-        tables (for `export.tables.dequantize_after_gather`).
+        `{initializer name: StoredTable}` of the `stored` tables (for
+        `export.tables.dequantize_after_gather`; an int8 table's scales
+        are the initializer `<name>__scale`).
     """
     import keras  # deferred: Keras, TensorFlow, tf2onnx
     import tensorflow as tf
@@ -125,16 +126,16 @@ def _weights_to_data(
     weights: Mapping[str, Any],
     path: str,
     stored: Mapping[str, StoredTable],
-) -> dict[str, str | None]:
+) -> dict[str, StoredTable]:
     """Graph inputs named in `weights` -> initializers in the data file.
 
-    Returns `{initializer: scale initializer or None}` of the tables in
-    `stored` (by variable path) that the graph reads.
+    Returns `{initializer: StoredTable}` of the tables in `stored` (by
+    variable path) that the graph reads.
     """
     name = data_file(path)
     kept = [i for i in proto.graph.input if i.name not in weights]
     present = {i.name for i in proto.graph.input} & set(weights)
-    tables: dict[str, str | None] = {}
+    tables: dict[str, StoredTable] = {}
     with open(os.path.join(os.path.dirname(path) or ".", name), "wb") as f:
         for input_name, variable in weights.items():
             if input_name not in present:  # unused by the graph
@@ -146,12 +147,11 @@ def _weights_to_data(
                 del value
                 continue
             _append_external(proto, f, name, input_name, table.values)
-            tables[input_name] = None
+            tables[input_name] = table
             if table.scales is not None:
                 scale_name = input_name + SCALE_SUFFIX
                 scales = np.ascontiguousarray(table.scales.reshape(-1, 1))
                 _append_external(proto, f, name, scale_name, scales)
-                tables[input_name] = scale_name
     del proto.graph.input[:]
     proto.graph.input.extend(kept)
     return tables

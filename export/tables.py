@@ -54,6 +54,17 @@ class StoredTable:
         product: np.ndarray = values * self.scales.reshape(shape)  # float32
         return product
 
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """`self.dequantize()[ids]`, reading only those rows."""
+        values: np.ndarray = self.values[ids].astype(np.float32)
+        if self.scales is None:
+            return values
+        scales = self.scales[ids]  # ids.shape
+        if values.ndim > scales.ndim:
+            scales = scales[..., None]
+        product: np.ndarray = values * scales  # float32
+        return product
+
     @property
     def nbytes(self) -> int:
         extra = 0 if self.scales is None else self.scales.nbytes
@@ -170,22 +181,29 @@ def quantized_twin(
 
 
 def dequantize_after_gather(
-    proto: Any, tables: Mapping[str, str | None]
+    proto: Any, tables: Mapping[str, StoredTable]
 ) -> None:
     """Rewrites each `Gather` of a stored table to read float32 rows.
 
     `Gather(T, ids)` becomes `Cast(Gather(T, ids), float)`, times
     `Gather(scales, ids)` for an int8 table: the rows `ids` reads, as the
-    float32 graph read them, from standard ops only.
+    float32 graph read them, from standard ops only. A `Gather` of fixed
+    rows (`ids` an initializer: the numeric fields' rows) becomes those
+    rows, dequantized, as a float32 initializer; onnxruntime would fold it
+    at load time anyway, reading the whole table and scales to do so, and
+    keep the memory that took.
 
     Args:
-        proto: the `ModelProto`, its table initializers already replaced.
-        tables: `{table initializer: scale initializer or None}`.
+        proto: the `ModelProto`, its table initializers holding the stored
+            values, and an int8 table's scales in `<name>__scale`.
+        tables: `{table initializer: StoredTable}`.
     """
     from onnx import TensorProto  # deferred: onnx
     from onnx import helper
+    from onnx import numpy_helper
 
     graph = proto.graph
+    fixed = {i.name: i for i in graph.initializer}
     nodes = []
     rewritten = set()
     for node in graph.node:
@@ -200,15 +218,20 @@ def dequantize_after_gather(
                 f"({node.name!r}), not by a row Gather; it cannot be "
                 "stored at a lower precision."
             )
+        rewritten.add(table)
         out = node.output[0]
-        p = f"{node.name or out}__dq_"
         ids = node.input[1]
+        stored = tables[table]
+        if ids in fixed:
+            rows = stored.rows(numpy_helper.to_array(fixed[ids]))
+            graph.initializer.append(numpy_helper.from_array(rows, out))
+            continue
+        p = f"{node.name or out}__dq_"
         gathered = helper.make_node(
             "Gather", [table, ids], [p + "rows"], name=p + "rows"
         )  # ids.shape + (D,), int8 / float16
-        scale = tables[table]
         nodes.append(gathered)
-        if scale is None:
+        if stored.scales is None:
             nodes.append(
                 helper.make_node(
                     "Cast",
@@ -218,23 +241,25 @@ def dequantize_after_gather(
                     to=TensorProto.FLOAT,
                 )
             )
-        else:
-            nodes += [
-                helper.make_node(
-                    "Cast",
-                    [p + "rows"],
-                    [p + "float"],
-                    name=p + "cast",
-                    to=TensorProto.FLOAT,
-                ),
-                helper.make_node(
-                    "Gather", [scale, ids], [p + "scale"], name=p + "scale"
-                ),  # ids.shape + (1,)
-                helper.make_node(
-                    "Mul", [p + "float", p + "scale"], [out], name=p + "mul"
-                ),  # ids.shape + (D,)
-            ]
-        rewritten.add(table)
+            continue
+        nodes += [
+            helper.make_node(
+                "Cast",
+                [p + "rows"],
+                [p + "float"],
+                name=p + "cast",
+                to=TensorProto.FLOAT,
+            ),
+            helper.make_node(
+                "Gather",
+                [table + SCALE_SUFFIX, ids],
+                [p + "scale"],
+                name=p + "scale",
+            ),  # ids.shape + (1,)
+            helper.make_node(
+                "Mul", [p + "float", p + "scale"], [out], name=p + "mul"
+            ),  # ids.shape + (D,)
+        ]
     missing = set(tables) - rewritten
     if missing:
         raise ValueError(f"No Gather reads tables {sorted(missing)}.")

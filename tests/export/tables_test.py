@@ -89,6 +89,11 @@ class StoreTableTest(testing.TestCase):
             tables._BLOCK_ROWS = original
         self.assertAllEqual(blocked.values, q)
         self.assertAllEqual(blocked.scales, scales)
+        # Fixed rows (folded into the graph) read as the whole table does.
+        ids = np.array([[4, 3], [0, 49]])
+        self.assertAllEqual(stored.rows(ids), dequantized[ids])
+        linear = store_table(table[:, 1], "int8", name="w")
+        self.assertAllEqual(linear.rows(ids[0]), linear.dequantize()[ids[0]])
 
     def test_float16_and_the_linear_weights(self):
         from export.tables import store_table
