@@ -59,6 +59,11 @@ BENCHMARKS = {
         [],
         "OnnxPredictor on raw features: batch 1 p50/p99, batch 1,024",
     ),
+    "table-precision": (
+        "table_precision.py",
+        [],
+        "int8 / float16 tables: ONNX bytes, load RSS, speed, AUC change",
+    ),
     "serving-load": (
         "serving_load.py",
         [],

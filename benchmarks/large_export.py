@@ -13,7 +13,12 @@ and the parity result. A watchdog stops the run (exit 3) if the process
 RSS passes `--max-rss-gb` (other work shares this machine's memory).
 
     python benchmarks/large_export.py [--fields 39] [--ids 1000000]
-        [--plain-keras] [--max-rss-gb 16] [--no-record]
+        [--plain-keras] [--max-rss-gb 16] [--table-precision int8]
+        [--no-record]
+
+With `--table-precision int8` (or float16) the ONNX files store the
+tables at that precision and the report adds the cost table that
+`export_for_serving` measures against a float32 export.
 """
 
 import argparse
@@ -89,6 +94,11 @@ def main() -> None:
     parser.add_argument("--ids", type=int, default=1_000_000)
     parser.add_argument("--plain-keras", action="store_true")
     parser.add_argument("--max-rss-gb", type=float, default=16.0)
+    parser.add_argument(
+        "--table-precision",
+        choices=["float32", "float16", "int8"],
+        default="float32",
+    )
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
@@ -121,7 +131,12 @@ def main() -> None:
         weights_gb = weight_bytes(model) / 2**30
         print(f"model: {weights_gb:.2f} GiB of weights", flush=True)
         start = time.perf_counter()
-        result = export_for_serving(model, workdir, model_name="big")
+        result = export_for_serving(
+            model,
+            workdir,
+            model_name="big",
+            table_precision=args.table_precision,
+        )
         export_s = time.perf_counter() - start
         ok = result.report is not None and result.report.ok
         print("parity:", "ok" if ok else "FAILED", flush=True)
@@ -161,6 +176,10 @@ def main() -> None:
         "10,000 rows; Keras vs SavedModel vs onnxruntime, 1e-5).\n",
         f"- Files over 0.1 GiB (GiB): {', '.join(big)}.\n",
     ]
+    if args.table_precision != "float32":
+        lines.insert(1, f"`--table-precision {args.table_precision}`.\n")
+    if result.cost is not None:
+        lines.append("\n" + result.cost.table() + "\n")
     text = "".join(lines)
     print(text)
     if not args.no_record:

@@ -3,6 +3,7 @@
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,10 @@ from export.onnx_data import convert_core
 from export.onnx_data import weight_bytes
 from export.onnx_front import add_raw_front
 from export.precision import float32_model
+from export.tables import StoredTable
+from export.tables import check_table_precision
+from export.tables import dequantize_after_gather
+from export.tables import quantized_twin
 from tffm import constants
 from tffm.features import Feature
 from tffm.features import features_to_json
@@ -27,6 +32,7 @@ def export_onnx(
     version: int = 1,
     raw_inputs: bool = True,
     quantize: bool = False,
+    table_precision: str = "float32",
     external_data: bool | None = None,
 ) -> str:
     """Writes a tffm model as ONNX that runs in plain onnxruntime.
@@ -52,6 +58,15 @@ def export_onnx(
             (`MatMul`/`Gemm`; embeddings stay float32) for a smaller edge
             model. Its outputs differ from Keras: measure the change with
             `export.parity.accuracy_change`, never assume it.
+        table_precision: str. How the embedding tables are stored:
+            `"float32"` (default), `"float16"`, or `"int8"` (row-wise
+            symmetric, one float32 scale per row); the linear weights in
+            float16 under both (`export.tables`). The graph reads them
+            with `Gather`, `Cast` and `Mul` (standard ONNX). Its outputs
+            are those of `export.tables.quantized_twin(model, ...)`, the
+            model with the dequantized tables, to float32 rounding; what
+            that costs against `model` is measured by
+            `export.precision_cost`, never assumed.
         external_data: bool. Keep the weights in `<path>.data` beside the
             `.onnx` file (ONNX external data; onnxruntime loads it from
             there, so the two files travel together). Defaults to `None`:
@@ -64,6 +79,7 @@ def export_onnx(
     model = float32_model(model)
     import onnx  # deferred: onnx
 
+    check_table_precision(table_precision)
     features = getattr(model, "features", None)
     if features is None:
         raise ValueError(
@@ -80,9 +96,19 @@ def export_onnx(
             f"quantize=True, external_data=True ({weight_bytes(model):,} "
             "bytes of weights)"
         )
-    proto = _export_core(
-        model, opset, data_path=path if external_data else None
-    )
+    twin, stored = quantized_twin(model, table_precision)
+    if stored and not external_data:
+        proto, tables = _inline_core(twin, opset, stored)
+    else:
+        proto, tables = _export_core(
+            twin,
+            opset,
+            data_path=path if external_data else None,
+            stored=stored,
+        )
+    if stored:
+        dequantize_after_gather(proto, tables)
+    del twin
     if raw_inputs:
         add_raw_front(proto, features)
     outputs = [o.name for o in proto.graph.output]
@@ -92,7 +118,7 @@ def export_onnx(
         constants.ONNX_VERSION: str(version),
         constants.ONNX_OUTPUTS: json.dumps(outputs),
         constants.ONNX_INPUTS: "raw" if raw_inputs else "ids",
-        constants.ONNX_PRECISION: "int8-dnn" if quantize else "float32",
+        constants.ONNX_PRECISION: _precision_name(table_precision, quantize),
     }
     _set_metadata(proto, metadata)
     if external_data:  # the data file is written: save the graph beside it
@@ -125,6 +151,16 @@ def _highest_opset() -> int:
     return int(max(tf2onnx.constants.OPSET_TO_IR_VERSION))
 
 
+def _precision_name(table_precision: str, quantize: bool) -> str:
+    """`float32`, `int8-tables`, `float16-tables`, `+int8-dnn` if `quantize`."""
+    parts = (
+        [] if table_precision == "float32" else [f"{table_precision}-tables"]
+    )
+    if quantize:
+        parts.append("int8-dnn")
+    return "+".join(parts) or "float32"
+
+
 def _quantize_dnn(path: str, metadata: dict[str, str]) -> None:
     import onnx  # deferred: onnx, onnxruntime
     from onnxruntime.quantization import QuantType
@@ -150,13 +186,21 @@ def _set_metadata(proto: Any, metadata: dict[str, str]) -> None:
         proto.metadata_props.add(key=key, value=value)
 
 
-def _export_core(model: Any, opset: int, *, data_path: str | None) -> Any:
-    """The ids-in model as an ONNX `ModelProto` (tf2onnx).
+def _export_core(
+    model: Any,
+    opset: int,
+    *,
+    data_path: str | None,
+    stored: Mapping[str, StoredTable],
+) -> tuple[Any, dict[str, StoredTable]]:
+    """The ids-in model as an ONNX `ModelProto` (tf2onnx), and its tables.
 
     Through Keras' own `model.export(format="onnx")`; with `data_path`,
     through `export.onnx_data.convert_core`, which writes the large weights
     to the data file beside `data_path` (Keras' export holds the weights
-    in a protobuf, which cannot exceed 2 GB).
+    in a protobuf, which cannot exceed 2 GB), the `stored` tables as
+    stored. Returns `(proto, {table initializer: StoredTable})`, the
+    tables empty without `data_path`.
     """
     import onnx  # deferred: onnx
 
@@ -164,9 +208,10 @@ def _export_core(model: Any, opset: int, *, data_path: str | None) -> Any:
 
     core = output_model(model)
     core(_dummy_ids(model.features))  # Keras exports only called models.
+    tables: dict[str, StoredTable] = {}
     if data_path is not None:
-        proto = convert_core(
-            core, _input_specs(model.features), opset, data_path
+        proto, tables = convert_core(
+            core, _input_specs(model.features), opset, data_path, stored=stored
         )
     else:
         with tempfile.TemporaryDirectory() as tmp:
@@ -178,7 +223,31 @@ def _export_core(model: Any, opset: int, *, data_path: str | None) -> Any:
     ordered = [by_name[constants.HEAD[model.task]], by_name[constants.LOGIT]]
     del proto.graph.output[:]
     proto.graph.output.extend(ordered)
-    return proto
+    return proto, tables
+
+
+def _inline_core(
+    model: Any, opset: int, stored: Mapping[str, StoredTable]
+) -> tuple[Any, dict[str, StoredTable]]:
+    """`_export_core` with stored tables, all weights inline in the proto.
+
+    Converted through `convert_core` (weights as function inputs, written
+    to a data file one variable at a time), then read back inline. Keras'
+    `model.export` would freeze every weight into constants first, holding
+    several copies of the table in memory, and write the float32 tables
+    only for them to be replaced.
+    """
+    import onnx  # deferred: onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proto, tables = _export_core(
+            model,
+            opset,
+            data_path=os.path.join(tmp, "core.onnx"),
+            stored=stored,
+        )
+        onnx.load_external_data_for_model(proto, tmp)  # now inline
+    return proto, tables
 
 
 def _input_specs(features: tuple[Feature, ...]) -> dict[str, Any]:

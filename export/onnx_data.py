@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from export.tables import SCALE_SUFFIX
+from export.tables import StoredTable
 from tffm import constants
 
 # Weights above this many bytes go to a data file by default (the protobuf
@@ -53,8 +55,13 @@ def data_file(path: str) -> str:
 
 
 def convert_core(
-    core: Any, inputs: Mapping[str, Any], opset: int, path: str
-) -> Any:
+    core: Any,
+    inputs: Mapping[str, Any],
+    opset: int,
+    path: str,
+    *,
+    stored: Mapping[str, StoredTable] | None = None,
+) -> tuple[Any, dict[str, StoredTable]]:
     """Converts a called Keras model (TF backend) with external weights.
 
     Args:
@@ -63,18 +70,27 @@ def convert_core(
         opset: int. ONNX opset.
         path: str. The `.onnx` file the proto will be saved as; the data
             file (`data_file(path)`) is written beside it now.
+        stored: `{variable path: StoredTable}`: tables written as stored
+            (int8 / float16 values, and int8's scales as a
+            `<name>__scale` initializer) instead of the variable's value.
 
     Returns:
-        The `ModelProto`: the large weights are initializers stored in the
-        data file, the others inline.
+        `(proto, tables)`: the `ModelProto`, whose large weights are
+        initializers stored in the data file and the others inline, and
+        `{initializer name: StoredTable}` of the `stored` tables (for
+        `export.tables.dequantize_after_gather`; an int8 table's scales
+        are the initializer `<name>__scale`).
     """
     import keras  # deferred: Keras, TensorFlow, tf2onnx
     import tensorflow as tf
     import tf2onnx
 
+    stored = stored or {}
     names = list(inputs)
     large = [
-        v for v in core.weights if int(np.prod(v.shape)) > _EXTERNAL_ELEMENTS
+        v
+        for v in core.weights
+        if int(np.prod(v.shape)) > _EXTERNAL_ELEMENTS or v.path in stored
     ]
     weight_names = [f"{_WEIGHT_PREFIX}{i}" for i in range(len(large))]
     signature = [
@@ -96,43 +112,76 @@ def convert_core(
     proto, _ = tf2onnx.convert.from_function(
         function, input_signature=signature, opset=opset
     )
-    _weights_to_data(proto, dict(zip(weight_names, large, strict=True)), path)
-    return proto
+    missing = set(stored) - {v.path for v in large}
+    if missing:
+        raise ValueError(f"Tables {sorted(missing)} are not in the model.")
+    tables = _weights_to_data(
+        proto, dict(zip(weight_names, large, strict=True)), path, stored
+    )
+    return proto, tables
 
 
-def _weights_to_data(proto: Any, weights: Mapping[str, Any], path: str) -> None:
-    """Graph inputs named in `weights` -> initializers in the data file."""
-    from onnx import TensorProto  # deferred: onnx
-    from onnx import helper
+def _weights_to_data(
+    proto: Any,
+    weights: Mapping[str, Any],
+    path: str,
+    stored: Mapping[str, StoredTable],
+) -> dict[str, StoredTable]:
+    """Graph inputs named in `weights` -> initializers in the data file.
 
+    Returns `{initializer: StoredTable}` of the tables in `stored` (by
+    variable path) that the graph reads.
+    """
     name = data_file(path)
     kept = [i for i in proto.graph.input if i.name not in weights]
     present = {i.name for i in proto.graph.input} & set(weights)
+    tables: dict[str, StoredTable] = {}
     with open(os.path.join(os.path.dirname(path) or ".", name), "wb") as f:
         for input_name, variable in weights.items():
             if input_name not in present:  # unused by the graph
                 continue
-            value = np.ascontiguousarray(variable.numpy())
-            tensor = TensorProto(
-                name=input_name,
-                data_type=helper.np_dtype_to_tensor_dtype(value.dtype),
-                dims=value.shape,
-                data_location=TensorProto.EXTERNAL,
-            )
-            offset = f.tell()
-            f.write(value.data)
-            f.write(b"\0" * (-f.tell() % _ALIGN))
-            for key, text in (
-                ("location", name),
-                ("offset", str(offset)),
-                ("length", str(value.nbytes)),
-            ):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = key, text
-            proto.graph.initializer.append(tensor)
-            del value
+            table = stored.get(variable.path)
+            if table is None:
+                value = np.ascontiguousarray(variable.numpy())
+                _append_external(proto, f, name, input_name, value)
+                del value
+                continue
+            _append_external(proto, f, name, input_name, table.values)
+            tables[input_name] = table
+            if table.scales is not None:
+                scale_name = input_name + SCALE_SUFFIX
+                scales = np.ascontiguousarray(table.scales.reshape(-1, 1))
+                _append_external(proto, f, name, scale_name, scales)
     del proto.graph.input[:]
     proto.graph.input.extend(kept)
+    return tables
+
+
+def _append_external(
+    proto: Any, f: Any, location: str, name: str, value: np.ndarray
+) -> None:
+    """Appends `value` to data file `f` (aligned) as initializer `name`."""
+    from onnx import TensorProto  # deferred: onnx
+    from onnx import helper
+
+    value = np.ascontiguousarray(value)
+    tensor = TensorProto(
+        name=name,
+        data_type=helper.np_dtype_to_tensor_dtype(value.dtype),
+        dims=value.shape,
+        data_location=TensorProto.EXTERNAL,
+    )
+    offset = f.tell()
+    f.write(value.data)
+    f.write(b"\0" * (-f.tell() % _ALIGN))
+    for key, text in (
+        ("location", location),
+        ("offset", str(offset)),
+        ("length", str(value.nbytes)),
+    ):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, text
+    proto.graph.initializer.append(tensor)
 
 
 def copy_onnx(source: str, target: str) -> None:

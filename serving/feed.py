@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from serving.fingerprint import SCALAR_THRESHOLD
 from serving.fingerprint import fingerprint64
 from tffm import constants
 from tffm.features import Feature
@@ -171,9 +172,10 @@ class OnnxFeed:
             elif shape[0] != size:
                 return None
         if hashed:
-            if not _all_str(strings):
+            try:
+                hashes = _fingerprints(strings)
+            except (TypeError, ValueError):  # bytes, ints, lone surrogates
                 return None
-            hashes = fingerprint64(strings)
             offset = 0
             for name, shape in hashed:
                 count = shape[0] * (shape[1] if len(shape) > 1 else 1)
@@ -192,9 +194,9 @@ class OnnxFeed:
                 return None
             size = lengths.pop()
             strings = list(itertools.chain.from_iterable(columns))
-            if size == 0 or not _all_str(strings):
+            if size == 0:
                 return None
-            hashes = fingerprint64(strings).reshape(len(columns), size)
+            hashes = _fingerprints(strings).reshape(len(columns), size)
             for row, name in enumerate(self._flat_hashed):
                 feeds[name] = hashes[row]  # (B,) rows of one (F, B) array
         for names, dtype in self._flat_numeric:
@@ -321,6 +323,18 @@ def _as_list(value: Any) -> list[Any]:
         if value.dtype.kind in "OU":
             return value.tolist()  # type: ignore[no-any-return]
     raise TypeError("not a flat string column")
+
+
+def _fingerprints(strings: list[Any]) -> np.ndarray:
+    """`fingerprint64` of `str` values; TypeError for any other type.
+
+    The vectorized hash joins the strings with `str.join`, which checks
+    every type in C; only the per-string path for a few values (which
+    would take bytes) needs the scan first.
+    """
+    if len(strings) < SCALAR_THRESHOLD and not _all_str(strings):
+        raise TypeError("not all values are str")
+    return fingerprint64(strings)
 
 
 def _all_str(values: list[Any]) -> bool:

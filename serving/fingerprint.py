@@ -100,20 +100,24 @@ def hash_buffer(
     Returns:
         int64 `(n,)`: the fingerprints' bits.
     """
+    if len(starts) == 0:
+        return np.empty(0, np.int64)
     # 8 zero bytes of tail padding so every 8-byte window has a home.
     padded = np.zeros(len(buffer) + 8, np.uint8)
     padded[: len(buffer)] = buffer
     words = _Words(padded)
-    out = np.empty(len(starts), np.uint64)
     # Length class of each string: 0, 1-3, 4-7, 8-16, 17-32, 33-64, >64.
+    low, high = np.searchsorted(
+        _CLASS_EDGES, [lengths.min(), lengths.max()], side="right"
+    )
+    if low == high:  # one class (fixed-width ids): no per-string search
+        return np.asarray(_KERNELS[low](words, starts, lengths)).view(np.int64)
     classes = np.searchsorted(_CLASS_EDGES, lengths, side="right")
     counts = np.bincount(classes, minlength=len(_KERNELS))
+    out = np.empty(len(starts), np.uint64)
     for kind, kernel in enumerate(_KERNELS):
         if counts[kind] == 0:
             continue
-        if counts[kind] == len(starts):  # one class (fixed-width ids)
-            out[:] = kernel(words, starts, lengths)
-            break
         rows = np.flatnonzero(classes == kind)
         out[rows] = kernel(words, starts[rows], lengths[rows])
     return out.view(np.int64)
@@ -178,13 +182,48 @@ def _len4to7(words: _Words, s: np.ndarray, length: np.ndarray) -> np.ndarray:
 
 
 def _len8to16(words: _Words, s: np.ndarray, length: np.ndarray) -> np.ndarray:
-    n = length.astype(np.uint64)
-    mul = _K2 + n * np.uint64(2)
-    a = words.fetch64(s) + _K2
+    # In place where it can: the usual class (hashed ids), where every
+    # temporary an expression allocates costs as much as its arithmetic.
+    mul = length.astype(np.uint64)
+    mul <<= np.uint64(1)
+    mul += _K2  # K2 + 2 * n
+    a = words.fetch64(s)
+    a += _K2
     b = words.fetch64(s + length - 8)
-    c = _rotate(b, 37) * mul + a
-    d = (_rotate(a, 25) + b) * mul
-    return _hash_len16(c, d, mul)
+    scratch = np.empty_like(a)
+    c = _rotate_into(b, 37, scratch)
+    c *= mul
+    c += a
+    d = _rotate_into(a, 25, scratch)
+    d += b
+    d *= mul
+    return _hash_len16_into(c, d, mul, scratch)
+
+
+def _rotate_into(
+    value: np.ndarray, shift: int, scratch: np.ndarray
+) -> np.ndarray:
+    """`_rotate(value, shift)` in a new array, `scratch` overwritten."""
+    out: np.ndarray = np.left_shift(value, np.uint64(64 - shift))
+    np.right_shift(value, np.uint64(shift), out=scratch)
+    out |= scratch
+    return out
+
+
+def _hash_len16_into(
+    u: np.ndarray, v: np.ndarray, mul: np.ndarray, scratch: np.ndarray
+) -> np.ndarray:
+    """`_hash_len16(u, v, mul)`, overwriting `u`, `v` and `scratch`."""
+    u ^= v  # a = (u ^ v) * mul
+    u *= mul
+    np.right_shift(u, np.uint64(47), out=scratch)
+    u ^= scratch
+    v ^= u  # b = (v ^ a) * mul
+    v *= mul
+    np.right_shift(v, np.uint64(47), out=scratch)
+    v ^= scratch
+    v *= mul
+    return v
 
 
 def _len17to32(words: _Words, s: np.ndarray, length: np.ndarray) -> np.ndarray:

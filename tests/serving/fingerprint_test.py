@@ -128,3 +128,14 @@ class FeedTest(testing.TestCase):
                 predictor.predict(bad)
         with self.assertRaisesRegex(ValueError, "'user'"):
             predictor.predict_columns(dict(raw, user=raw["user"].astype(float)))
+        # Past the per-string hash's threshold the strings are not scanned
+        # before hashing: a value of another type still falls back to the
+        # full check (bytes are decoded; alone, ints are named).
+        big = edge_case_batch(FEATURES, 300, seed=1)
+        want = predictor.predict(big)["logit"]
+        ad_bytes = [s.encode() for s in big["ad_id"].tolist()]
+        got = predictor.predict(dict(big, ad_id=ad_bytes))["logit"]
+        self.assertAllEqual(got, want)
+        ints = list(range(300))
+        with self.assertRaisesRegex(ValueError, "'ad_id' takes strings"):
+            predictor.predict(dict(big, ad_id=ints))
