@@ -49,6 +49,7 @@ def make_rows(rows: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
 
 
 def main() -> None:
+    """Runs the example from the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="fit-example")
     parser.add_argument("--rows", type=int, default=20_000)
@@ -85,7 +86,8 @@ def main() -> None:
     again = np.asarray(
         reloaded.predict(encoder(test_raw), batch_size=4_096, verbose=0)
     ).reshape(-1)
-    print(f"reloaded .keras: max difference {np.abs(again - probabilities).max():.2e}")
+    difference = np.abs(again - probabilities).max()
+    print(f"reloaded .keras: max difference {difference:.2e}")
 
     onnx_path = export_onnx(model, os.path.join(args.output, "model.onnx"))
     print(f"wrote {onnx_path}")

@@ -58,6 +58,7 @@ def columns(predictor: OnnxPredictor, rows: list[dict]) -> dict[str, list]:
 
 
 def main() -> None:
+    """Runs the example from the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="raw-input .onnx file")
     parser.add_argument("rows", help="JSON lines, one raw row each")
