@@ -62,7 +62,7 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         homes = MOVED[old]
         warnings.warn(
             f"`{old}` moved to `{homes[0]}`; the old name goes in the "
-            "release after next (see the README's 'Architecture').",
+            "release after next (see docs/architecture.md).",
             DeprecationWarning,
             stacklevel=2,
         )

@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from tffm import __version__
 from tffm.cli import demo
 from tffm.cli import encode
 from tffm.cli import evaluate
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tffm",
         description="Factorization machines and DeepFM for Keras 3.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"tffm {__version__}"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)

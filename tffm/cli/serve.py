@@ -15,7 +15,7 @@ def add_parser(
         description="A TF Serving-compatible model server over onnxruntime "
         "(no TensorFlow): TF Serving's flags, models.config, REST and gRPC "
         "APIs, batching, health and Prometheus metrics. See "
-        "serving/README.md.",
+        "docs/serving.md.",
     )
     try:
         from serving import cli as serving_cli  # optional: [serving] extra

@@ -159,7 +159,7 @@ class TrainConfig:
     )
     # === Model ===
     model: str = option(
-        DEFAULT_MODEL, "model (see README 'Defaults')", choices=constants.MODELS
+        DEFAULT_MODEL, "model (see docs/defaults.md)", choices=constants.MODELS
     )
     task: str = option("binary", "task", choices=constants.TASKS)
     embedding_dim: int = option(AUTO, "factor / embedding size", minimum=1)
@@ -235,7 +235,7 @@ class TrainConfig:
         True,
         "after training, recompute the DNN's batch-norm statistics from "
         "training batches with the kept weights and dropout off (one "
-        "device; README 'Defaults')",
+        "device; docs/training.md)",
     )
     calibrate: bool = option(
         True,
@@ -269,7 +269,7 @@ class TrainConfig:
     # === Distribution and fault tolerance (`distribute`, `resume`)
     distribution: str = option(
         "none",
-        "devices / hosts to train on (README: several GPUs and hosts)",
+        "devices / hosts to train on (docs/distributed.md)",
         choices=constants.DISTRIBUTIONS,
     )
     batch_scaling: str = option(
