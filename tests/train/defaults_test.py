@@ -33,6 +33,35 @@ class AutoDefaultsTest(testing.TestCase):
         for name in AUTO_FIELDS:
             self.assertIsNot(getattr(decided, name), AUTO, name)
 
+    def test_ema_averages_about_one_epoch_up_to_the_models_momentum(self):
+        deepfm = TrainConfig(format="criteo", model="deepfm")
+        self.assertIs(deepfm.ema, AUTO)
+        cases = [
+            # (training rows, batch, momentum): ceil(rows / batch) steps.
+            (7200, 512, 1 - 1 / 15),
+            (5000, 512, 1 - 1 / 10),
+            (100_000, 512, 1 - 1 / 196),
+            (200_000, 512, 0.995),  # 391 steps: 1 - 1/391 > 0.995
+            (100_000, 1024, 1 - 1 / 98),
+            (1, 512, 0.5),  # one step: the average of two
+        ]
+        for rows, batch, expected in cases:
+            config = dataclasses.replace(deepfm, batch_size=batch)
+            decided = config.for_data(training_rows=rows, table_rows=10)
+            self.assertAllClose(decided.ema, expected, msg=f"{rows}/{batch}")
+        regression = TrainConfig(format="criteo", task="regression")
+        decided = regression.for_data(training_rows=80_000, table_rows=10)
+        self.assertEqual(decided.ema, 0.998)  # 625 steps of 128 rows
+        decided = regression.for_data(training_rows=5_000, table_rows=10)
+        self.assertAllClose(decided.ema, 1 - 1 / 40)
+        # Models without an average, and a value given, stay as they are.
+        fm = TrainConfig(format="criteo", model="fm")
+        self.assertEqual(fm.for_data(training_rows=10, table_rows=10).ema, 0)
+        given = TrainConfig(format="criteo", model="deepfm", ema=0.9)
+        self.assertEqual(
+            given.for_data(training_rows=10, table_rows=1).ema, 0.9
+        )
+
     def test_the_model_is_fm_unless_given(self):
         self.assertEqual(TrainConfig(format="criteo").model, "fm")
         regression = TrainConfig(format="criteo", task="regression")

@@ -203,7 +203,10 @@ class AveragedWeightsTest(testing.TestCase):
             TrainConfig(data=["x"], columns={"a": {"kind": "numeric"}}, ema=1.0)
         # The binary DeepFM averages by default, except where it cannot.
         deepfm = dict(format="criteo", model="deepfm")
-        self.assertEqual(TrainConfig(**deepfm).ema, 0.995)
+        large = TrainConfig(**deepfm).for_data(
+            training_rows=10**6, table_rows=10
+        )
+        self.assertEqual(large.ema, 0.995)
         self.assertEqual(
             TrainConfig(**deepfm, distribution="parameter-server").ema, 0.0
         )

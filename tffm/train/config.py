@@ -32,6 +32,7 @@ from tffm.train.defaults import LEGACY_NULL
 from tffm.train.defaults import REFIT_MAX_ROWS
 from tffm.train.defaults import TABLE_L2
 from tffm.train.defaults import auto_defaults
+from tffm.train.defaults import ema_by_steps
 from tffm.train.defaults import legacy_null
 from tffm.train.defaults import refit_by_rows
 from tffm.train.defaults import table_l2_by_size
@@ -126,8 +127,9 @@ class TrainConfig:
     10% more data.
 
     Options left `AUTO` take their task's and model's default when the
-    config is made (`tffm.train.defaults.auto_defaults`); `table_l2` and
-    `refit` may stay `AUTO` until the data is scanned (`for_data`).
+    config is made (`tffm.train.defaults.auto_defaults`); `table_l2`,
+    `ema` and `refit` may stay `AUTO` until the data is scanned
+    (`for_data`).
     """
 
     # === Data ===
@@ -227,7 +229,9 @@ class TrainConfig:
         AUTO,
         "momentum of an exponential moving average of the weights, taken "
         "every step (e.g. 0.99); validation, early stopping and the saved "
-        "model use the average (0: off; none with parameter-server)",
+        "model use the average (0: off; none with parameter-server; by "
+        "default about one epoch's steps, at most 0.995 for the binary "
+        "DeepFM and 0.998 for the regression FM, else 0)",
         minimum=0.0,
         below=1.0,
     )
@@ -247,6 +251,12 @@ class TrainConfig:
         "after early stopping on the holdout, retrain on all rows "
         "(regression: when the holdout is cut from --data and at most "
         f"{REFIT_MAX_ROWS:,} rows remain)",
+    )
+    linear_guard: bool = option(
+        True,
+        "fit a linear model on the same features beside the trained one "
+        "and say (in metrics.json and at the end) when it scores higher on "
+        "the validation rows",
     )
     min_frequency: int = option(
         AUTO,
@@ -300,7 +310,11 @@ class TrainConfig:
                 if getattr(self, name) is AUTO:
                     setattr(self, name, value)
         check_values(dataclasses.asdict(self), source="config")
-        if self.ema and self.distribution == "parameter-server":
+        if (
+            self.ema is not AUTO
+            and self.ema
+            and self.distribution == "parameter-server"
+        ):
             raise ValueError(
                 "config: `ema` is not available with "
                 "distribution='parameter-server' (its workers update the "
@@ -394,6 +408,7 @@ class TrainConfig:
     ) -> ModelOptions:
         """What the model factory reads (`learning_rate`: scaled by a plan)."""
         self._check_resolved("table_l2")
+        self._check_resolved("ema")
         return ModelOptions(
             model=self.model,
             task=self.task,
@@ -416,6 +431,7 @@ class TrainConfig:
     def fit_options(self) -> FitOptions:
         """What the fit and its callbacks read."""
         self._check_resolved("refit")
+        self._check_resolved("ema")
         return FitOptions(
             task=self.task,
             monitor=self.monitor,
@@ -445,6 +461,9 @@ class TrainConfig:
         decided: dict[str, Any] = {}
         if self.table_l2 is AUTO:
             decided["table_l2"] = table_l2_by_size(table_rows)
+        if self.ema is AUTO:
+            steps = -(-training_rows // self.batch_size)  # ceil
+            decided["ema"] = ema_by_steps(self.task, self.model, steps)
         if self.refit is AUTO:
             decided["refit"] = refit_by_rows(
                 training_rows,

@@ -1,9 +1,10 @@
 """What an option left `AUTO` becomes: by task and model, then by the data.
 
 Most options' defaults depend on the task and the model (`AUTO_DEFAULTS`)
-and are filled in when a `TrainConfig` is made. Two depend on the data as
-well and stay `AUTO` until it is scanned (`for_data`): the binary DeepFM's
-`table_l2` goes by the rows of its embedding table, and regression's
+and are filled in when a `TrainConfig` is made. Three depend on the data
+as well and stay `AUTO` until it is scanned (`for_data`): the binary
+DeepFM's `table_l2` goes by the rows of its embedding table, the weight
+average's momentum (`ema`) by the steps in an epoch, and regression's
 `refit` by the rows left to train on. The evidence behind every value is
 in the documentation (`docs/defaults.md`).
 """
@@ -43,6 +44,12 @@ DEFAULT_MODEL = "fm"
 # The whole-table L2 of a binary DeepFM whose table has under `LAZY_ROWS`
 # rows (whose optimizer update then touches every row anyway).
 TABLE_L2 = 1e-3
+# The weight average's momentum on large data, by (task, model); on data
+# with fewer steps an epoch, `ema_by_steps` shortens it to about one epoch.
+EMA_MOMENTUM: dict[tuple[str, str], float] = {
+    ("binary", "deepfm"): 0.995,
+    ("regression", "fm"): 0.998,
+}
 # Regression refits when at most this many rows remain to train on.
 REFIT_MAX_ROWS = 1_000_000
 
@@ -72,7 +79,7 @@ AUTO_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("binary", "deepfm"): {
         "embeddings_l2": 0.01,
         "learning_rate": 1e-3,
-        "ema": 0.995,
+        "ema": AUTO,
         "table_l2": AUTO,
     },
     ("binary", "fm"): {
@@ -93,7 +100,7 @@ AUTO_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
         "linear_l2": 0.0,
         "learning_rate": 2e-3,
         "batch_size": 128,
-        "ema": 0.998,
+        "ema": AUTO,
         "epochs": 100,
     },
     ("regression", "lr"): {"embeddings_l2": 0.0, "learning_rate": 3e-3},
@@ -129,6 +136,22 @@ def table_l2_by_size(table_rows: int) -> float:
     L2 on every row each step would undo.
     """
     return TABLE_L2 if table_rows < LAZY_ROWS else 0.0
+
+
+def ema_by_steps(task: str, model: str, steps_per_epoch: int) -> float:
+    """An `AUTO` `ema`: `1 - 1 / steps_per_epoch`, at most `EMA_MOMENTUM`.
+
+    A momentum `m` averages over about `1 / (1 - m)` steps. On few rows an
+    epoch is a few steps, and an average over hundreds of them trails the
+    weights by many epochs: early stopping then judges weights from long
+    ago. Capped at about one epoch, the average keeps up; on large data
+    (at least `1 / (1 - EMA_MOMENTUM)` steps an epoch) it is the model's
+    `EMA_MOMENTUM`. 0 for models that average no weights.
+    """
+    cap = EMA_MOMENTUM.get((task, model), 0.0)
+    if not cap:
+        return 0.0
+    return min(cap, 1.0 - 1.0 / max(steps_per_epoch, 2))
 
 
 def refit_by_rows(training_rows: int, *, holdout: bool) -> bool:
