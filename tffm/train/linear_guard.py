@@ -282,7 +282,8 @@ def _fit(
         g = np.bincount(
             flat, (values * residual[:, None]).ravel(), minlength=len(w)
         )
-        return g / n + penalty * w
+        out: np.ndarray = g / n + penalty * w
+        return out
 
     w, z, t = start.copy(), start.copy(), 1.0
     for _ in range(MAX_STEPS):
@@ -292,9 +293,10 @@ def _fit(
         if float(np.dot(g, new - w)) > 0:  # momentum points uphill: restart
             t, z = 1.0, w.copy()
             continue
-        t_next = (1 + np.sqrt(1 + 4 * t * t)) / 2
+        t_next = (1 + float(np.sqrt(1 + 4 * t * t))) / 2
         z = new + (t - 1) / t_next * (new - w)
-        change = np.linalg.norm(new - w) / max(np.linalg.norm(new), 1e-12)
+        size = max(float(np.linalg.norm(new)), 1e-12)
+        change = float(np.linalg.norm(new - w)) / size
         w, t = new, t_next
         if change < TOLERANCE:
             break
