@@ -79,6 +79,11 @@ BENCHMARKS = {
         [],
         "holdout grids behind the defaults by task and model",
     ),
+    "size-sweep": (
+        "choose_defaults.py",
+        ["--sizes", "5000,20000,full", "--models", "deepfm,fm"],
+        "default DeepFM / FM beside the linear guard at each training size",
+    ),
     "precise-bn": (
         "precise_bn.py",
         [],

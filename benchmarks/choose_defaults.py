@@ -34,6 +34,14 @@ scores the fold it never saw; the metric is the mean over folds and
 seeds. On the Criteo and Avazu samples that scores all ~7,000 training
 rows instead of ~400 validation rows, and it suits candidates that refit.
 Prints one table per (task, model) and appends them to RESULTS.md.
+
+`--sizes 5000,20000,full` runs the size sweep instead (`size_sweep`): each
+data set's training rows are subsampled (a seeded draw of lines) to each
+size, while the holdout stays the same rows at every size (the validation
+file, or for Frappe the every-10th-line holdout carved once); each
+candidate of `SIZE_GRID` (or `--grid`) is scored there beside the linear
+model `tffm train` fits alongside (`tffm.train.linear_guard`). Each run
+goes to `--log` (JSON lines) as it ends.
 """
 
 import argparse
@@ -89,6 +97,17 @@ GRIDS = {
     ("regression", "lr"): [{}, {"learning_rate": 3e-3}],
 }
 BINARY_SETS = ("frappe", "criteo", "avazu", "planted")
+# The size sweep's candidates, per model (`{}`: today's defaults, whose
+# `ema` goes by the steps per epoch); `ema_epochs` E sets `ema` to
+# `1 - 1 / (E * steps per epoch)` (an average over about E epochs).
+SIZE_GRID = {
+    "deepfm": [
+        {"ema": 0.995},
+        {},
+        {"min_frequency": 3},
+    ],
+    "fm": [{}],
+}
 REGRESSION_SETS = ("movielens",)
 
 
@@ -109,6 +128,156 @@ def planted(tmp, rows=200_000):
         columns=data.csv_columns(),
         label="label",
     )
+
+
+def sized(name, size, tmp, seed=0):
+    """Data set `name` with `size` training rows and a fixed holdout.
+
+    `size` None: every training row. The holdout is the validation file,
+    or (Frappe) the every-10th-line holdout written apart once.
+    """
+    key = os.path.join(tmp, f"sized-{name}")
+    if name == "planted":
+        base = planted(tmp, rows=110_000)
+    else:
+        base = reading(name, tmp)
+        if not base.get("validation_data"):
+            base, holdout = nested(base, tmp, name)
+            base = dict(base, validation_data=holdout)
+    if size is None:
+        return base
+    (path,) = base["data"]
+    header = base["format"] == "csv"
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
+        lines = f.readlines()
+    first, lines = (lines[:1], lines[1:]) if header else ([], lines)
+    if size >= len(lines):
+        return base
+    keep = np.sort(np.random.default_rng(seed).permutation(len(lines))[:size])
+    out = f"{key}-{size}.txt"
+    with open(out, "w") as f:
+        f.writelines(first + [lines[i] for i in keep])
+    return dict(base, data=[out])
+
+
+def count_rows(base):
+    (path,) = base["data"]
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
+        rows = sum(1 for _ in f)
+    return rows - (base["format"] == "csv")
+
+
+def size_sweep(models, sets, sizes, grid, seeds, log):
+    """Runs every candidate at every (set, size); returns the tables."""
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sets:
+            for size in sizes:
+                base = sized(name, size, tmp)
+                rows = count_rows(base)
+                for model in models:
+                    for i, change in enumerate(grid or SIZE_GRID[model]):
+                        for seed in seeds:
+                            records.append(
+                                _sized_run(
+                                    base,
+                                    name,
+                                    rows,
+                                    model,
+                                    i,
+                                    change,
+                                    seed,
+                                    tmp,
+                                )  # fmt: skip
+                            )
+                            print(json.dumps(records[-1]), flush=True)
+                            if log:
+                                with open(log, "a") as f:
+                                    f.write(json.dumps(records[-1]) + "\n")
+    return size_table(records)
+
+
+def _sized_run(base, name, rows, model, i, change, seed, tmp):
+    config_change = dict(change)
+    if "ema_epochs" in config_change:
+        epochs = config_change.pop("ema_epochs")
+        steps = -(-rows // 512)  # training rows / the default batch
+        config_change["ema"] = 1 - 1 / (epochs * steps)
+    start = time.time()
+    config = resolve_layout(
+        TrainConfig(**base, model=model, **config_change, seed=seed)
+    )
+    result = train(
+        config, os.path.join(tmp, f"{name}-{rows}-{model}-{i}-{seed}"),
+        verbose=0,
+    )  # fmt: skip
+    guard = result.metrics["linear_baseline"]
+    with open(os.path.join(result.output, "config.json")) as f:
+        decided = json.load(f)  # the options `for_data` decided
+    return {
+        "set": name,
+        "rows": rows,
+        "model": model,
+        "candidate": change,
+        "seed": seed,
+        "auc": result.metrics["auc"],
+        "auc_std": result.metrics["auc_std"],
+        "linear_auc": guard["linear"],
+        "linear_l2": guard["l2"],
+        "epochs": len(result.history["loss"]),
+        "best_epoch": int(np.argmax(result.history[config.monitor])) + 1,
+        "train_auc_last": result.history.get("auc", [float("nan")])[-1],
+        "ema": decided["ema"],
+        "min_frequency": decided["min_frequency"],
+        "seconds": round(time.time() - start, 1),
+    }
+
+
+def size_table(records):
+    """One row per (model, candidate), one column per (set, rows)."""
+    columns = sorted({(r["set"], r["rows"]) for r in records})
+    cells = {}
+    for r in records:
+        key = (r["model"], json.dumps(r["candidate"]))
+        cells.setdefault(key, {}).setdefault((r["set"], r["rows"]), []).append(
+            r
+        )
+    linear = {}
+    for r in records:
+        linear.setdefault((r["set"], r["rows"]), []).append(r["linear_auc"])
+    lines = [
+        "| model | candidate | "
+        + " | ".join(f"{s} {n:,}" for s, n in columns)
+        + " |",
+        "| --- | --- | " + " | ".join("---:" for _ in columns) + " |",
+    ]
+    for (model, candidate), row in cells.items():
+        out = []
+        for c in columns:
+            rs = row.get(c)
+            if not rs:
+                out.append("-")
+                continue
+            auc = np.mean([r["auc"] for r in rs])
+            epochs = np.mean([r["best_epoch"] for r in rs])
+            out.append(f"{auc:.4f} (ep {epochs:.0f})")
+        lines.append(f"| {model} | `{candidate}` | " + " | ".join(out) + " |")
+    lines.append(
+        "| linear (guard) | L2 on the holdout | "
+        + " | ".join(f"{np.mean(linear[c]):.4f}" for c in columns)
+        + " |"
+    )
+    sd = {
+        (r["set"], r["rows"]): r["auc_std"] for r in records
+    }  # the holdout's bootstrap sd (about the same for every model)
+    lines.append(
+        "| bootstrap sd | of the holdout AUC | "
+        + " | ".join(f"{sd[c]:.4f}" for c in columns)
+        + " |"
+    )
+    return "\n".join(lines)
 
 
 def reading(name, tmp):
@@ -242,7 +411,30 @@ def main():
         "--sets", default="", help="only these data sets, e.g. frappe,criteo"
     )
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument(
+        "--sizes",
+        default="",
+        help="run the size sweep at these training rows, e.g. 5000,full",
+    )
+    parser.add_argument("--models", default="deepfm,fm", help="--sizes only")
+    parser.add_argument("--log", default="", help="--sizes: JSON lines file")
     args = parser.parse_args()
+    if args.sizes:
+        sizes = [None if s == "full" else int(s) for s in args.sizes.split(",")]
+        text = size_sweep(
+            args.models.split(","),
+            args.sets.split(",") if args.sets else list(BINARY_SETS),
+            sizes,
+            json.loads(args.grid) if args.grid else None,
+            [int(s) for s in args.seeds.split(",")],
+            args.log,
+        )
+        print(text)
+        if not args.no_record:
+            stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+            with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
+                f.write(f"\n### Size sweep, {stamp}\n\n{text}\n")
+        return 0
     if args.folds and (args.nested or args.folds < 2):
         parser.error("--folds needs K >= 2 and no --nested")
     wanted = [tuple(w.split("/")) for w in args.only.split(",") if w]

@@ -245,6 +245,38 @@ class TrainCliTest(testing.TestCase):
             shown["logloss"], log_loss(test.labels, p), tol=(1e-5, 1e-5)
         )
 
+    def test_train_warns_when_a_linear_model_scores_higher(self):
+        train_csv = str(self.tmp / "train.csv")
+        write_planted_csv(train_csv, 1000, seed=1)
+        config = self.tmp / "config.json"
+        config.write_text(json.dumps(CONFIG))
+        out = str(self.tmp / "model")
+        stderr = io.StringIO()
+        with (
+            contextlib.redirect_stderr(stderr),
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
+            code = main(
+                ["train", "--data", train_csv, "--config", str(config)]
+                + ["--output", out, "--model", "deepfm", "--epochs", "1"]
+                # One epoch at this rate learns nothing.
+                + ["--learning-rate", "1e-7", "--no-calibrate"]
+            )
+        self.assertEqual(code, 0)
+        metrics = json.load(open(os.path.join(out, "metrics.json")))
+        record = metrics["linear_baseline"]
+        self.assertTrue(record["below"])
+        self.assertEqual(record["rows"], metrics["rows"])
+        self.assertAllClose(record["model"], metrics["auc"])
+        self.assertGreater(record["linear"], record["model"])
+        self.assertIn("--model lr", record["advice"][0])
+        # Said through the log, and again as the run's last words.
+        text = stderr.getvalue()
+        self.assertIn("tffm train: the chosen epoch's validation auc", text)
+        self.assertTrue(
+            text.rstrip().splitlines()[-1].startswith("Warning: the chosen")
+        )
+
     def test_refit_none_refits_only_small_data_with_a_holdout(self):
         from unittest import mock
 

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import sys
 
 from tffm.cli.flags import add_config_flags
 from tffm.cli.flags import config_from_args
@@ -37,4 +38,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"Model: {os.path.join(args.output, 'model.keras')}")
     for part, summary in result.metrics.get("skipped_rows", {}).items():
         report_skipped(summary, f"of the {part} data")
+    guard = result.metrics.get("linear_baseline")
+    if guard is not None and guard["below"]:
+        from tffm.train.linear_guard import describe  # deferred: with train
+
+        print(f"Warning: {describe(guard)}", file=sys.stderr)
     return 0

@@ -248,6 +248,12 @@ class TrainConfig:
         "(regression: when the holdout is cut from --data and at most "
         f"{REFIT_MAX_ROWS:,} rows remain)",
     )
+    linear_guard: bool = option(
+        True,
+        "fit a linear model on the same features beside the trained one "
+        "and say (in metrics.json and at the end) when it scores higher on "
+        "the validation rows",
+    )
     min_frequency: int = option(
         AUTO,
         "vocabulary: values seen fewer times are out-of-vocabulary",

@@ -29,6 +29,8 @@ from tffm.train.inputs import TrainingData
 from tffm.train.inputs import open_encoded
 from tffm.train.inputs import open_raw
 from tffm.train.inputs import resolve_layout
+from tffm.train.linear_guard import describe
+from tffm.train.linear_guard import linear_guard
 from tffm.train.options import FitOptions
 from tffm.train.outputs import MODEL_FILE
 from tffm.train.outputs import write_outputs
@@ -162,6 +164,8 @@ def _fit_and_save(
         verbose=verbose,
     )
     metrics = _score(model, options, plan, data)
+    # The chosen epoch's model against a linear one, on the same rows.
+    guard = _guard(model, config, plan, data)
     if options.refit:
         selection = dict(metrics, epochs=len(history["loss"]))
         epochs = best_epochs(history, options.monitor)
@@ -192,6 +196,8 @@ def _fit_and_save(
                 selection["calibration_fit"],
                 fitted_on="holdout, by the selection model",
             )
+    if guard is not None:
+        metrics["linear_baseline"] = guard
     if config.lenient and data.scan_log is not None:
         # The scan read each training row once; the validation rows are
         # cached, so each was read once too.
@@ -206,7 +212,32 @@ def _fit_and_save(
     # The run is saved: a new command starts afresh.
     ResumeCheckpoint(os.path.join(output, "backup", "refit")).clear()
     checkpoint.clear()
+    if guard is not None and guard["below"]:
+        logger.warning("%s", describe(guard))
     return TrainResult(model, data.features, history, output, metrics)
+
+
+def _guard(
+    model: Any, config: TrainConfig, plan: distribute.Plan, data: TrainingData
+) -> dict[str, Any] | None:
+    """The linear model's record (`tffm.train.linear_guard`), or None.
+
+    None when `linear_guard` is off, or when this process does not read
+    all the training data (several workers, a parameter server).
+    """
+    if not config.linear_guard or plan.distribution in (
+        "multi-worker",
+        "parameter-server",
+    ):
+        return None
+    return linear_guard(
+        model,
+        data.features,
+        config.task,
+        data.local_input(config.batch_size),
+        data.validation,
+        model_name=config.model,
+    )
 
 
 def _score(
