@@ -90,6 +90,8 @@ class DeviceRows:
         template: `(x, y, sample_weight)` with a `_Slot` per leaf.
     """
 
+    on_device = True  # what `Plan.fit` recognizes
+
     def __init__(self, tables: Sequence[Any], template: Any) -> None:
         self.tables = list(tables)
         self.template = template
@@ -196,11 +198,12 @@ class DeviceOrder:
     first `skip` steps of that epoch.
 
     Args:
-        seed: int. The shuffle seed.
+        seed: int. The shuffle seed; None keeps the rows' order (a resumed
+            epoch still skips).
     """
 
-    def __init__(self, seed: int) -> None:
-        self.seed = int(seed)
+    def __init__(self, seed: int | None) -> None:
+        self.seed = None if seed is None else int(seed)
         self.epoch = 0
         self.skip = 0
 
@@ -212,7 +215,37 @@ class DeviceOrder:
 
     def permutation(self, epoch: int, rows: int) -> Any:
         """`(rows,)` int32 row indices of epoch `epoch`, on the device."""
+        if self.seed is None:
+            return jnp.arange(rows, dtype=jnp.int32)
         return _permutation(self.seed, epoch, rows)
+
+
+def encoded_rows(
+    train: EncodedData, valid: EncodedData | None, *, seed: int | None
+) -> tuple[DeviceRows, DeviceRows | None, DeviceOrder] | None:
+    """Encoded training (and validation) rows for the device, or None.
+
+    None when they do not fit (`fits_on_device`): the caller streams the
+    shards instead. `seed` None keeps the written order.
+    """
+    nbytes = (train.num_rows + (valid.num_rows if valid else 0)) * (
+        4 * train.row_width
+    )
+    if not fits_on_device(nbytes):
+        logger.info(
+            "the encoded rows (%s bytes) do not fit on the device: "
+            "streaming the shards",
+            f"{nbytes:,}",
+        )
+        return None
+    logger.info(
+        "the encoded rows (%s bytes) are kept on the device", f"{nbytes:,}"
+    )
+    return (
+        DeviceRows.from_encoded(train),
+        DeviceRows.from_encoded(valid) if valid is not None else None,
+        DeviceOrder(seed),
+    )
 
 
 def fits_on_device(nbytes: int) -> bool:
@@ -315,8 +348,9 @@ def fit_on_device(
         )
     elif validation_split:
         train, valid = train.split(1.0 - validation_split)
-    if shuffle and order is None:
-        order = DeviceOrder(np.random.randint(2**31 - 1))
+    if order is None:
+        order = DeviceOrder(np.random.randint(2**31 - 1) if shuffle else None)
+    shuffle = bool(shuffle) and order.seed is not None
     model._symbolic_build(data_batch=train.head(min(batch_size, train.rows)))
     callback_list = keras.callbacks.CallbackList(
         callbacks,
@@ -342,12 +376,8 @@ def fit_on_device(
         for epoch in range(initial_epoch, epochs):
             model.reset_metrics()
             callback_list.on_epoch_begin(epoch)
-            skip = order.steps_to_skip(epoch) if order is not None else 0
-            perm = (
-                order.permutation(epoch, train.rows)
-                if shuffle and order is not None
-                else None
-            )
+            skip = order.steps_to_skip(epoch)
+            perm = order.permutation(epoch, train.rows) if shuffle else None
             logs = trainer.train_epoch(perm, skip)
             model.jax_state_sync()
             epoch_logs = dict(model._get_metrics_result_or_logs(logs))
