@@ -141,7 +141,9 @@ class FactorizationModel(keras.Model):
                 validation_steps=validation_steps,
             )
             if why is None:
-                return device_fit.fit_on_device(self, x, y, order=order, **options)
+                return device_fit.fit_on_device(
+                    self, x, y, order=order, **options
+                )
             if isinstance(x, device_fit.DeviceRows):
                 raise ValueError(
                     f"`x` is `DeviceRows`, which only the device path takes, "

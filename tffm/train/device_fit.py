@@ -153,7 +153,9 @@ class DeviceRows:
 
     @property
     def nbytes(self) -> int:
-        return sum(int(t.size) * np.dtype(t.dtype).itemsize for t in self.tables)
+        return sum(
+            int(t.size) * np.dtype(t.dtype).itemsize for t in self.tables
+        )
 
     def device_tables(self) -> list[Any]:
         """The tables on the default device, copied there once."""
@@ -165,7 +167,9 @@ class DeviceRows:
         """`(x, y, sample_weight)` of gathered `(batch_size, words)` tables."""
 
         def leaf(slot: _Slot) -> Any:
-            block = tables[slot.table][:, slot.offset : slot.offset + slot.width]
+            block = tables[slot.table][
+                :, slot.offset : slot.offset + slot.width
+            ]
             if np.dtype(slot.dtype) != block.dtype:
                 block = jax.lax.bitcast_convert_type(block, slot.dtype)
             return block.reshape((block.shape[0], *slot.shape))
@@ -365,7 +369,10 @@ def fit_on_device(
     validator = None
     if valid is not None:
         validator = _Trainer(
-            model, valid, int(validation_batch_size or batch_size), callback_list
+            model,
+            valid,
+            int(validation_batch_size or batch_size),
+            callback_list,
         )
     model.stop_training = False
     training_logs: dict[str, Any] = {}
@@ -511,7 +518,9 @@ class _Trainer:
                 )
                 model._jax_state_synced = False
             run = _compiled(model, self.rows, "test", size, False)
-            logs, state = run(state, self.tables, None, step * self.batch_size, count)
+            logs, state = run(
+                state, self.tables, None, step * self.batch_size, count
+            )
             model._jax_state = dict(
                 zip(
                     (
@@ -566,8 +575,12 @@ def _compiled(
 
         def run(state: Any, tables: Any, perm: Any, first: Any, count: Any):
             batch = batch_of(tables, perm, first)
-            logs_shape = jax.eval_shape(lambda s, b: step(s, b)[0], state, batch)
-            logs = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), logs_shape)
+            logs_shape = jax.eval_shape(
+                lambda s, b: step(s, b)[0], state, batch
+            )
+            logs = jax.tree.map(
+                lambda s: jnp.zeros(s.shape, s.dtype), logs_shape
+            )
 
             def body(i: Any, carry: Any) -> Any:
                 state, _ = carry
@@ -615,7 +628,9 @@ def _coarse_ok(callback: Any) -> bool:
 
 def _arrays(*values: Any) -> bool:
     """Whether every leaf is a numpy or JAX array (and there are some)."""
-    leaves = jax.tree.leaves(values)
+    leaves = jax.tree.leaves(
+        values, is_leaf=lambda v: not isinstance(v, dict | list | tuple)
+    )
     return bool(leaves) and all(
         isinstance(v, np.ndarray | jax.Array) for v in leaves
     )
