@@ -15,7 +15,6 @@ from tffm.features import deserialize_feature
 from tffm.features import serialize_feature
 from tffm.layers.calibration import LogitCalibration
 
-
 _logger = logging.getLogger("tffm.models")
 
 
@@ -98,7 +97,7 @@ class FactorizationModel(keras.Model):
         validation_freq: Any = 1,
         *,
         order: Any = None,
-    ) -> Any:
+    ) -> Any:  # noqa: D417 (the arguments are Keras')
         """`keras.Model.fit`, with the rows kept on the device on JAX.
 
         On the JAX backend, arrays (numpy or JAX; or a

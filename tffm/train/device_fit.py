@@ -273,7 +273,9 @@ def takes_device_path(
 
     Args:
         model: the compiled model.
-        x, y, validation_data: `fit`'s inputs.
+        x: `fit`'s `x`.
+        y: `fit`'s `y`.
+        validation_data: `fit`'s `validation_data`.
         **options: `fit`'s `shuffle`, `steps_per_epoch`, `validation_steps`.
     """
     if keras.backend.backend() != "jax":
@@ -353,7 +355,7 @@ def fit_on_device(
     elif validation_split:
         train, valid = train.split(1.0 - validation_split)
     if order is None:
-        order = DeviceOrder(np.random.randint(2**31 - 1) if shuffle else None)
+        order = DeviceOrder(np.random.randint(2**31 - 1) if shuffle  # noqa: NPY002 (Keras' seed) else None)
     shuffle = bool(shuffle) and order.seed is not None
     model._symbolic_build(data_batch=train.head(min(batch_size, train.rows)))
     callback_list = keras.callbacks.CallbackList(
