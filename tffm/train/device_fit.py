@@ -355,7 +355,9 @@ def fit_on_device(
     elif validation_split:
         train, valid = train.split(1.0 - validation_split)
     if order is None:
-        order = DeviceOrder(np.random.randint(2**31 - 1) if shuffle  # noqa: NPY002 (Keras' seed) else None)
+        # numpy's global generator: `keras.utils.set_random_seed` seeds it.
+        seed = np.random.randint(2**31 - 1)  # noqa: NPY002
+        order = DeviceOrder(seed if shuffle else None)
     shuffle = bool(shuffle) and order.seed is not None
     model._symbolic_build(data_batch=train.head(min(batch_size, train.rows)))
     callback_list = keras.callbacks.CallbackList(
