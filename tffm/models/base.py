@@ -77,7 +77,7 @@ class FactorizationModel(keras.Model):
         super().compile(optimizer, *args, jit_compile=jit_compile, **kwargs)
         self.__dict__.pop("_tffm_device_calls", None)  # compiled for the old
 
-    def fit(
+    def fit(  # noqa: D417 (the arguments are Keras')
         self,
         x: Any = None,
         y: Any = None,
@@ -97,7 +97,7 @@ class FactorizationModel(keras.Model):
         validation_freq: Any = 1,
         *,
         order: Any = None,
-    ) -> Any:  # noqa: D417 (the arguments are Keras')
+    ) -> Any:
         """`keras.Model.fit`, with the rows kept on the device on JAX.
 
         On the JAX backend, arrays (numpy or JAX; or a
