@@ -577,7 +577,9 @@ def _compiled(
                 parts = [jnp.take(t, index, axis=0) for t in tables]
             return rows.unpack(parts)  # one gather of whole rows per table
 
-        def run(state: Any, tables: Any, perm: Any, first: Any, count: Any):
+        def run(
+            state: Any, tables: Any, perm: Any, first: Any, count: Any
+        ) -> Any:
             batch = batch_of(tables, perm, first)
             logs_shape = jax.eval_shape(
                 lambda s, b: step(s, b)[0], state, batch
