@@ -1,15 +1,18 @@
 """DeepFM training throughput on a GPU: tffm (JAX) vs plain Keras vs torch.
 
 Issue #9 "GPU": batch 65,536, 39 categorical fields x 10,000 ids,
-embedding 16, MLP 400-400-400, Adam (lr 1e-3), fp32 and bf16, in one run:
-- `tffm.DeepFM` (Keras, JAX backend; `dtype="mixed_bfloat16"` for bf16)
-  in a jitted loop over `model.stateless_call` + `optimizer.stateless_apply`;
-- the same model through `model.fit` on device-resident arrays, shuffled by
-  Keras (`shuffle=True`) and not (what Keras does with device arrays);
+embedding 16, MLP 400-400-400, Adam (lr 1e-3), in one run, each in three
+precisions: fp32 (true fp32 matmuls), tf32 (fp32 with TF32 matmuls, in
+both frameworks) and bf16 (`mixed_bfloat16`; `torch.autocast`):
+- `tffm.DeepFM` (Keras, JAX backend) in a jitted loop over
+  `model.stateless_call` + `optimizer.stateless_apply`;
+- the same model through `model.fit` on device-resident arrays, which on
+  JAX takes `tffm.train.device_fit` (rows kept on the device, shuffled
+  there), with `shuffle=True` and `shuffle=False`; each window is one
+  `fit(epochs=1)` call, timed whole;
 - a plain Keras DeepFM (one `(batch, 39)` input, two `Embedding`s with
   per-field offsets, square-of-sum FM), same loop;
-- a PyTorch DeepFM of the same shapes, `torch.compile`d, fused Adam,
-  bf16 through `torch.autocast`.
+- a PyTorch DeepFM of the same shapes, `torch.compile`d, fused Adam.
 The data stays on the device: ids and labels are drawn there once
 (`jax.random`; labels from a planted per-id logit, so the losses say
 whether each model learns), each epoch is a device permutation, and each
@@ -19,9 +22,12 @@ the median over windows of samples/s, synchronized at window ends.
 
 Runs without TensorFlow (it is blocked: an import fails), as on the GPU
 machine (Python 3.12, JAX, PyTorch; Keras from wheels; the project on
-PYTHONPATH). On a CPU, `--quick` runs everything at a small batch, to test.
+PYTHONPATH). `--cpu` runs the same rows at shapes scaled to a small CPU
+(batch 2,048, MLP 128-128-128, fp32), for the ratios; `--quick` runs
+everything at a tiny batch, to test.
 
     python benchmarks/gpu_train.py                  # the GPU run
+    python benchmarks/gpu_train.py --cpu            # the CPU ratios
     python benchmarks/gpu_train.py --quick --no-record   # a CPU check
 """
 
@@ -42,6 +48,9 @@ VOCAB = 10_000
 DIM = 16
 HIDDEN = (400, 400, 400)
 LEARNING_RATE = 1e-3
+# JAX's and torch's fp32 matmul precision of each row precision.
+MATMUL = {"fp32": "highest", "tf32": "tensorfloat32", "bf16": "highest"}
+TORCH_MATMUL = {"fp32": "highest", "tf32": "high", "bf16": "highest"}
 
 
 def parse_args():
@@ -56,20 +65,27 @@ def parse_args():
         default="tffm,tffm_fit,keras,torch",
         help="comma list of tffm, tffm_fit, keras, torch",
     )
-    parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument(
-        "--fp32-matmul",
-        choices=("highest", "tf32"),
-        default="highest",
-        help="fp32 rows: true fp32 matmuls, or TF32 (both frameworks)",
+        "--precisions",
+        default="fp32,tf32,bf16",
+        help="comma list of fp32, tf32 (fp32 with TF32 matmuls), bf16",
     )
+    parser.add_argument(
+        "--hidden", default=",".join(map(str, HIDDEN)), help="MLP widths"
+    )
+    parser.add_argument("--cpu", action="store_true", help="CPU shapes")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--allow-tensorflow", action="store_true")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    if args.cpu:
+        args.batch, args.epoch_batches = 2048, 16
+        args.steps, args.windows = 8, 5
+        args.hidden, args.precisions = "128,128,128", "fp32"
     if args.quick:
         args.batch, args.epoch_batches = 1024, 4
         args.steps, args.windows = 2, 2
+    args.hidden = tuple(int(h) for h in args.hidden.split(","))
     return args
 
 
@@ -81,17 +97,12 @@ def main():
     # Leave GPU memory for torch in the same process.
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.5")
     import jax
-
-    jax.config.update(
-        "jax_default_matmul_precision",
-        "highest" if args.fp32_matmul == "highest" else "tensorfloat32",
-    )
     import keras
 
     device = jax.devices()[0]
-    if device.platform != "gpu" and not args.quick:
+    if device.platform != "gpu" and not (args.quick or args.cpu):
         raise SystemExit(
-            f"No GPU (JAX runs on {device.platform}); use --quick on a CPU."
+            f"No GPU (JAX runs on {device.platform}); use --cpu or --quick."
         )
     data = Data(args.batch * args.epoch_batches, seed=0)
     kinds = set(args.rows.split(","))
@@ -102,7 +113,7 @@ def main():
                 KerasLoop(
                     "tffm.DeepFM, jitted loop",
                     precision,
-                    tffm_model(precision),
+                    tffm_model(precision, args.hidden),
                     data,
                     args.batch,
                 )
@@ -115,7 +126,7 @@ def main():
                 KerasLoop(
                     "plain Keras DeepFM, jitted loop",
                     precision,
-                    keras_model(precision),
+                    keras_model(precision, args.hidden),
                     data,
                     args.batch,
                 )
@@ -125,7 +136,8 @@ def main():
     times = {row.name: [] for row in rows}
     for window in range(args.warmup + args.windows):
         for row in rows:  # alternate: load changes hit every row alike
-            seconds = row.run(args.steps)
+            with jax.default_matmul_precision(MATMUL[row.precision]):
+                seconds = row.run(args.steps)
             if window >= args.warmup:
                 times[row.name].append(seconds)
     report(args, rows, times, device, keras.__version__)
@@ -158,7 +170,7 @@ class Data:
         return jax.random.permutation(key, self.rows)  # on the device
 
 
-def tffm_model(precision):
+def tffm_model(precision, hidden):
     import tffm
 
     features = [
@@ -168,12 +180,12 @@ def tffm_model(precision):
     return tffm.DeepFM(
         features,
         embedding_dim=DIM,
-        hidden_units=HIDDEN,
+        hidden_units=hidden,
         dtype="mixed_bfloat16" if precision == "bf16" else None,
     )
 
 
-def keras_model(precision):
+def keras_model(precision, hidden):
     """Plain Keras 3 DeepFM: one `(batch, 39)` input, two tables."""
     import keras
     from keras import ops
@@ -195,7 +207,7 @@ def keras_model(precision):
             return 0.5 * ops.sum(total * total - square, axis=1, keepdims=True)
 
         deep = keras.layers.Flatten()(vectors)  # (B, F * D)
-        for units in HIDDEN:
+        for units in hidden:
             deep = keras.layers.Dense(units, activation="relu")(deep)
         deep = keras.layers.Dense(1)(deep)  # (B, 1)
         first = keras.layers.Lambda(lambda x: ops.sum(x, axis=1))(linear)
@@ -287,12 +299,10 @@ class KerasFit:
     def __init__(self, precision, shuffle, data, args):
         import keras
 
-        self.name = (
-            f"tffm.DeepFM, model.fit on device arrays, shuffle={shuffle} "
-            f"({precision})"
-        )
+        self.name = f"tffm.DeepFM, model.fit, shuffle={shuffle} ({precision})"
+        self.precision = precision
         self.shuffle = shuffle
-        self.model = tffm_model(precision)
+        self.model = tffm_model(precision, args.hidden)
         self.model.compile(
             optimizer=keras.optimizers.Adam(LEARNING_RATE),
             loss="binary_crossentropy",
@@ -328,11 +338,9 @@ class TorchRow:
         import torch
 
         self.name = f"PyTorch DeepFM, torch.compile ({precision})"
+        self.precision = precision
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        torch.set_float32_matmul_precision(
-            "highest" if args.fp32_matmul == "highest" else "high"
-        )
         torch.manual_seed(0)
         self.ids = torch.from_dlpack(data.ids).to(self.device)  # (N, F)
         self.labels = torch.from_dlpack(data.labels).to(self.device)  # (N,)
@@ -341,7 +349,7 @@ class TorchRow:
         self.step_index = 0
         self.generator = torch.Generator(device=self.device).manual_seed(1)
         self.perm = self._permutation()
-        model = _torch_deepfm(torch).to(self.device)
+        model = _torch_deepfm(torch, args.hidden).to(self.device)
         self.optimizer = torch.optim.Adam(
             model.parameters(),
             lr=LEARNING_RATE,
@@ -371,6 +379,7 @@ class TorchRow:
 
     def run(self, steps):
         torch = self.torch
+        torch.set_float32_matmul_precision(TORCH_MATMUL[self.precision])
         if self.device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -389,7 +398,7 @@ class TorchRow:
         return time.perf_counter() - start
 
 
-def _torch_deepfm(torch):
+def _torch_deepfm(torch, hidden):
     nn = torch.nn
 
     class DeepFM(nn.Module):
@@ -401,7 +410,7 @@ def _torch_deepfm(torch):
             nn.init.zeros_(self.linear.weight)
             self.bias = nn.Parameter(torch.zeros(1))
             layers, width = [], FIELDS * DIM
-            for units in HIDDEN:
+            for units in hidden:
                 layers += [nn.Linear(width, units), nn.ReLU()]
                 width = units
             self.deep = nn.Sequential(*layers, nn.Linear(width, 1))
@@ -433,9 +442,10 @@ def report(args, rows, times, device, keras_version):
         torch_version = "-"
     medians = {}
     table = [
-        "| row | samples/s (median) | min - max | ms/step | vs torch.compile, "
-        "same precision | loss, last window |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| row | samples/s (median) | min - max | ms/step | vs jitted loop, "
+        "same precision | vs torch.compile, same precision | loss, last "
+        "window |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         rates = [args.batch * args.steps / t for t in times[row.name]]
@@ -444,24 +454,31 @@ def report(args, rows, times, device, keras_version):
         rates = [args.batch * args.steps / t for t in times[row.name]]
         median = medians[row.name]
         precision = row.name.rsplit("(", 1)[1].rstrip(")")
-        reference = medians.get(f"PyTorch DeepFM, torch.compile ({precision})")
-        ratio = f"{median / reference:.2f}x" if reference else "-"
+        ratios = []
+        for reference in (
+            f"tffm.DeepFM, jitted loop ({precision})",
+            f"PyTorch DeepFM, torch.compile ({precision})",
+        ):
+            base = medians.get(reference)
+            ratios.append(f"{median / base:.2f}x" if base else "-")
         table.append(
             f"| {row.name} | {median:,.0f} | {min(rates):,.0f} - "
-            f"{max(rates):,.0f} | {args.batch / median * 1e3:.2f} | {ratio} "
-            f"| {row.loss:.4f} |"
+            f"{max(rates):,.0f} | {args.batch / median * 1e3:.2f} | "
+            f"{ratios[0]} | {ratios[1]} | {row.loss:.4f} |"
         )
     load = os.getloadavg()
     header = (
-        f"\n### gpu_train.py{' --quick' if args.quick else ''}, "
+        f"\n### gpu_train.py{' --cpu' if args.cpu else ''}"
+        f"{' --quick' if args.quick else ''}, "
         f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {device.device_kind} "
         f"({device.platform}), {os.cpu_count()} CPU cores\n\n"
         f"DeepFM, {FIELDS} fields x {VOCAB:,} ids, embedding {DIM}, MLP "
-        f"{'-'.join(map(str, HIDDEN))}, Adam {LEARNING_RATE:g}; batch "
+        f"{'-'.join(map(str, args.hidden))}, Adam {LEARNING_RATE:g}; batch "
         f"{args.batch:,}, an epoch of {args.epoch_batches} batches drawn on "
         f"the device, reshuffled there each epoch; {args.steps} steps per "
         f"window, {args.warmup} warm-up window(s), median of "
-        f"{args.windows}; fp32 matmuls: {args.fp32_matmul}. TensorFlow "
+        f"{args.windows}; precisions {args.precisions} (tf32: fp32 with "
+        "TF32 matmuls). TensorFlow "
         f"{'allowed' if args.allow_tensorflow else 'blocked (not imported)'}."
         f" Versions: Python {platform.python_version()}, jax "
         f"{jax.__version__}, keras {keras_version}, torch {torch_version}. "

@@ -138,6 +138,13 @@ class EncodedData:
                 return
             epoch, start = epoch + 1, 0
 
+    def read_rows(self) -> np.ndarray:
+        """Every row, in written order: one `(num_rows, row_width)` int32.
+
+        Floats are their bit patterns (`split` views them back).
+        """
+        return _load(self.shards, self.row_width)
+
     def split(
         self, words: np.ndarray
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -1,6 +1,7 @@
 """The base of tffm's functional models: inputs, output head and config."""
 
 import inspect
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,8 @@ from tffm.features import deserialize_feature
 from tffm.features import serialize_feature
 from tffm.layers.calibration import LogitCalibration
 
+_logger = logging.getLogger("tffm.models")
+
 
 class FactorizationModel(keras.Model):
     """What `FM` and `DeepFM` share, as keras-hub's `Backbone` does.
@@ -25,7 +28,13 @@ class FactorizationModel(keras.Model):
     signature, so it never drifts from `__init__`, and `from_config` is
     `cls(**config)`. `dtype` (a dtype policy such as `"mixed_bfloat16"`)
     is part of the config.
+
+    Attributes:
+        device_fit: bool. Whether `fit` on the JAX backend may keep the
+            rows on the device (True by default; see `fit`).
     """
+
+    device_fit = True
 
     def __init__(
         self,
@@ -66,6 +75,87 @@ class FactorizationModel(keras.Model):
                 optimizer, self.trainable_variables
             )
         super().compile(optimizer, *args, jit_compile=jit_compile, **kwargs)
+        self.__dict__.pop("_tffm_device_calls", None)  # compiled for the old
+
+    def fit(  # noqa: D417 (the arguments are Keras')
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int | None = None,
+        epochs: int = 1,
+        verbose: int | str = "auto",
+        callbacks: Any = None,
+        validation_split: float = 0.0,
+        validation_data: Any = None,
+        shuffle: Any = True,
+        class_weight: Any = None,
+        sample_weight: Any = None,
+        initial_epoch: int = 0,
+        steps_per_epoch: int | None = None,
+        validation_steps: int | None = None,
+        validation_batch_size: int | None = None,
+        validation_freq: Any = 1,
+        *,
+        order: Any = None,
+    ) -> Any:
+        """`keras.Model.fit`, with the rows kept on the device on JAX.
+
+        On the JAX backend, arrays (numpy or JAX; or a
+        `tffm.train.device_fit.DeviceRows`) that fit in the device's memory
+        are copied there once, shuffled there each epoch, and trained on
+        several steps per compiled call, with Keras' callbacks, history,
+        validation and weights (`tffm.train.device_fit`, which says when
+        Keras' own `fit` runs instead). Set `device_fit = False` on the
+        model to always run Keras' `fit`. Other backends run Keras' `fit`.
+
+        Args:
+            order: a `tffm.train.device_fit.DeviceOrder` (the shuffle seed,
+                and the position a resumed epoch starts at), or None.
+            (the others): as `keras.Model.fit`.
+        """
+        options = dict(
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=callbacks,
+            validation_split=validation_split,
+            validation_data=validation_data,
+            shuffle=shuffle,
+            class_weight=class_weight,
+            sample_weight=sample_weight,
+            initial_epoch=initial_epoch,
+            validation_batch_size=validation_batch_size,
+            validation_freq=validation_freq,
+        )
+        if self.device_fit and keras.backend.backend() == "jax":
+            from tffm.train import device_fit  # deferred: imports JAX
+
+            why = device_fit.takes_device_path(
+                self,
+                x,
+                y,
+                validation_data,
+                shuffle=shuffle,
+                steps_per_epoch=steps_per_epoch,
+                validation_steps=validation_steps,
+            )
+            if why is None:
+                return device_fit.fit_on_device(
+                    self, x, y, order=order, **options
+                )
+            if isinstance(x, device_fit.DeviceRows):
+                raise ValueError(
+                    f"`x` is `DeviceRows`, which only the device path takes, "
+                    f"but it cannot run: {why}."
+                )
+            _logger.debug("model.fit runs Keras' fit: %s", why)
+        return super().fit(
+            x,
+            y,
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
+            **options,
+        )
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
         """Recompiles a loaded model with its saved compile arguments.

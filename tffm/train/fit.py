@@ -46,7 +46,8 @@ def fit_model(
         checkpoint: the `ResumeCheckpoint` it resumes from and writes.
         epochs: int. Most epochs.
         callbacks: the fit's callbacks (the checkpoint goes after them).
-        validation: encoded validation batches, or None.
+        validation: encoded validation batches (or `DeviceRows`, beside
+            training `DeviceRows`), or None.
         verbose: Keras' progress setting.
 
     Returns:

@@ -57,6 +57,10 @@ class TrainingData:
         build: makes one input pipeline's dataset (see `_Build`).
         ordered: whether a training pass follows an `InputOrder` (a resume
             then skips what it trained on; else it restarts the epoch).
+        device_rows: for encoded data, `device_rows()` gives the training
+            and validation rows as `tffm.train.device_fit.DeviceRows` and
+            the epochs' `DeviceOrder`, or None when they do not fit on the
+            device; None for raw data.
     """
 
     features: list[Feature]
@@ -69,16 +73,26 @@ class TrainingData:
     files: list[str]
     build: _Build
     ordered: bool
+    device_rows: Callable[[], tuple[Any, Any, Any] | None] | None = None
 
     def training_input(
         self, plan: Plan, *, with_holdout: bool = False
-    ) -> tuple[Any, InputOrder | None]:
-        """The training input of a fit, and the `InputOrder` it follows.
+    ) -> tuple[Any, Any]:
+        """The training input of a fit, and the order it follows.
+
+        Encoded data on the JAX backend, on one device, whose rows fit in
+        its memory: `DeviceRows` kept there, in a `DeviceOrder` (`model.fit`
+        then shuffles and batches on the device). Else a streamed
+        dataset, in an `InputOrder` (or None).
 
         Args:
             plan: where the fit runs (each worker reads its part).
             with_holdout: bool. Train on the holdout rows too (a refit).
         """
+        on_device = self._on_device(plan)
+        if on_device is not None:
+            rows, _, order = on_device
+            return rows, order
         order = InputOrder() if self.ordered else None
         holdout = None if with_holdout or not self.holdout else False
 
@@ -86,6 +100,22 @@ class TrainingData:
             return self.build(files, batch, shard, holdout, order)
 
         return plan.training_input(self.files, build), order
+
+    def validation_input(self, training: Any) -> Any:
+        """The validation data of a fit on `training` (`training_input`).
+
+        `DeviceRows` beside training `DeviceRows`, else the cached batches.
+        """
+        if self.device_rows is not None and training is not None:
+            on_device = self.device_rows()
+            if on_device is not None and on_device[0] is training:
+                return on_device[1]
+        return self.validation
+
+    def _on_device(self, plan: Plan) -> tuple[Any, Any, Any] | None:
+        if self.device_rows is None or not plan.on_one_device:
+            return None
+        return self.device_rows()
 
     def local_input(self, batch_size: int) -> Any:
         """Shuffled training batches read by this process alone.
@@ -230,6 +260,21 @@ def open_encoded(
         return read_encoded(train_dir, options).dataset
 
     valid = read_encoded(valid_dir, ReadOptions(batch_size=batch_size))
+    loaded: list[Any] = []
+
+    def device_rows() -> tuple[Any, Any, Any] | None:
+        if not loaded:
+            from tffm.train import device_fit  # deferred: imports JAX
+
+            loaded.append(
+                device_fit.encoded_rows(
+                    encoded,
+                    EncodedData(valid_dir),
+                    seed=seed if shuffle_buffer else None,
+                )
+            )
+        return loaded[0]  # type: ignore[no-any-return]
+
     return TrainingData(
         features=list(encoded.features),
         rows=int(encoded.num_rows),
@@ -241,6 +286,7 @@ def open_encoded(
         files=[train_dir],
         build=build,
         ordered=False,
+        device_rows=device_rows,
     )
 
 

@@ -160,7 +160,7 @@ def _fit_and_save(
             checkpoint=checkpoint_path(output, refit=options.refit),
             logs=output,
         ),
-        validation=data.validation,
+        validation=data.validation_input(dataset),
         verbose=verbose,
     )
     metrics = _score(model, options, plan, data)

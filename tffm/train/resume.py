@@ -68,9 +68,9 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         directory: str. Where `checkpoint.npz` goes (created if needed).
         every: int. Also checkpoint every `every` steps (0: only at the
             end of each epoch).
-        order: `InputOrder` of the training input, or None (then a
-            resumed epoch starts at its first batch, as with
-            `BackupAndRestore`).
+        order: `InputOrder` of the training input (or the `DeviceOrder`
+            of rows kept on the device), or None (then a resumed epoch
+            starts at its first batch, as with `BackupAndRestore`).
         rows_per_step: int. Rows one step reads from this process's
             stream (the global batch over the input pipelines): what the
             resume message reports.
@@ -101,6 +101,14 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         self._metrics: list[np.ndarray] | None = None  # to add back
         # The model's `_features`, worked out as each fit begins.
         self._spec: dict[str, dict[str, Any]] | None = None
+
+    @property
+    def batch_period(self) -> int:
+        """Steps between the batch hooks it needs (`tffm.train.device_fit`).
+
+        A checkpoint every `every` steps; 0: at epoch ends only.
+        """
+        return self.every
 
     @property
     def path(self) -> str:

@@ -122,6 +122,22 @@ class Plan:
             yield
 
     @property
+    def on_one_device(self) -> bool:
+        """Whether the fit runs on one JAX device, unsplit.
+
+        Then `model.fit` may keep the rows there
+        (`tffm.train.device_fit`).
+        """
+        import keras  # deferred: Keras
+
+        return (
+            keras.backend.backend() == "jax"
+            and self.strategy is None
+            and self.layout is None
+            and self.distribution != "parameter-server"
+        )
+
+    @property
     def rows_per_step(self) -> int:
         """Rows one step reads from this process's input pipeline."""
         return self.batch_size // self.num_workers
@@ -204,6 +220,8 @@ class Plan:
 
     def validation_input(self, dataset: Any) -> Any:
         """Validation data for `fit`: workers split its batches."""
+        if getattr(dataset, "on_device", False):  # `DeviceRows`, one device
+            return dataset
         if self.distribution == "multi-worker":
             import tensorflow as tf  # deferred: TensorFlow
 
@@ -231,7 +249,9 @@ class Plan:
 
         `model.fit` resumed from `checkpoint` (`fit_resumable`); on a
         parameter-server cluster, the coordinator's loop
-        (`parameter_server.fit_on_cluster`). Returns the whole history.
+        (`parameter_server.fit_on_cluster`). Rows kept on the device
+        (`DeviceRows`) are batched and shuffled there, in the checkpoint's
+        `DeviceOrder`. Returns the whole history.
         """
         if self.distribution == "parameter-server":
             return parameter_server.fit_on_cluster(
@@ -243,6 +263,13 @@ class Plan:
                 validation_data=validation_data,
                 verbose=verbose,
             )
+        reading: dict[str, Any] = {"shuffle": False}  # the reader shuffles
+        if getattr(dataset, "on_device", False):
+            reading = {
+                "batch_size": self.rows_per_step,
+                "shuffle": True,
+                "order": checkpoint.order,
+            }
         return fit_resumable(
             model,
             dataset,
@@ -251,7 +278,7 @@ class Plan:
             callbacks=callbacks,
             validation_data=validation_data,
             verbose=verbose,
-            shuffle=False,  # the reader shuffles
+            **reading,
         )
 
 
