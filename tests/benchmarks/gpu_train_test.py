@@ -38,9 +38,10 @@ class GpuTrainQuickTest(testing.TestCase):
         rows = [
             line
             for line in result.stdout.splitlines()
-            if line.startswith("| ") and ("(fp32)" in line or "(bf16)" in line)
+            if line.startswith("| ")
+            and any(f"({p})" in line for p in ("fp32", "tf32", "bf16"))
         ]
-        self.assertLen(rows, 10)  # 5 rows x 2 precisions
+        self.assertLen(rows, 15)  # 5 rows x 3 precisions
         for line in rows:
             loss = float(line.rstrip(" |").rsplit("|", 1)[1])
             self.assertBetween(loss, 0.05, 1.0)
