@@ -2,7 +2,8 @@
 
 Each benchmark is a script of this folder (one per figure RESULTS.md
 reports), run in its own process with the arguments below; each prints
-its table and appends it to benchmarks/RESULTS.md with machine, versions
+its table and writes it as its section of benchmarks/RESULTS.md (a rerun
+replaces it; `benchmarks/results.py`) with machine, versions
 and date. At the end this prints one summary table. Arguments after `--`
 go to every chosen script (e.g. its `--help` or its small mode).
 `baselines.py` is no benchmark: `real_data.py` imports it.
@@ -110,7 +111,7 @@ def main() -> int:
     parser.add_argument("names", nargs="*", help="benchmarks to run")
     parser.add_argument("--list", action="store_true", help="list them")
     parser.add_argument(
-        "--no-record", action="store_true", help="do not append RESULTS.md"
+        "--no-record", action="store_true", help="do not write RESULTS.md"
     )
     argv = sys.argv[1:]
     forwarded = []

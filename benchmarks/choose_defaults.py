@@ -33,7 +33,7 @@ data set's validation file (or a holdout carved from those folds) and
 scores the fold it never saw; the metric is the mean over folds and
 seeds. On the Criteo and Avazu samples that scores all ~7,000 training
 rows instead of ~400 validation rows, and it suits candidates that refit.
-Prints one table per (task, model) and appends them to RESULTS.md.
+Prints one table per (task, model) and writes them to RESULTS.md.
 
 `--sizes 5000,20000,full` runs the size sweep instead (`size_sweep`): each
 data set's training rows are subsampled (a seeded draw of lines) to each
@@ -56,6 +56,7 @@ import time
 
 import numpy as np
 import real_data
+from results import record_section
 
 from tffm.train.config import TrainConfig
 from tffm.train.defaults import AUTO_DEFAULTS
@@ -432,8 +433,10 @@ def main():
         print(text)
         if not args.no_record:
             stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-            with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
-                f.write(f"\n### Size sweep, {stamp}\n\n{text}\n")
+            record_section(
+                "choose_defaults --sizes",
+                f"\n### Size sweep, {stamp}\n\n{text}\n",
+            )
         return 0
     if args.folds and (args.nested or args.folds < 2):
         parser.error("--folds needs K >= 2 and no --nested")
@@ -511,17 +514,17 @@ def main():
     if not args.no_record and sections:
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
         machine = f"{platform.machine()}, {os.cpu_count()} cores, CPU only"
-        with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
-            f.write(
-                f"\n### Defaults: choose_defaults.py, {stamp}, {machine}\n\n"
-                "Holdout metric of each candidate (training data only: "
-                "every 10th line of the training file, or the data set's "
-                "validation file); regret = distance to the best candidate "
-                "on that data set; chosen = smallest worst-case regret. "
-                "`{}` is `tffm.train.defaults.AUTO_DEFAULTS` as it stood.\n\n"
-                + "\n\n".join(sections)
-                + "\n"
-            )
+        record_section(
+            "choose_defaults",
+            f"\n### Defaults: choose_defaults.py, {stamp}, {machine}\n\n"
+            "Holdout metric of each candidate (training data only: "
+            "every 10th line of the training file, or the data set's "
+            "validation file); regret = distance to the best candidate "
+            "on that data set; chosen = smallest worst-case regret. "
+            "`{}` is `tffm.train.defaults.AUTO_DEFAULTS` as it stood.\n\n"
+            + "\n\n".join(sections)
+            + "\n",
+        )
 
 
 def table(task, model, grid, sets, scores, epochs, regret, best):

@@ -15,7 +15,7 @@ several it measures the scaling.
     KERAS_BACKEND=jax python benchmarks/distributed_gpu.py            # GPU
     KERAS_BACKEND=jax python benchmarks/distributed_gpu.py --quick    # CPU
     ... --host-devices 2   # CPU: split the host into 2 XLA devices
-    ... --record           # append the table to benchmarks/RESULTS.md
+    ... --record           # write its section of benchmarks/RESULTS.md
 """
 
 import argparse
@@ -145,8 +145,7 @@ def _data(tffm, np, rows, *, quick):
 
 def _record(summary):
     lines = [
-        "",
-        "## JAX data-parallel vs single device (benchmarks/distributed_gpu.py)",
+        "### JAX data-parallel vs single device (distributed_gpu.py)",
         "",
         f"{summary['devices']} ({summary['platform']}), JAX {summary['jax']}, "
         f"Keras {summary['keras']}; {summary['rows']:,} rows, batch "
@@ -160,8 +159,9 @@ def _record(summary):
         f"Ratio {summary['ratio']}; max weight gap after training "
         f"{summary['max_weight_gap']:.2e}.",
     ]
-    with open(os.path.join(ROOT, "benchmarks", "RESULTS.md"), "a") as f:
-        f.write("\n".join(lines) + "\n")
+    from benchmarks.results import record_section  # deferred: ROOT on sys.path
+
+    record_section("distributed_gpu", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ Each figure: best of `--repeats` full epochs, as rows per wall second and
 rows per CPU second of the process (the second is what "per core" means
 when other work shares the core). The peak RSS growth while reading the
 encoded set shows the reader streams (about two windows, not the data).
-Appends a table to benchmarks/RESULTS.md (machine, versions, load).
+Writes its section of benchmarks/RESULTS.md (machine, versions, load).
 
     python benchmarks/encoded_input.py [--text-rows N] [--encoded-rows N]
         [--repeats N] [--no-record]
@@ -30,10 +30,10 @@ import tempfile
 import time
 
 import numpy as np
+from results import record_section
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-RESULTS = os.path.join(HERE, "RESULTS.md")
 
 
 def write_criteo(path, rows, seed=0):
@@ -211,8 +211,7 @@ def main():
     text_out = "\n".join(lines) + "\n"
     print(text_out)
     if not args.no_record:
-        with open(RESULTS, "a") as f:
-            f.write(text_out)
+        record_section("encoded_input", text_out)
 
 
 if __name__ == "__main__":

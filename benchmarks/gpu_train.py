@@ -40,9 +40,10 @@ import statistics
 import sys
 import time
 
+from results import record_section
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-RESULTS = os.path.join(HERE, "RESULTS.md")
 FIELDS = 39
 VOCAB = 10_000
 DIM = 16
@@ -488,8 +489,7 @@ def report(args, rows, times, device, keras_version):
     text = header + "\n" + "\n".join(table) + "\n"
     print(text)
     if not args.no_record:
-        with open(RESULTS, "a") as f:
-            f.write(text)
+        record_section("gpu_train", text)
 
 
 if __name__ == "__main__":

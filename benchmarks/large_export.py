@@ -8,7 +8,7 @@ whose content is larger than 2GB" (`--plain-keras` shows it). tffm's
 writes the SavedModel as usual; then the parity check runs Keras, the
 SavedModel and onnxruntime on the edge-case batches (sizes 1, 64, 10,000).
 
-Prints and appends to benchmarks/RESULTS.md: time, peak RSS, file sizes
+Prints and writes to benchmarks/RESULTS.md: time, peak RSS, file sizes
 and the parity result. A watchdog stops the run (exit 3) if the process
 RSS passes `--max-rss-gb` (other work shares this machine's memory).
 
@@ -32,9 +32,10 @@ import tempfile
 import threading
 import time
 
+from results import record_section
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-RESULTS = os.path.join(HERE, "RESULTS.md")
 
 
 def rss_gb() -> float:
@@ -183,8 +184,7 @@ def main() -> None:
     text = "".join(lines)
     print(text)
     if not args.no_record:
-        with open(RESULTS, "a") as f:
-            f.write(text)
+        record_section("large_export", text)
     sys.exit(0 if ok else 1)
 
 

@@ -3,7 +3,7 @@
 Trains the same DeepFM (the demo's planted-FM CTR data: 8 categorical
 fields, 2 numeric, a tag list; embedding 8, DNN 128-64, Adam) in float32
 and in mixed_bfloat16 from the same seeds, and reports test AUC / logloss
-and the planted optimum. Appends the table to benchmarks/RESULTS.md.
+and the planted optimum. Writes the table to benchmarks/RESULTS.md.
 
     python benchmarks/mixed_precision.py [--rows N] [--seeds N] [--no-record]
 """
@@ -16,9 +16,9 @@ import sys
 import time
 
 import numpy as np
+from results import record_section
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 
 def main() -> None:
@@ -100,8 +100,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_record:
-        with open(RESULTS, "a") as f:
-            f.write(text)
+        record_section("mixed_precision", text)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ once per seed with `precise_bn` and `calibrate` off, then, on the holdout
   logloss that costs against the seed's own fit.
 
 Usage: python benchmarks/precise_bn.py [--seeds 0,1] [--no-record]
-Appends to benchmarks/RESULTS.md with the machine and date.
+Writes to benchmarks/RESULTS.md with the machine and date.
 """
 
 import argparse
@@ -23,6 +23,7 @@ import tempfile
 
 import numpy as np
 import real_data
+from results import record_section
 
 from tffm.data import open_source
 from tffm.metrics import log_loss
@@ -120,13 +121,13 @@ def main():
     if not args.no_record:
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
         machine = f"{platform.machine()}, {os.cpu_count()} cores, CPU only"
-        with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
-            f.write(
-                f"\n### precise_bn.py, {stamp}, {machine}\n\n"
-                "Frappe DeepFM (`real_data.py`'s tuned recipe without refit), "
-                "holdout only (every 10th line of the training file).\n\n"
-                f"{table}\n"
-            )
+        record_section(
+            "precise_bn",
+            f"\n### precise_bn.py, {stamp}, {machine}\n\n"
+            "Frappe DeepFM (`real_data.py`'s tuned recipe without refit), "
+            "holdout only (every 10th line of the training file).\n\n"
+            f"{table}\n",
+        )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ Rows:
   small grid chosen on the same holdout.
 Every row is trained with each seed: the table gives the test metric's
 mean and standard deviation over seeds, and the mean bootstrap standard
-deviation over the test rows (200 resamples). Appends to
+deviation over the test rows (200 resamples). Writes its section of
 benchmarks/RESULTS.md with the machine and date.
 """
 
@@ -34,6 +34,7 @@ import time
 
 import baselines
 import numpy as np
+from results import record_section
 
 from tffm.train.config import TrainConfig
 from tffm.train.evaluation import evaluate_files
@@ -488,13 +489,13 @@ def main():
             for (name, model), (options, _) in args.tuned_config.items()
         )
         chosen = f"\n{chosen}" if chosen else ""
-        with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
-            f.write(
-                f"\n### real_data.py, {stamp}, {machine}\n\n"
-                f"`python benchmarks/real_data.py {command}`; "
-                f"{(time.time() - started) / 60:.0f} min, load average at "
-                f"the end {load}.{chosen}\n\n{table}\n"
-            )
+        record_section(
+            "real_data",
+            f"\n### real_data.py, {stamp}, {machine}\n\n"
+            f"`python benchmarks/real_data.py {command}`; "
+            f"{(time.time() - started) / 60:.0f} min, load average at "
+            f"the end {load}.{chosen}\n\n{table}\n",
+        )
 
 
 if __name__ == "__main__":

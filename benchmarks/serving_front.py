@@ -10,7 +10,7 @@ then times, alternating in one run:
   hashed feature, rebuilt here from the ids-in core: the before of the
   shared-node front in `export/onnx_front.py`);
 - onnxruntime on the ids-in core (the floor).
-Appends a table to benchmarks/RESULTS.md.
+Writes its section of benchmarks/RESULTS.md.
 
     python benchmarks/serving_front.py [--no-record]
 
@@ -27,9 +27,9 @@ import tempfile
 import time
 
 import numpy as np
+from results import record_section
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 
 def build(workdir: str) -> tuple[str, str]:
@@ -281,8 +281,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_record:
-        with open(RESULTS, "a") as f:
-            f.write(text)
+        record_section("serving_front", text)
 
 
 if __name__ == "__main__":

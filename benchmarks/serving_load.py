@@ -9,7 +9,7 @@ generator. Servers: `tffm serve` as configured by default (batching off,
 TF Serving's default), with `--num_workers 2` and with `--enable_batching`.
 Then the server's RSS under a streamed 50 MB body and with 100 stalled
 clients (connected, half a header sent). All traffic stays on loopback and
-every loop is bounded. Appends the table to benchmarks/RESULTS.md.
+every loop is bounded. Writes the table to benchmarks/RESULTS.md.
 
 The load generator is h2load (Debian's `nghttp2-client`: C, HTTP/1.1 for
 REST, HTTP/2 for gRPC, a per-request log for the percentiles) when it is on
@@ -45,12 +45,12 @@ import tempfile
 import time
 
 import numpy as np
+from results import record_section
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
-RESULTS = os.path.join(HERE, "RESULTS.md")
 CLIENTS = 16
 PREDICT = "/v1/models/ctr:predict"
 GRPC_PREDICT = "/tensorflow.serving.PredictionService/Predict"
@@ -909,8 +909,7 @@ def record_mlserver(args, rows, use_h2load, load_before) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_record:
-        with open(RESULTS, "a") as f:
-            f.write(text)
+        record_section("serving_load --mlserver", text)
 
 
 def summary(total: int, result: dict) -> tuple:
@@ -992,8 +991,7 @@ def record(args, rows, stresses, use_h2load, load_before, floor, steps):
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_record:
-        with open(RESULTS, "a") as f:
-            f.write(text)
+        record_section("serving_load", text)
 
 
 if __name__ == "__main__":

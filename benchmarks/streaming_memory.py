@@ -18,6 +18,7 @@ import tempfile
 import time
 
 import numpy as np
+from results import record_section
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -95,12 +96,12 @@ def main():
     if not args.no_record:
         stamp = datetime.date.today().isoformat()
         machine = f"{platform.machine()}, {os.cpu_count()} cores, CPU only"
-        with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
-            f.write(
-                f"\n### streaming_memory.py, {stamp}, {machine}\n\n"
-                f"{table}\n\nGrowth after the first tenth of the file: "
-                f"{final - tenth:+.0f} MB.\n"
-            )
+        record_section(
+            "streaming_memory",
+            f"\n### streaming_memory.py, {stamp}, {machine}\n\n"
+            f"{table}\n\nGrowth after the first tenth of the file: "
+            f"{final - tenth:+.0f} MB.\n",
+        )
 
 
 if __name__ == "__main__":

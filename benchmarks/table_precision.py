@@ -27,12 +27,13 @@ import tempfile
 import time
 
 import numpy as np
+from results import record_section
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-RESULTS = os.path.join(HERE, "RESULTS.md")
-HEADING = "## table-precision"
+NAME = "table-precision"
+HEADING = f"## {NAME}"
 PRECISIONS = ("float16", "int8")
 TARGETS = {"int8": 0.30, "float16": 0.55}  # file bytes vs float32 (issue 33)
 
@@ -164,21 +165,6 @@ def accuracy_rows(names: list[str], epochs: int, workdir: str) -> list[str]:
     return lines
 
 
-def record(text: str) -> None:
-    """Replaces (or appends) this benchmark's section of RESULTS.md."""
-    with open(RESULTS) as f:
-        content = f.read()
-    start = content.find(HEADING + "\n")
-    if start < 0:
-        content = content.rstrip("\n") + "\n\n" + text
-    else:
-        end = content.find("\n## ", start + len(HEADING))
-        tail = "" if end < 0 else content[end + 1 :]
-        content = content[:start] + text + ("\n" + tail if tail else "")
-    with open(RESULTS, "w") as f:
-        f.write(content)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ids", type=int, default=100_000)
@@ -215,8 +201,7 @@ def main() -> None:
     load = os.getloadavg()
     command = "python -m benchmarks table-precision"
     extra = " ".join(sys.argv[1:])
-    text = (
-        f"{HEADING}\n\n"
+    body = (
         f"`{command}{' -- ' + extra if extra else ''}`, "
         f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.machine()}, "
         f"{os.cpu_count()} cores, CPU only, Python "
@@ -225,9 +210,9 @@ def main() -> None:
         + "\n\n".join(sections)
         + "\n"
     )
-    print(text)
+    print(f"{HEADING}\n\n{body}")
     if not args.no_record:
-        record(text)
+        record_section(NAME, body)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ import threading
 import time
 
 import numpy as np
+from results import record_section
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NUM_FIELDS = 39
@@ -640,8 +641,7 @@ def main():
     print()
     print(text)
     if not args.no_record:
-        with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
-            f.write("\n\n" + text)
+        record_section("train_throughput", "\n\n" + text)
 
 
 if __name__ == "__main__":
