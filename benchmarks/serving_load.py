@@ -852,7 +852,6 @@ def record_mlserver(args, rows, use_h2load, load_before) -> None:
         else "Python asyncio clients in 4 processes"
     )
     lines = [
-        "\n## serving_load --mlserver\n",
         f"### tffm serve and MLServer 1.7.1 side by side ({datetime.datetime.now():%Y-%m-%d %H:%M}, `benchmarks/serving_load.py --mlserver --scale {args.scale} --rounds {args.rounds}`)\n",  # noqa: E501
         f"Loopback, both servers up together, measured in alternating "
         f"rounds (one row after the other, same payloads), {CLIENTS} "
