@@ -113,7 +113,11 @@ class DeviceRows:
         groups: dict[str, list[Any]] = {}
         slots = []
         for leaf in leaves:
-            dtype = np.dtype(leaf.dtype)
+            # The dtype JAX holds it in (int64 as int32 unless x64 is on),
+            # as Keras' own transfer to the device would give.
+            dtype = np.dtype(jax.dtypes.canonicalize_dtype(leaf.dtype))
+            if dtype != np.dtype(leaf.dtype):
+                leaf = np.asarray(leaf).astype(dtype)
             key = "int32" if dtype.itemsize == 4 else dtype.name
             columns = groups.setdefault(key, [])
             offset = sum(int(np.prod(c.shape[1:])) for c in columns)
