@@ -20,7 +20,11 @@ from google.protobuf import descriptor_pb2
 from google.protobuf import descriptor_pool
 from google.protobuf import message_factory
 
-_F: Any = descriptor_pb2.FieldDescriptorProto
+from serving.protos import _F
+from serving.protos import _field
+from serving.protos import _map
+from serving.protos import _map_entry
+
 POOL = descriptor_pool.DescriptorPool()
 SERVICE = "inference.GRPCInferenceService"
 # The calls served, in the .proto's order: (method, request, response).
@@ -37,28 +41,6 @@ _PARAMETERS = f"{_P}.InferParameter"
 _CONTENTS = f"{_P}.InferTensorContents"
 
 
-def _field(
-    name: str,
-    number: int,
-    kind: int,
-    type_name: str = "",
-    *,
-    repeated: bool = False,
-    oneof: int | None = None,
-) -> Any:
-    field = _F(
-        name=name,
-        number=number,
-        type=kind,  # type: ignore[arg-type]
-        label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL,
-    )
-    if type_name:
-        field.type_name = type_name
-    if oneof is not None:
-        field.oneof_index = oneof
-    return field
-
-
 def _message(
     name: str,
     fields: list[Any],
@@ -71,21 +53,8 @@ def _message(
 
 def _parameters(parent: str, number: int) -> tuple[Any, Any]:
     """A `map<string, InferParameter> parameters` field and its entry."""
-    entry = _message(
-        "ParametersEntry",
-        [
-            _field("key", 1, _F.TYPE_STRING),
-            _field("value", 2, _F.TYPE_MESSAGE, _PARAMETERS),
-        ],
-    )
-    entry.options.map_entry = True
-    field = _field(
-        "parameters",
-        number,
-        _F.TYPE_MESSAGE,
-        f"{parent}.ParametersEntry",
-        repeated=True,
-    )
+    entry = _map_entry("ParametersEntry", _F.TYPE_MESSAGE, _PARAMETERS)
+    field = _map(parent, "parameters", number, "ParametersEntry")
     return field, entry
 
 
