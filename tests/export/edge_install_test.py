@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import sys
 import textwrap
 
 import keras
@@ -12,6 +11,7 @@ import pytest
 
 from tffm import testing
 
+from ..fixtures import serving_venv
 from .conftest import FEATURES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -37,27 +37,8 @@ class EdgeInstallTest(testing.TestCase):
         from export.edge_cases import edge_case_batch
         from tffm.encoder import KerasPredictor
 
-        venv = self.tmp / "edge"
-        subprocess.run(
-            [sys.executable, "-m", "venv", str(venv)], check=True, timeout=120
-        )
-        python = str(venv / "bin" / "python")
-        install = subprocess.run(
-            [python, "-m", "pip", "install", "-q", f"{ROOT}[serving]"],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        self.assertEqual(install.returncode, 0, install.stderr[-3000:])
-        listed = subprocess.run(
-            [python, "-m", "pip", "list", "--format=json"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        installed = {p["name"].lower() for p in json.loads(listed.stdout)}
-        for heavy in ("tensorflow", "keras", "jax", "torch", "tf2onnx"):
-            self.assertNotIn(heavy, installed)
+        bin_folder = serving_venv(self.tmp / "edge")
+        python = str(bin_folder / "python")
 
         raw = edge_case_batch(FEATURES, 16, seed=11)
         expected = KerasPredictor(self.model).predict(raw)["probability"]

@@ -5,7 +5,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -15,8 +14,8 @@ import pytest
 
 from tffm import testing
 
+from ..fixtures import serving_venv
 from .conftest import FEATURES
-from .conftest import ROOT
 from .conftest import free_port
 from .conftest import keras_outputs
 
@@ -48,27 +47,7 @@ def test_serving_extra_alone_serves_rest_grpc_and_v2(
     from export.edge_cases import edge_case_batch
     from serving import Client
 
-    venv = tmp_path / "edge"
-    subprocess.run(
-        [sys.executable, "-m", "venv", str(venv)], check=True, timeout=120
-    )
-    python = str(venv / "bin" / "python")
-    install = subprocess.run(
-        [python, "-m", "pip", "install", "-q", f"{ROOT}[serving]"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert install.returncode == 0, install.stderr[-3000:]
-    listed = subprocess.run(
-        [python, "-m", "pip", "list", "--format=json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    installed = {p["name"].lower() for p in json.loads(listed.stdout)}
-    for heavy in ("tensorflow", "keras", "jax", "torch", "tf2onnx"):
-        assert heavy not in installed
+    bin_folder = serving_venv(tmp_path / "edge")
 
     os.makedirs(tmp_path / "models" / "ctr" / "3")
     shutil.copy(onnx_file, tmp_path / "models" / "ctr" / "3" / "model.onnx")
@@ -77,7 +56,7 @@ def test_serving_extra_alone_serves_rest_grpc_and_v2(
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [
-                str(venv / "bin" / "tffm"),
+                str(bin_folder / "tffm"),
                 "serve",
                 f"--model_base_path={tmp_path / 'models' / 'ctr'}",
                 "--model_name=ctr",
